@@ -1,0 +1,55 @@
+"""Request and response bodies of the HTTP API (validated once, here, at the edge)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model_server.backends.base import ModelInfo
+from model_server.batching.batcher import Lane
+from model_server.results import ErrorBody, TextResult
+
+TEST_MODEL_WARNING = ("served by a tiny test model built by the repo: the output is NOT a translation "
+                      "(set MODEL_SERVER_PROFILE=default and a real model for real use)")
+
+EXAMPLE_ARTICLE = "تحالف عسكري بين خليفة حفتر وروسيا\nاتفاق دفاعي بين الطرفين"
+
+
+class TranslateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE_ARTICLE}]})
+
+    text: str | None = Field(None, description="one Arabic text (an article, paragraphs separated by newlines)")
+    texts: list[str] | None = Field(None, min_length=1, description="several Arabic texts, translated independently")
+    source_lang: Literal["ar"] = Field("ar", description="only Arabic is supported")
+    target_lang: Literal["en"] = Field("en", description="only English is supported")
+    num_beams: int | None = Field(None, ge=1, le=16, description="beam size (default: the model's own)")
+    max_new_tokens: int | None = Field(None, ge=1, le=2048, description="cap on generated tokens per sentence")
+    priority: Lane = Field(Lane.interactive, description="interactive (editors) goes before bulk (backlogs)")
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> "TranslateRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+        return self
+
+
+class TranslateResponse(BaseModel):
+    results: list[TextResult] = Field(description="one entry per input text, in request order")
+    model: ModelInfo
+    timing_ms: dict[str, float] = Field(description="milliseconds per stage: prepare, translate, assemble, total")
+    warning: str | None = Field(None, description="set when a test model produced this response")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+    batching: dict[str, Any] = Field(description="batcher settings and counters per model")
+    warning: str | None = None

@@ -1,0 +1,125 @@
+"""transformers/torch engine for seq2seq models (MarianMT for translation, mT5 for summaries)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from model_server.backends.base import Generated, GenerationOptions, ModelInfo
+from model_server.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+# Positional limit for models whose config has none (T5 family uses relative positions); mT5 was
+# trained on 512-token inputs.
+DEFAULT_MAX_INPUT_TOKENS = 512
+
+
+def _is_test_model(source: str) -> bool:
+    from model_server.tiny_models import is_test_model
+
+    return Path(source).is_dir() and is_test_model(source)
+
+
+class TorchSeq2SeqBackend:
+    """One model on one device. `generate` is blocking and not thread-safe: callers run it on one
+    dedicated executor thread per model."""
+
+    def __init__(self, *, name: str, source: str, task: str, architectures: Sequence[str], device: str,
+                 dtype: str, threads: int | None = None, max_input_tokens: int | None = None) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except OSError as exc:
+            raise ServiceError("model_unavailable", f"cannot read the config of model '{name}' from {source}: {exc}") from exc
+        if config.model_type not in architectures:
+            raise ServiceError("model_unavailable", 
+                f"model '{name}' is a '{config.model_type}' model; {task} needs one of {', '.join(architectures)}")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype))
+        except (OSError, ValueError) as exc:
+            raise ServiceError("model_unavailable", f"cannot load model '{name}' from {source}: {exc}") from exc
+        self.model.eval().to(device)
+        self._torch = torch
+        self.device = device
+        limit = _model_input_limit(config, self.tokenizer)
+        self.max_input_tokens = min(limit, max_input_tokens or limit)
+        self.info = ModelInfo(
+            name=name, source=source, task=task, architecture=config.model_type, backend="torch",
+            device=device, dtype=dtype, max_input_tokens=self.max_input_tokens,
+            test_model=_is_test_model(source),
+            extra={"eos_token_id": self.model.generation_config.eos_token_id,
+                   "decoder_start_token_id": self.model.generation_config.decoder_start_token_id,
+                   "vocab_size": config.vocab_size, "threads": torch.get_num_threads()},
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, truncation=False)["input_ids"])
+
+    def default_options(self) -> GenerationOptions:
+        gen = self.model.generation_config
+        return GenerationOptions(
+            num_beams=gen.num_beams or 1,
+            length_penalty=float(gen.length_penalty if gen.length_penalty is not None else 1.0),
+            no_repeat_ngram_size=gen.no_repeat_ngram_size or 0,
+            repetition_penalty=float(gen.repetition_penalty or 1.0),
+        )
+
+    def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[Generated]:
+        torch = self._torch
+        encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=False).to(self.device)
+        try:
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **encoded,
+                    num_beams=options.num_beams,
+                    num_return_sequences=1,
+                    do_sample=False,
+                    max_new_tokens=options.max_new_tokens,
+                    min_new_tokens=options.min_new_tokens or None,
+                    length_penalty=options.length_penalty,
+                    no_repeat_ngram_size=options.no_repeat_ngram_size,
+                    repetition_penalty=options.repetition_penalty,
+                    return_dict_in_generate=True,
+                    output_scores=True,
+                )
+                token_logprobs = self.model.compute_transition_scores(
+                    output.sequences, output.scores, getattr(output, "beam_indices", None),
+                    normalize_logits=options.num_beams == 1,
+                ).float().cpu()
+        except torch.cuda.OutOfMemoryError:
+            # Free the cache so the batcher's smaller retry has room.
+            torch.cuda.empty_cache()
+            raise
+        sequences = output.sequences.cpu()
+        texts_out = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        return [self._result(texts_out[i], sequences[i], token_logprobs[i], options) for i in range(len(texts))]
+
+    def _result(self, text: str, sequence, logprobs, options: GenerationOptions) -> Generated:
+        eos_id = self.model.generation_config.eos_token_id
+        eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
+        generated = sequence[1:].tolist()  # drop decoder_start_token
+        length = next((i + 1 for i, tok in enumerate(generated) if tok in eos_ids), len(generated))
+        ended = length <= len(generated) and bool(generated) and generated[length - 1] in eos_ids
+        score = float(logprobs[:length].sum()) / max(length, 1)
+        return Generated(text=text.strip(), score=round(score, 6), num_tokens=length,
+                         hit_max_length=not ended and length >= options.max_new_tokens)
+
+    def close(self) -> None:
+        del self.model
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
+
+
+def _model_input_limit(config, tokenizer) -> int:
+    limit = getattr(config, "max_position_embeddings", None) or DEFAULT_MAX_INPUT_TOKENS
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 100_000:
+        limit = min(limit, tokenizer_limit)
+    return int(limit)

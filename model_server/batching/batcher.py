@@ -1,0 +1,261 @@
+"""Cross-request dynamic batcher (asyncio), generic over `async process(group, payloads) -> results`.
+
+Segments from all in-flight requests join one bounded queue with two priority lanes. One worker task
+forms a batch when the lane's budget fills or the oldest segment has waited `max_wait_ms`, awaits the
+process function (which runs the model off the event loop) and resolves each segment's future.
+
+Guarantees:
+- only segments of the same `group` (e.g. equal decoding options) share a batch, so batching never
+  changes a result;
+- a failing batch is split in halves and retried until the failure is pinned to single segments
+  (isolates a poison input; also how a CUDA out-of-memory batch is retried smaller);
+- futures already done (cancelled by a timed-out or disconnected client) are dropped, never resolved;
+- `interactive` always goes before `bulk`, one batch at a time, so a backlog delays an editor by at most
+  the batch that is already running;
+- `close()` stops admission, finishes queued work, then stops the worker.
+
+It knows nothing about models, tokens or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
+
+from model_server.batching.planner import check_limits, fits, select_batch
+from model_server.errors import ServiceError, overloaded
+
+T = TypeVar("T")
+R = TypeVar("R")
+ProcessFn = Callable[[Hashable, list[T]], Awaitable[list[R]]]
+
+log = logging.getLogger(__name__)
+
+
+class Lane(str, Enum):
+    interactive = "interactive"
+    bulk = "bulk"
+
+
+@dataclass(eq=False)
+class _Pending(Generic[T, R]):
+    payload: T
+    cost: int
+    group: Hashable
+    future: asyncio.Future
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatcherStats:
+    batches: int = 0
+    segments: int = 0
+    padded_tokens: int = 0
+    failed_segments: int = 0
+    dropped_cancelled: int = 0
+    rejected_full: int = 0
+    splits: int = 0
+    busy_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class BatchSizeMismatch(RuntimeError):
+    pass
+
+
+class DynamicBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        process: ProcessFn,
+        *,
+        max_batch_size: int,
+        max_batch_tokens: int,
+        max_wait_ms: float,
+        max_queue_items: int,
+        retry_after_s: int = 1,
+        name: str = "batcher",
+    ) -> None:
+        check_limits(max_batch_size, max_batch_tokens)
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if max_queue_items < 1:
+            raise ValueError(f"max_queue_items must be >= 1, got {max_queue_items}")
+        self._process = process
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue_items = max_queue_items
+        self.retry_after_s = retry_after_s
+        self.name = name
+        self.stats = BatcherStats()
+        self._lanes: dict[Lane, deque[_Pending]] = {lane: deque() for lane in Lane}
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._worker: asyncio.Task | None = None
+
+    # ----- lifecycle -----
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run_forever(), name=self.name)
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done() and not self._closing
+
+    async def close(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop admission, let queued work finish (up to the timeout), then stop the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._worker), drain_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("%s: drain timed out after %.1fs; failing queued work", self.name, drain_timeout_s)
+            self._worker.cancel()
+            self._fail_all_pending(ServiceError("shutting_down", "the server shut down before this work ran"))
+
+    # ----- admission -----
+    def pending(self, lane: Lane | None = None) -> int:
+        lanes = [lane] if lane else list(Lane)
+        return sum(len(self._lanes[name]) for name in lanes)
+
+    def submit_many(self, payloads: Sequence[T], *, costs: Sequence[int], group: Hashable,
+                    lane: Lane = Lane.interactive) -> list[asyncio.Future]:
+        """Queue all payloads of one request, or none of them (a request is never half-admitted)."""
+        if len(payloads) != len(costs):
+            raise ValueError("payloads and costs differ in length")
+        if self._closing or self._worker is None:
+            raise overloaded("shutting_down", "the server is shutting down and accepts no new work",
+                             self.retry_after_s)
+        if self.pending() + len(payloads) > self.max_queue_items:
+            self.stats.rejected_full += 1
+            raise overloaded(
+                "queue_full", f"the batch queue is full ({self.pending()} segments waiting, limit "
+                f"{self.max_queue_items}); retry later", self.retry_after_s)
+        loop = asyncio.get_running_loop()
+        items = [_Pending(p, c, group, loop.create_future()) for p, c in zip(payloads, costs)]
+        self._lanes[lane].extend(items)
+        self._wakeup.set()
+        return [item.future for item in items]
+
+    # ----- worker -----
+    async def _run_forever(self) -> None:
+        while True:
+            lane = self._next_lane()
+            if lane is None:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            wait_s = self._remaining_wait(lane)
+            if wait_s > 0:
+                await self._sleep_unless_woken(wait_s)
+                continue
+            batch = self._take_batch(lane)
+            if batch:
+                await self._execute(batch)
+
+    def _next_lane(self) -> Lane | None:
+        for lane in Lane:  # declaration order is priority order
+            self._drop_cancelled(lane)
+            if self._lanes[lane]:
+                return lane
+        return None
+
+    def _drop_cancelled(self, lane: Lane) -> None:
+        queue = self._lanes[lane]
+        if any(item.future.done() for item in queue):
+            kept = [item for item in queue if not item.future.done()]
+            self.stats.dropped_cancelled += len(queue) - len(kept)
+            self._lanes[lane] = deque(kept)
+
+    def _remaining_wait(self, lane: Lane) -> float:
+        """Seconds to keep collecting before running a non-full batch; 0 = run now."""
+        if self._closing:
+            return 0.0
+        queue = self._lanes[lane]
+        group = queue[0].group
+        same = [item.cost for item in queue if item.group == group]
+        longest = max(same[: self.max_batch_size])
+        full = len(same) >= self.max_batch_size or not fits(
+            len(same), longest, max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens)
+        if full:
+            return 0.0
+        return max(0.0, queue[0].enqueued_at + self.max_wait_s - time.monotonic())
+
+    async def _sleep_unless_woken(self, seconds: float) -> None:
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _take_batch(self, lane: Lane) -> list[_Pending]:
+        queue = self._lanes[lane]
+        group = queue[0].group
+        candidates = [item for item in queue if item.group == group]
+        chosen_idx = select_batch([item.cost for item in candidates],
+                                  max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens)
+        chosen = [candidates[i] for i in chosen_idx]
+        chosen_ids = {id(item) for item in chosen}
+        self._lanes[lane] = deque(item for item in queue if id(item) not in chosen_ids)
+        return chosen
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        started = time.monotonic()
+        self.stats.batches += 1
+        self.stats.segments += len(batch)
+        self.stats.padded_tokens += len(batch) * max(item.cost for item in batch)
+        await self._process_isolating_failures(batch)
+        self.stats.busy_s += time.monotonic() - started
+
+    async def _process_isolating_failures(self, batch: list[_Pending]) -> None:
+        live = [item for item in batch if not item.future.done()]
+        if not live:
+            return
+        try:
+            results = await self._process(live[0].group, [item.payload for item in live])
+            if len(results) != len(live):
+                raise BatchSizeMismatch(f"batch function returned {len(results)} results for {len(live)} inputs")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any model failure is isolated below
+            if len(live) == 1:
+                self.stats.failed_segments += 1
+                log.warning("%s: segment failed: %r", self.name, exc)
+                _settle(live[0].future, exception=exc)
+                return
+            # Split and retry: pins the failure on its own segment(s), and retries a batch that was too
+            # large for the device (out of memory) at half the size.
+            self.stats.splits += 1
+            middle = len(live) // 2
+            await self._process_isolating_failures(live[:middle])
+            await self._process_isolating_failures(live[middle:])
+            return
+        for item, result in zip(live, results):
+            _settle(item.future, result=result)
+
+    def _fail_all_pending(self, exc: Exception) -> None:
+        for lane in Lane:
+            for item in self._lanes[lane]:
+                _settle(item.future, exception=exc)
+            self._lanes[lane].clear()
+
+
+def _settle(future: asyncio.Future, *, result: Any = None, exception: BaseException | None = None) -> None:
+    """Resolve a future unless its client already gave up on it."""
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)

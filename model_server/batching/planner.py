@@ -1,0 +1,81 @@
+"""Pure batch planning: which segments go into one model call.
+
+No asyncio, no models: functions of segment costs (source tokens) and two limits, so they are unit-tested
+synchronously and shared by the offline path (`plan_batches`) and the dynamic batcher (`select_batch`).
+
+A batch's cost is what the engine pays for it: padded tokens = batch size x longest member.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def check_limits(max_batch_size: int, max_batch_tokens: int) -> None:
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    if max_batch_tokens < 1:
+        raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+
+
+def fits(count: int, longest: int, *, max_batch_size: int, max_batch_tokens: int) -> bool:
+    """Whether `count` segments padded to `longest` tokens fit both limits. One segment always fits:
+    a segment longer than the budget still has to run, alone."""
+    return count <= 1 or (count <= max_batch_size and count * longest <= max_batch_tokens)
+
+
+def plan_batches(costs: Sequence[int], *, max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Split all segments into batches sorted by length (minimal padding). Returns lists of indices into
+    `costs`; every index appears exactly once."""
+    check_limits(max_batch_size, max_batch_tokens)
+    order = sorted(range(len(costs)), key=lambda i: costs[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        # Sorted ascending, so the newcomer is the longest member.
+        if current and not fits(len(current) + 1, costs[index],
+                                max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def select_batch(costs: Sequence[int], *, max_batch_size: int, max_batch_tokens: int) -> list[int]:
+    """Choose the next batch from pending segments given in arrival order.
+
+    The oldest segment (index 0) is always included, so nothing starves; the rest are the pending
+    segments closest to it in length, so padding stays small. Returns indices into `costs`, ascending.
+    """
+    check_limits(max_batch_size, max_batch_tokens)
+    if not costs:
+        return []
+    by_length = sorted(range(len(costs)), key=lambda i: (costs[i], i))
+    anchor = by_length.index(0)
+    lo = hi = anchor
+    # Grow a window in length order around the oldest segment, one neighbour at a time, always taking
+    # the neighbour whose length is closer to the anchor's.
+    while True:
+        below = by_length[lo - 1] if lo > 0 else None
+        above = by_length[hi + 1] if hi + 1 < len(by_length) else None
+        if below is None and above is None:
+            break
+        take_below = above is None or (
+            below is not None and costs[0] - costs[below] <= costs[above] - costs[0]
+        )
+        longest = costs[by_length[hi]] if take_below else costs[above]
+        if not fits(hi - lo + 2, longest, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens):
+            if take_below or below is None:
+                break
+            # The longer neighbour does not fit, a shorter one still may.
+            if not fits(hi - lo + 2, costs[by_length[hi]],
+                        max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens):
+                break
+            take_below = True
+        if take_below:
+            lo -= 1
+        else:
+            hi += 1
+    return sorted(by_length[lo:hi + 1])

@@ -1,0 +1,154 @@
+"""`model-server` command line: serve, translate, download, build-tiny.
+
+Every setting of `Settings` is also a flag of `serve` and `translate` (generated, so flags, environment
+variables and defaults can never disagree); flags override `MODEL_SERVER_*` environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import ValidationError
+
+from model_server.errors import ServiceError
+from model_server.settings import Settings
+
+log = logging.getLogger("model_server")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (flag > MODEL_SERVER_* environment variable > default)")
+    for name, field in Settings.model_fields.items():
+        default = field.default.value if hasattr(field.default, "value") else field.default
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"setting_{name}", default=argparse.SUPPRESS,
+                           metavar=name.upper(),
+                           help=f"{field.description or ''} [env MODEL_SERVER_{name.upper()}; default {default}]")
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {key.removeprefix("setting_"): value for key, value in vars(args).items()
+                 if key.startswith("setting_")}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"model-server: invalid settings: {problems}") from None
+
+
+def _load_services(settings: Settings):
+    from model_server.services import Services
+
+    try:
+        return Services.load(settings)
+    except ServiceError as exc:
+        raise SystemExit(f"model-server: {exc.message}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from model_server.api.app import create_app
+
+    settings = _settings_from(args)
+    services = _load_services(settings)  # fail fast, with one clear message, before binding the port
+    app = create_app(settings, services)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=int(settings.request_timeout_s))
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    text = sys.stdin.read() if args.input in (None, "-") else Path(args.input).read_text(encoding="utf-8")
+    services = _load_services(settings)
+
+    async def run():
+        services.start()
+        try:
+            pipeline = services.translator
+            return await pipeline.translate([text], pipeline.options())
+        finally:
+            await services.close()
+
+    results, timings = asyncio.run(run())
+    result = results[0]
+    if result.error is not None:
+        print(f"model-server: {result.error.code}: {result.error.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        info = services.translation.backend.info
+        payload = {"result": result.model_dump(), "model": info.model_dump(), "timing_ms": timings.to_dict()}
+        json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(result.translation + "\n")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from huggingface_hub import snapshot_download
+
+    from model_server.backends.loading import hub_dirname
+
+    target = Path(args.models_dir) / hub_dirname(args.model)
+    print(f"downloading {args.model} to {target} ...", file=sys.stderr)
+    snapshot_download(args.model, local_dir=target, revision=args.revision,
+                      allow_patterns=["*.json", "*.spm", "*.model", "*.txt", "*.safetensors", "*.bin"]
+                      if not args.all_files else None)
+    print(f"done. Serve it offline with MODEL_SERVER_MODELS_DIR={args.models_dir} "
+          f"(the id {args.model} then resolves to {target}).", file=sys.stderr)
+    return 0
+
+
+def cmd_build_tiny(args: argparse.Namespace) -> int:
+    from model_server.tiny_models import build_tiny_marian, ensure_tiny_marian
+
+    settings = Settings(models_dir=Path(args.models_dir)) if args.models_dir else Settings()
+    target = settings.tiny_marian_dir()
+    path = build_tiny_marian(target) if args.force else ensure_tiny_marian(target)
+    print(f"tiny test model (NOT a translator) ready at {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="model-server", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    _add_settings_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    translate = sub.add_parser("translate", help="translate a file (or stdin) to stdout")
+    translate.add_argument("input", nargs="?", help="UTF-8 Arabic text file; '-' or omitted = stdin")
+    translate.add_argument("--json", action="store_true", help="print sentences, scores and timings as JSON")
+    _add_settings_flags(translate)
+    translate.set_defaults(func=cmd_translate)
+
+    download = sub.add_parser("download", help="prefetch a hub model into a directory for offline/Docker use")
+    download.add_argument("model", help="hub id, e.g. Helsinki-NLP/opus-mt-ar-en")
+    download.add_argument("--models-dir", default="models", help="where to store it (default: models)")
+    download.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    download.add_argument("--all-files", action="store_true", help="fetch every file, not just weights+tokenizer")
+    download.set_defaults(func=cmd_download)
+
+    tiny = sub.add_parser("build-tiny", help="build the tiny test model (a fixture, not a translator)")
+    tiny.add_argument("--models-dir", default=None, help="default: the models_dir setting")
+    tiny.add_argument("--force", action="store_true", help="rebuild even if present")
+    tiny.set_defaults(func=cmd_build_tiny)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The dynamic batcher driven by fake batch functions: coalescing, isolation, limits, cancellation,
+priority and shutdown. Long max_wait plus 'nothing released yet' checks instead of timing sleeps."""
+
+import asyncio
+
+import pytest
+
+from model_server.batching.batcher import DynamicBatcher, Lane
+from model_server.errors import ServiceError
+
+LONG_WAIT_MS = 60_000
+
+
+class Recorder:
+    """A fake model: records every call; optionally blocks until released or fails on chosen inputs."""
+
+    def __init__(self, fail_on=(), max_ok_size=None):
+        self.calls: list[tuple[object, list[str]]] = []
+        self.gate: asyncio.Event | None = None
+        self.fail_on = set(fail_on)
+        self.max_ok_size = max_ok_size
+
+    async def __call__(self, group, payloads):
+        self.calls.append((group, list(payloads)))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.max_ok_size is not None and len(payloads) > self.max_ok_size:
+            raise MemoryError("CUDA out of memory (simulated)")
+        bad = self.fail_on.intersection(payloads)
+        if bad:
+            raise ValueError(f"cannot process {sorted(bad)}")
+        return [p.upper() for p in payloads]
+
+
+def make(recorder, **overrides):
+    options = dict(max_batch_size=8, max_batch_tokens=10_000, max_wait_ms=LONG_WAIT_MS, max_queue_items=100)
+    options.update(overrides)
+    return DynamicBatcher(recorder, **options)
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_concurrent_requests_coalesce_into_one_full_batch():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_batch_size=6)
+        batcher.start()
+        futures = [batcher.submit_many([f"s{i}"], costs=[3], group="g")[0] for i in range(6)]
+        assert await asyncio.gather(*futures) == [f"S{i}" for i in range(6)]
+        assert len(recorder.calls) == 1 and len(recorder.calls[0][1]) == 6
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_partial_batch_waits_for_max_wait_then_runs_on_close():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder)
+        batcher.start()
+        futures = batcher.submit_many(["a", "b"], costs=[1, 1], group="g")
+        await settle()
+        assert recorder.calls == []  # nothing released yet: the batch is not full and the wait is long
+        await batcher.close()        # closing flushes what is queued
+        assert [f.result() for f in futures] == ["A", "B"]
+
+    run(scenario())
+
+
+def test_short_wait_releases_a_partial_batch():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_wait_ms=1)
+        batcher.start()
+        futures = batcher.submit_many(["a"], costs=[1], group="g")
+        assert await futures[0] == "A"
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_groups_never_share_a_batch():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_wait_ms=0)
+        batcher.start()
+        futures = (batcher.submit_many(["a", "b"], costs=[1, 1], group="beam1")
+                   + batcher.submit_many(["c"], costs=[1], group="beam4"))
+        await asyncio.gather(*futures)
+        assert {(g, tuple(p)) for g, p in recorder.calls} == {("beam1", ("a", "b")), ("beam4", ("c",))}
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_one_failing_segment_fails_only_itself():
+    async def scenario():
+        recorder = Recorder(fail_on={"bad"})
+        batcher = make(recorder, max_batch_size=4)
+        batcher.start()
+        futures = batcher.submit_many(["a", "bad", "c", "d"], costs=[1, 1, 1, 1], group="g")
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert results[0] == "A" and results[2] == "C" and results[3] == "D"
+        assert isinstance(results[1], ValueError)
+        assert batcher.stats.failed_segments == 1 and batcher.stats.splits >= 1
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_out_of_memory_batch_is_split_and_retried_not_dropped():
+    async def scenario():
+        recorder = Recorder(max_ok_size=2)
+        batcher = make(recorder, max_batch_size=8)
+        batcher.start()
+        payloads = [f"s{i}" for i in range(8)]
+        futures = batcher.submit_many(payloads, costs=[1] * 8, group="g")
+        assert await asyncio.gather(*futures) == [p.upper() for p in payloads]
+        # Halved until it fits: 8 fails, 4 fails, 2+2 succeed, for each half.
+        assert [len(p) for _, p in recorder.calls] == [8, 4, 2, 2, 4, 2, 2]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_wrong_number_of_results_is_an_error_not_a_misalignment():
+    async def scenario():
+        async def drops_one(group, payloads):
+            return [p for p in payloads][:-1]
+
+        batcher = make(drops_one, max_batch_size=2)
+        batcher.start()
+        futures = batcher.submit_many(["a", "b"], costs=[1, 1], group="g")
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(r, Exception) and "results for" in str(r) for r in results)
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_full_queue_rejects_whole_request_with_retry_after():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_queue_items=3)
+        batcher.start()
+        batcher.submit_many(["a", "b"], costs=[1, 1], group="g")
+        with pytest.raises(ServiceError) as caught:
+            batcher.submit_many(["c", "d"], costs=[1, 1], group="g")
+        assert caught.value.code == "queue_full" and caught.value.status == 503
+        assert caught.value.headers["Retry-After"] == "1"
+        assert batcher.pending() == 2  # nothing of the rejected request was admitted
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_cancelled_segments_are_dropped_before_inference():
+    async def scenario():
+        recorder = Recorder()
+        recorder.gate = asyncio.Event()
+        batcher = make(recorder, max_wait_ms=0, max_batch_size=2)
+        batcher.start()
+        first = batcher.submit_many(["busy1", "busy2"], costs=[1, 1], group="g")
+        await settle()  # the worker is now blocked inside the first batch
+        gone = batcher.submit_many(["gone1", "gone2"], costs=[1, 1], group="g")
+        kept = batcher.submit_many(["kept"], costs=[1], group="g")
+        for future in gone:
+            future.cancel()  # the client disconnected
+        recorder.gate.set()
+        await asyncio.gather(*first, *kept)
+        seen = [p for _, payloads in recorder.calls for p in payloads]
+        assert "gone1" not in seen and "gone2" not in seen and "kept" in seen
+        assert batcher.stats.dropped_cancelled == 2
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_interactive_lane_goes_before_a_bulk_backlog():
+    async def scenario():
+        recorder = Recorder()
+        recorder.gate = asyncio.Event()
+        batcher = make(recorder, max_wait_ms=0, max_batch_size=2)
+        batcher.start()
+        running = batcher.submit_many(["b0", "b1"], costs=[1, 1], group="g", lane=Lane.bulk)
+        await settle()
+        backlog = batcher.submit_many([f"b{i}" for i in range(2, 10)], costs=[1] * 8, group="g", lane=Lane.bulk)
+        editor = batcher.submit_many(["editor"], costs=[1], group="g", lane=Lane.interactive)
+        recorder.gate.set()
+        await asyncio.gather(*running, *backlog, *editor)
+        order = [payloads for _, payloads in recorder.calls]
+        assert order[0] == ["b0", "b1"]
+        assert order[1] == ["editor"]  # delayed by at most the batch already running
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_close_finishes_queued_work_then_refuses_new_work():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_batch_size=2)
+        batcher.start()
+        futures = batcher.submit_many(["a", "b", "c"], costs=[1, 1, 1], group="g")
+        await batcher.close()
+        assert [f.result() for f in futures] == ["A", "B", "C"]
+        assert not batcher.running
+        with pytest.raises(ServiceError) as caught:
+            batcher.submit_many(["late"], costs=[1], group="g")
+        assert caught.value.code == "shutting_down"
+
+    run(scenario())
+
+
+def test_close_times_out_and_fails_stuck_work():
+    async def scenario():
+        recorder = Recorder()
+        recorder.gate = asyncio.Event()  # never released: the model hangs
+        batcher = make(recorder, max_wait_ms=0, max_batch_size=1)
+        batcher.start()
+        futures = batcher.submit_many(["a", "b"], costs=[1, 1], group="g")
+        await settle()
+        await batcher.close(drain_timeout_s=0.05)
+        assert futures[1].done() and isinstance(futures[1].exception(), ServiceError)
+
+    run(scenario())
+
+
+def test_constructor_validates_limits():
+    async def noop(group, payloads):
+        return payloads
+
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=-1, max_queue_items=1)
+    with pytest.raises(ValueError, match="max_queue_items"):
+        DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=0, max_queue_items=0)

@@ -46,6 +46,11 @@ class TorchSeq2SeqBackend:
         except (OSError, ValueError) as exc:
             raise ServiceError("model_unavailable", f"cannot load model '{name}' from {source}: {exc}") from exc
         self.model.eval().to(device)
+        # Every call passes max_new_tokens; a model-level max_length (512 in opus-mt) would only make
+        # transformers warn on each call that both are set. The library default counts as unset.
+        from transformers import GenerationConfig
+
+        self.model.generation_config.max_length = GenerationConfig().max_length
         self._torch = torch
         self.device = device
         limit = _model_input_limit(config, self.tokenizer)

@@ -124,8 +124,9 @@ class DynamicBatcher(Generic[T, R]):
 
     # ----- admission -----
     def pending(self, lane: Lane | None = None) -> int:
+        """Queued segments whose client is still waiting (cancelled ones are dropped lazily)."""
         lanes = [lane] if lane else list(Lane)
-        return sum(len(self._lanes[name]) for name in lanes)
+        return sum(1 for name in lanes for item in self._lanes[name] if not item.future.done())
 
     def submit_many(self, payloads: Sequence[T], *, costs: Sequence[int], group: Hashable,
                     lane: Lane = Lane.interactive) -> list[asyncio.Future]:

@@ -22,6 +22,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "queue_full": (503, "the batch queue is full; retry after Retry-After seconds"),
     "shutting_down": (503, "the server is shutting down"),
     "not_ready": (503, "models are still loading or the server is shutting down"),
+    "client_closed": (499, "the client disconnected; its queued work was dropped (never seen by clients)"),
     "timeout": (504, "the request did not finish within request_timeout_s"),
     "inference_failed": (500, "the model failed on this input (other inputs are unaffected)"),
     "model_unavailable": (503, "model weights cannot be found or loaded (start-up)"),

@@ -64,6 +64,12 @@ class ModelRunner:
     def start(self) -> None:
         self.batcher.start()
 
+    def describe_batching(self) -> dict:
+        batcher = self.batcher
+        return {"max_batch_size": batcher.max_batch_size, "max_batch_tokens": batcher.max_batch_tokens,
+                "max_wait_ms": batcher.max_wait_s * 1000, "max_queue": batcher.max_queue_items,
+                "pending": batcher.pending(), **batcher.stats.to_dict()}
+
     async def close(self, drain_timeout_s: float) -> None:
         await self.batcher.close(drain_timeout_s)
         self.executor.shutdown(wait=True)
@@ -83,19 +89,24 @@ class Services:
             backend, runner.batcher,
             TextLimits(max_text_chars=settings.max_text_chars, min_arabic_ratio=settings.min_arabic_ratio),
             request_timeout_s=settings.request_timeout_s, max_new_tokens=settings.max_new_tokens,
-            default_num_beams=settings.num_beams)
+            default_num_beams=settings.num_beams, min_new_tokens=settings.min_new_tokens)
         return cls(settings=settings, translation=runner, translator=pipeline)
 
     @classmethod
     def load(cls, settings: Settings) -> "Services":
         return cls.from_backend(settings, load_translation_backend(settings))
 
+    def runners(self) -> list[ModelRunner]:
+        """Every loaded model with its queue (one per model)."""
+        return [self.translation]
+
     def start(self) -> None:
-        self.translation.start()
+        for runner in self.runners():
+            runner.start()
 
     @property
     def ready(self) -> bool:
-        return self.translation.batcher.running
+        return all(runner.batcher.running for runner in self.runners())
 
     async def close(self, drain_timeout_s: float = 30.0) -> None:
-        await self.translation.close(drain_timeout_s)
+        await asyncio.gather(*(runner.close(drain_timeout_s) for runner in self.runners()))

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model_server.api.deps import ClientDisconnected
 from model_server.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
 
+async def _client_disconnected(_: Request, exc: ClientDisconnected) -> JSONResponse:
+    # Nobody reads this: the connection is gone. 499 is the conventional "client closed request" status.
+    return error_response(499, "client_closed", "the client disconnected before the response was ready")
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "an internal error occurred; it has been logged")
@@ -56,4 +62,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnected, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,60 @@
+"""Request plumbing shared by the routes: access to services/settings and disconnect-aware execution."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, TypeVar
+
+from fastapi import Request
+
+from model_server.api.schemas import ErrorResponse
+from model_server.services import Services
+from model_server.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Documented error responses of the model endpoints (OpenAPI).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in [(400, "empty, non-Arabic or malformed input"), (413, "too large"),
+                                (422, "invalid fields"), (503, "queue full or shutting down (Retry-After)"),
+                                (504, "timed out")]
+}
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its response was ready; nothing is sent."""
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.services.settings
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, cancelling it if the client disconnects first (its queued segments are then dropped)."""
+    task = asyncio.ensure_future(work)
+    disconnect = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            task.cancel()
+            log.info("client disconnected; request cancelled")
+            raise ClientDisconnected()
+        return task.result()
+    finally:
+        disconnect.cancel()
+        if not task.done():
+            task.cancel()
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,34 @@
+"""POST /translate: Arabic texts in, sentence-aligned English out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from model_server.api.deps import ERROR_RESPONSES, cancel_on_disconnect, get_services
+from model_server.api.errors import error_response
+from model_server.api.schemas import TEST_MODEL_WARNING, TranslateRequest, TranslateResponse
+from model_server.errors import ServiceError, status_for
+
+router = APIRouter()
+
+
+@router.post("/translate", response_model=TranslateResponse, responses=ERROR_RESPONSES, tags=["translation"])
+async def translate(body: TranslateRequest, request: Request):
+    """Translate one Arabic text (`text`) or several (`texts`), sentence by sentence.
+
+    With `texts`, a bad text gets an `error` entry in its own result and never fails the others."""
+    services = get_services(request)
+    texts = [body.text] if body.text is not None else body.texts or []
+    limit = services.settings.max_texts_per_request
+    if len(texts) > limit:
+        raise ServiceError("too_many_texts", f"{len(texts)} texts in one request; the limit is {limit}")
+    pipeline = services.translator
+    options = pipeline.options(num_beams=body.num_beams, max_new_tokens=body.max_new_tokens)
+    results, timings = await cancel_on_disconnect(request, pipeline.translate(texts, options, lane=body.priority))
+    if body.text is not None and results[0].error is not None:
+        # A single text has nobody to share the response with: its error is the response.
+        error = results[0].error
+        return error_response(status_for(error.code), error.code, error.message)
+    info = pipeline.backend.info
+    return TranslateResponse(results=results, model=info, timing_ms=timings.to_dict(),
+                             warning=TEST_MODEL_WARNING if info.test_model else None)

@@ -69,23 +69,27 @@ def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits) -> Prep
 
 class TranslationPipeline:
     def __init__(self, backend: Seq2SeqBackend, batcher: DynamicBatcher[str, Generated], limits: TextLimits,
-                 *, request_timeout_s: float, max_new_tokens: int, default_num_beams: int | None = None) -> None:
+                 *, request_timeout_s: float, max_new_tokens: int, default_num_beams: int | None = None,
+                 min_new_tokens: int = 0) -> None:
         self.backend = backend
         self.batcher = batcher
         self.limits = limits
         self.request_timeout_s = request_timeout_s
         self.max_new_tokens = max_new_tokens
+        self.min_new_tokens = min_new_tokens  # benchmark-only: forced decode lengths (0 = off)
         self.default_num_beams = default_num_beams
 
     def options(self, *, num_beams: int | None = None, max_new_tokens: int | None = None) -> GenerationOptions:
         """The model's own defaults, then the service's settings, then the request; capped by the limit."""
         defaults = self.backend.default_options()
+        limit = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
         return GenerationOptions(
             num_beams=num_beams or self.default_num_beams or defaults.num_beams,
-            max_new_tokens=min(max_new_tokens or self.max_new_tokens, self.max_new_tokens),
+            max_new_tokens=limit,
             length_penalty=defaults.length_penalty,
             no_repeat_ngram_size=defaults.no_repeat_ngram_size,
             repetition_penalty=defaults.repetition_penalty,
+            min_new_tokens=min(self.min_new_tokens, limit),
         )
 
     async def translate(self, texts: Sequence[str], options: GenerationOptions, *,

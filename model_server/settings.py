@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     max_input_tokens: int | None = Field(
         None, ge=8, description="longest segment sent to the model, in tokens (default: the model's limit)"
     )
+    min_new_tokens: int = Field(
+        0, ge=0, le=2048, description="BENCHMARK-ONLY: generate at least this many tokens per segment (EOS "
+        "suppressed until then); with min_new_tokens = max_new_tokens every segment decodes exactly that many "
+        "tokens, so benchmark runs are comparable. 0 (default) = off; never set it for real translation"
+    )
 
     # --- batching ---
     max_batch_size: int = Field(64, ge=1, description="most segments in one model call")
@@ -91,6 +96,8 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> "Settings":
         if self.dtype is DType.float16 and self.device is Device.cpu:
             raise ValueError("dtype=float16 needs device=cuda (on cpu use float32 or bfloat16)")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("min_new_tokens (benchmark-only) must not exceed max_new_tokens")
         if self.max_batch_tokens < self.max_batch_size and self.max_batch_tokens < 64:
             raise ValueError("max_batch_tokens is smaller than one segment can be; raise it")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -308,7 +309,7 @@ def _check_invariants(text: str) -> None:
 
 def test_invariants_on_random_strings():
     rng = random.Random(16042024)
-    for _ in range(3000):
+    for _ in range(2000):
         text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 40)))
         _check_invariants(text)
         _check_invariants(normalize_text(text))
@@ -331,3 +332,23 @@ if given is not None:
     @given(st.text(max_size=60))
     def test_invariants_on_any_unicode(text):
         _check_invariants(text)
+
+
+# --- hostile input stays fast (each case was quadratic or worse in a naive version) ---------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1. " * 10000 + "ا",  # no letters for a long stretch
+        "«" * 20000 + ")" * 20000,  # deep unmatched nesting
+        "«" * 20000 + '"' * 20000,
+        "اب." * 8000,  # terminators glued to Arabic words
+        '"اب." ' * 4000,  # many short quotes
+    ],
+    ids=["letterless", "nesting-brackets", "nesting-quotes", "glued", "quotes"],
+)
+def test_hostile_input_is_segmented_quickly(text):
+    started = time.perf_counter()
+    segment(text)
+    assert time.perf_counter() - started < 2.0

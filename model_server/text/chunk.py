@@ -56,8 +56,8 @@ _ROOT_WAW_WORDS = frozenset(
     وقف وقود وفد وفاة وظيفة واقع وادي
     """.split()
 )
-# Split at white space.
-_BEFORE_SPACE_RE = re.compile(r"\s")
+# Split at white space (one candidate per run, so long runs stay linear).
+_BEFORE_SPACE_RE = re.compile(r"\s+")
 
 # (pattern, split at match end?) in priority order; the hard cut is the fallback.
 _BOUNDARY_KINDS: tuple[tuple[re.Pattern[str], bool], ...] = (

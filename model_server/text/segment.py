@@ -81,6 +81,8 @@ _TRAILING_CLOSERS = frozenset("\"'»”’›)]}")
 _PAIRED_OPENERS = {"«": "»", "“": "”", "‹": "›", "(": ")", "[": "]", "{": "}"}
 _PAIRED_CLOSERS = frozenset(_PAIRED_OPENERS.values())
 _STRAIGHT_QUOTE = '"'
+# Real text nests quotes and brackets two or three deep; deeper openers are ignored.
+_MAX_QUOTE_DEPTH = 8
 
 # Characters that cannot start a sentence: if one follows the white space after a
 # terminator, the terminator is not a sentence end (e.g. "نعم . ، ثم" or "« نعم. »").
@@ -100,6 +102,10 @@ _LATIN_ABBREVIATIONS = frozenset(
 )
 # Abbreviations only when a number follows ("No. 5", "p. 12", "Vol. 3").
 _NUMBER_PREFIX_ABBREVIATIONS = frozenset({"no", "nos", "vol", "p", "pp", "art", "fig", "ch", "sec"})
+# The last word of a string (possibly empty).
+_TRAILING_WORD_RE = re.compile(r"\S*\Z")
+# Longest word looked at when deciding whether a "." ends an abbreviation.
+_MAX_WORD_LENGTH = 32
 # Arabic titles written with a period: "د. محمد" (doctor), "أ. أحمد" (professor/teacher).
 _ARABIC_ABBREVIATIONS = frozenset({"د", "أ"})
 # Dotted acronyms without their final period: "U.S", "e.g", "i.e", "U.N", "أ.د", "ق.م".
@@ -152,6 +158,7 @@ def _skip_spaces(text: str, pos: int, end: int) -> int:
 def _sentence_ends(text: str, start: int, end: int) -> Iterator[int]:
     """Yield the exclusive end offset of every sentence but the paragraph's last one."""
     quotes = _outermost(_matched_quote_spans(text, start, end))
+    letters = [pos for pos in range(start, end) if text[pos].isalpha()]
     sentence_start = start
     for run in _TERMINATOR_RUN_RE.finditer(text, start, end):
         boundary = _absorb_closers(text, run.end(), end)
@@ -165,7 +172,7 @@ def _sentence_ends(text: str, start: int, end: int) -> Iterator[int]:
             continue  # inside a token: "2.5", "U.S", "example.com"
         if _inside_quote(boundary, quotes):
             continue
-        if not _has_letter(text, sentence_start, run.start()):
+        if not _has_letter(letters, sentence_start, run.start()):
             continue  # a list marker such as "1." or a stray "..." is not a sentence
         if _is_abbreviation(text, start, run, next_char_pos):
             continue
@@ -199,17 +206,20 @@ def _matched_quote_spans(text: str, start: int, end: int) -> list[tuple[int, int
     Unclosed openers and unopened closers are ignored. A straight quote '"' opens when
     followed by a non-space and not preceded by one (`قال: "`), closes when preceded by a
     non-space and not followed by one (`"،` counts as followed by a non-space, so such
-    ambiguous quotes close an open straight quote and otherwise open one).
+    ambiguous quotes close an open straight quote and otherwise open one). Openers nested
+    deeper than _MAX_QUOTE_DEPTH are ignored, which keeps hostile input linear.
     """
     stack: list[tuple[str, int]] = []  # (expected closer, opener position)
     spans = []
     for pos in range(start, end):
         char = text[pos]
         if char in _PAIRED_OPENERS:
-            stack.append((_PAIRED_OPENERS[char], pos))
+            if len(stack) < _MAX_QUOTE_DEPTH:
+                stack.append((_PAIRED_OPENERS[char], pos))
         elif char in _PAIRED_CLOSERS or char == _STRAIGHT_QUOTE:
             if char == _STRAIGHT_QUOTE and _straight_quote_opens(text, pos, start, end, stack):
-                stack.append((_STRAIGHT_QUOTE, pos))
+                if len(stack) < _MAX_QUOTE_DEPTH:
+                    stack.append((_STRAIGHT_QUOTE, pos))
                 continue
             opener = _pop_matching_opener(stack, char)
             if opener is not None:
@@ -258,8 +268,10 @@ def _inside_quote(boundary: int, quotes: list[tuple[int, int]]) -> bool:
     return index >= 0 and boundary <= quotes[index][1]
 
 
-def _has_letter(text: str, start: int, end: int) -> bool:
-    return any(text[pos].isalpha() for pos in range(start, end))
+def _has_letter(letters: list[int], start: int, end: int) -> bool:
+    """True when a position in the sorted `letters` lies in [start, end)."""
+    index = bisect.bisect_left(letters, start)
+    return index < len(letters) and letters[index] < end
 
 
 def _is_abbreviation(text: str, paragraph_start: int, run: re.Match[str], next_pos: int) -> bool:
@@ -276,10 +288,10 @@ def _is_abbreviation(text: str, paragraph_start: int, run: re.Match[str], next_p
 
 
 def _word_before(text: str, paragraph_start: int, pos: int) -> str:
-    word_start = pos
-    while word_start > paragraph_start and not text[word_start - 1].isspace():
-        word_start -= 1
-    return text[word_start:pos].lstrip(_WORD_OPENERS)
+    """The word ending at `pos`, without opening quotes; at most _MAX_WORD_LENGTH characters
+    (abbreviations are short, and the bound keeps long unspaced runs linear)."""
+    window = text[max(paragraph_start, pos - _MAX_WORD_LENGTH) : pos]
+    return _TRAILING_WORD_RE.search(window).group().lstrip(_WORD_OPENERS)
 
 
 def _cannot_start_sentence(char: str) -> bool:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from model_server.backends.base import Generated
-from model_server.results import SentenceResult, TextResult
+from model_server.quality import RETRIED, QualityThresholds, assess, needs_review
+from model_server.results import ReviewSummary, SentenceResult, TextResult
 
 
 @dataclass(frozen=True)
@@ -33,26 +34,38 @@ class PreparedText:
         return len(self.paragraph_separators) + 1 if self.sentences else 0
 
 
-def assemble_text(index: int, prepared: PreparedText, generated: Sequence[Generated]) -> TextResult:
-    """Join chunk translations into sentences and sentences into paragraphs, in source order."""
+def assemble_text(index: int, prepared: PreparedText, generated: Sequence[Generated], *,
+                  retried: set[int] = frozenset(), thresholds: QualityThresholds = QualityThresholds()) -> TextResult:
+    """Join chunk translations into sentences and sentences into paragraphs, in source order, and flag
+    suspect sentences. `retried` holds the indices of segments that were re-generated."""
     if len(generated) != len(prepared.segments):
         raise ValueError(f"{len(generated)} outputs for {len(prepared.segments)} segments")
     sentences: list[SentenceResult] = []
     position = 0
     for sentence_index, planned in enumerate(prepared.sentences):
         parts = generated[position:position + len(planned.chunks)]
+        was_retried = any(position + k in retried for k in range(len(parts)))
         position += len(planned.chunks)
+        translation = " ".join(part.text for part in parts if part.text)
+        score = _token_weighted_score(parts)
+        hit_max_length = any(part.hit_max_length for part in parts)
+        flags = assess(planned.source, translation, score=score, hit_max_length=hit_max_length, thresholds=thresholds)
+        if was_retried:
+            flags.append(RETRIED)
         sentences.append(SentenceResult(
-            index=sentence_index,
-            paragraph=planned.paragraph,
-            source=planned.source,
-            translation=" ".join(part.text for part in parts if part.text),
-            score=_token_weighted_score(parts),
-            chunks=len(parts),
-            hit_max_length=any(part.hit_max_length for part in parts),
-        ))
+            index=sentence_index, paragraph=planned.paragraph, source=planned.source, translation=translation,
+            score=score, chunks=len(parts), hit_max_length=hit_max_length, flags=flags,
+            needs_review=needs_review(flags)))
     return TextResult(index=index, translation=join_paragraphs(sentences, prepared.paragraph_separators),
-                      sentences=sentences, paragraphs=prepared.paragraph_count)
+                      sentences=sentences, paragraphs=prepared.paragraph_count, review=summarize_review(sentences))
+
+
+def summarize_review(sentences: Sequence[SentenceResult]) -> ReviewSummary:
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        for flag in sentence.flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    return ReviewSummary(sentences_needing_review=sum(s.needs_review for s in sentences), flags=counts)
 
 
 def join_paragraphs(sentences: Sequence[SentenceResult], separators: Sequence[str]) -> str:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from model_server.assembly import PlannedSentence, PreparedText, assemble_text
 from model_server.backends.base import Generated, GenerationOptions, Seq2SeqBackend
 from model_server.batching.batcher import DynamicBatcher, Lane
 from model_server.errors import ServiceError
+from model_server.quality import RETRY_FLAGS, QualityThresholds, assess, clean_english, severity
 from model_server.results import ErrorBody, TextResult
+from model_server.settings import Settings
 from model_server.text import arabic_ratio, chunk_sentence, normalize_text, segment
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,34 @@ log = logging.getLogger(__name__)
 class TextLimits:
     max_text_chars: int
     min_arabic_ratio: float
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The settings the translation path needs, in one place (built from Settings)."""
+
+    limits: TextLimits
+    request_timeout_s: float
+    max_new_tokens: int
+    default_num_beams: int | None = None
+    min_new_tokens: int = 0  # benchmark-only: forced decode lengths (0 = off)
+    quality: QualityThresholds = QualityThresholds()
+    retry_suspects: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PipelineConfig":
+        return cls(
+            limits=TextLimits(max_text_chars=settings.max_text_chars, min_arabic_ratio=settings.min_arabic_ratio),
+            request_timeout_s=settings.request_timeout_s, max_new_tokens=settings.max_new_tokens,
+            default_num_beams=settings.num_beams, min_new_tokens=settings.min_new_tokens,
+            quality=QualityThresholds(low_score=settings.low_score_threshold),
+            retry_suspects=settings.retry_suspect_sentences)
+
+
+def safer_options(options: GenerationOptions) -> GenerationOptions:
+    """Decoding that resists loops: beam search, no repeated trigrams, a mild repetition penalty."""
+    return replace(options, num_beams=max(options.num_beams, 4), no_repeat_ngram_size=3,
+                   repetition_penalty=max(options.repetition_penalty, 1.2))
 
 
 @dataclass
@@ -68,78 +98,101 @@ def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits) -> Prep
 
 
 class TranslationPipeline:
-    def __init__(self, backend: Seq2SeqBackend, batcher: DynamicBatcher[str, Generated], limits: TextLimits,
-                 *, request_timeout_s: float, max_new_tokens: int, default_num_beams: int | None = None,
-                 min_new_tokens: int = 0) -> None:
+    def __init__(self, backend: Seq2SeqBackend, batcher: DynamicBatcher[str, Generated], config: PipelineConfig) -> None:
         self.backend = backend
         self.batcher = batcher
-        self.limits = limits
-        self.request_timeout_s = request_timeout_s
-        self.max_new_tokens = max_new_tokens
-        self.min_new_tokens = min_new_tokens  # benchmark-only: forced decode lengths (0 = off)
-        self.default_num_beams = default_num_beams
+        self.config = config
 
     def options(self, *, num_beams: int | None = None, max_new_tokens: int | None = None) -> GenerationOptions:
         """The model's own defaults, then the service's settings, then the request; capped by the limit."""
         defaults = self.backend.default_options()
-        limit = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
+        limit = min(max_new_tokens or self.config.max_new_tokens, self.config.max_new_tokens)
         return GenerationOptions(
-            num_beams=num_beams or self.default_num_beams or defaults.num_beams,
+            num_beams=num_beams or self.config.default_num_beams or defaults.num_beams,
             max_new_tokens=limit,
             length_penalty=defaults.length_penalty,
             no_repeat_ngram_size=defaults.no_repeat_ngram_size,
             repetition_penalty=defaults.repetition_penalty,
-            min_new_tokens=min(self.min_new_tokens, limit),
+            min_new_tokens=min(self.config.min_new_tokens, limit),
         )
 
     async def translate(self, texts: Sequence[str], options: GenerationOptions, *,
                         lane: Lane = Lane.interactive) -> tuple[list[TextResult], Timings]:
         started = time.perf_counter()
+        deadline = time.monotonic() + self.config.request_timeout_s
         timings = Timings()
         prepared: list[PreparedText | ServiceError] = [self._prepare_or_error(t) for t in texts]
         timings.prepare_ms = (time.perf_counter() - started) * 1000
 
         mark = time.perf_counter()
-        outputs = await self._run_segments(prepared, options, lane)
+        segments = [seg for item in prepared if isinstance(item, PreparedText) for seg in item.segments]
+        outputs = await self._generate(segments, options, lane, deadline)
+        retried: set[int] = set()
+        if self.config.retry_suspects:
+            retried = await self._retry_suspects(segments, outputs, options, lane, deadline)
         timings.translate_ms = (time.perf_counter() - mark) * 1000
 
         mark = time.perf_counter()
-        results = [self._assemble_or_error(i, item, outputs[i]) for i, item in enumerate(prepared)]
+        results = []
+        position = 0
+        for index, item in enumerate(prepared):
+            count = len(item.segments) if isinstance(item, PreparedText) else 0
+            own_retries = {i - position for i in retried if position <= i < position + count}
+            results.append(self._assemble_or_error(index, item, outputs[position:position + count], own_retries))
+            position += count
         timings.assemble_ms = (time.perf_counter() - mark) * 1000
         timings.total_ms = (time.perf_counter() - started) * 1000
         return results, timings
 
     def _prepare_or_error(self, text: str) -> PreparedText | ServiceError:
         try:
-            return prepare_text(text, self.backend, self.limits)
+            return prepare_text(text, self.backend, self.config.limits)
         except ServiceError as exc:
             return exc
 
-    async def _run_segments(self, prepared: Sequence[PreparedText | ServiceError], options: GenerationOptions,
-                            lane: Lane) -> list[list[Generated | BaseException]]:
-        """Submit every segment of every good text at once; return each text's outputs in order."""
-        segments = [seg for item in prepared if isinstance(item, PreparedText) for seg in item.segments]
+    async def _generate(self, segments: list[str], options: GenerationOptions, lane: Lane,
+                        deadline: float) -> list[Generated | BaseException]:
+        """Submit segments to the batcher at once; outputs (or per-segment errors) in order, cleaned up."""
         if not segments:
-            return [[] for _ in prepared]
+            return []
         costs = [self.backend.count_tokens(seg) for seg in segments]
         futures = self.batcher.submit_many(segments, costs=costs, group=options, lane=lane)
         try:
-            flat = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), self.request_timeout_s)
+            outputs = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True),
+                                             max(deadline - time.monotonic(), 0.001))
         except asyncio.TimeoutError:
-            raise ServiceError("timeout", f"translation did not finish within {self.request_timeout_s:g}s") from None
+            raise ServiceError("timeout",
+                               f"translation did not finish within {self.config.request_timeout_s:g}s") from None
         finally:
             for future in futures:  # a timed-out or disconnected client: drop its queued segments
                 future.cancel()
-        per_text: list[list[Generated | BaseException]] = []
-        position = 0
-        for item in prepared:
-            count = len(item.segments) if isinstance(item, PreparedText) else 0
-            per_text.append(list(flat[position:position + count]))
-            position += count
-        return per_text
+        return [out if isinstance(out, BaseException) else replace(out, text=clean_english(out.text))
+                for out in outputs]
+
+    def _flags(self, source: str, output: Generated) -> list[str]:
+        return assess(source, output.text, score=output.score, hit_max_length=output.hit_max_length,
+                      thresholds=self.config.quality)
+
+    async def _retry_suspects(self, segments: list[str], outputs: list[Generated | BaseException],
+                              options: GenerationOptions, lane: Lane, deadline: float) -> set[int]:
+        """Re-generate looping or cut-off segments once with safer decoding; keep whichever output has fewer
+        problems (then the higher score). Mutates `outputs`; returns the indices that were retried."""
+        suspects = [i for i, out in enumerate(outputs) if isinstance(out, Generated)
+                    and RETRY_FLAGS.intersection(self._flags(segments[i], out))]
+        if not suspects:
+            return set()
+        second = await self._generate([segments[i] for i in suspects], safer_options(options), lane, deadline)
+        for index, candidate in zip(suspects, second):
+            if isinstance(candidate, Generated) and self._better(segments[index], candidate, outputs[index]):
+                outputs[index] = candidate
+        return set(suspects)
+
+    def _better(self, source: str, candidate: Generated, current: Generated) -> bool:
+        return (severity(self._flags(source, candidate)), -candidate.score) < \
+            (severity(self._flags(source, current)), -current.score)
 
     def _assemble_or_error(self, index: int, item: PreparedText | ServiceError,
-                           outputs: list[Generated | BaseException]) -> TextResult:
+                           outputs: list[Generated | BaseException], retried: set[int]) -> TextResult:
         if isinstance(item, ServiceError):
             return TextResult(index=index, error=ErrorBody(**item.to_dict()))
         failure = next((out for out in outputs if isinstance(out, BaseException)), None)
@@ -150,4 +203,4 @@ class TranslationPipeline:
             if not isinstance(failure, ServiceError):
                 log.error("inference failed for text %d", index, exc_info=failure)
             return TextResult(index=index, error=ErrorBody(**error.to_dict()))
-        return assemble_text(index, item, outputs)  # type: ignore[arg-type]
+        return assemble_text(index, item, outputs, retried=retried, thresholds=self.config.quality)  # type: ignore[arg-type]

@@ -6,13 +6,16 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Hashable
+from typing import TYPE_CHECKING, Hashable
 
 from model_server.backends.base import Generated, GenerationOptions, Seq2SeqBackend
 from model_server.backends.loading import resolve_device, resolve_dtype, resolve_model_source
-from model_server.batching.batcher import DynamicBatcher
-from model_server.pipeline import TextLimits, TranslationPipeline
+from model_server.batching.batcher import DynamicBatcher, Lane
+from model_server.pipeline import PipelineConfig, TranslationPipeline
 from model_server.settings import Backend, Profile, Settings
+
+if TYPE_CHECKING:
+    from model_server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +29,14 @@ def load_translation_backend(settings: Settings) -> Seq2SeqBackend:
 
         ensure_tiny_marian(settings.tiny_marian_dir())
     name = settings.translation_model_source()
+    if settings.backend is Backend.ctranslate2:
+        from model_server.backends.ctranslate2_backend import load_ctranslate2_backend
+
+        return load_ctranslate2_backend(settings, name, converted_dir=settings.ct2_model_dir, task="translation",
+                                        architectures=TRANSLATION_ARCHITECTURES)
     source = resolve_model_source(name, settings.models_dir)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    if settings.backend is Backend.ctranslate2:
-        raise NotImplementedError("the ctranslate2 backend is not available yet")
     from model_server.backends.torch_backend import TorchSeq2SeqBackend
 
     return TorchSeq2SeqBackend(name=name, source=source, task="translation",
@@ -85,11 +91,7 @@ class Services:
     @classmethod
     def from_backend(cls, settings: Settings, backend: Seq2SeqBackend) -> "Services":
         runner = ModelRunner.create(backend, settings, "translation")
-        pipeline = TranslationPipeline(
-            backend, runner.batcher,
-            TextLimits(max_text_chars=settings.max_text_chars, min_arabic_ratio=settings.min_arabic_ratio),
-            request_timeout_s=settings.request_timeout_s, max_new_tokens=settings.max_new_tokens,
-            default_num_beams=settings.num_beams, min_new_tokens=settings.min_new_tokens)
+        pipeline = TranslationPipeline(backend, runner.batcher, PipelineConfig.from_settings(settings))
         return cls(settings=settings, translation=runner, translator=pipeline)
 
     @classmethod
@@ -99,6 +101,13 @@ class Services:
     def runners(self) -> list[ModelRunner]:
         """Every loaded model with its queue (one per model)."""
         return [self.translation]
+
+    def instrument(self, metrics: "Metrics") -> None:
+        """Report every model's queue depth, queue waits and batches to `metrics` (call before start())."""
+        for runner in self.runners():
+            model = runner.backend.info.task
+            runner.batcher.observer = metrics.batch_observer(model)
+            metrics.track_queue_depth(model, list(Lane), runner.batcher.pending)
 
     def start(self) -> None:
         for runner in self.runners():

@@ -34,8 +34,10 @@ def tiny_marian_dir() -> Path:
 def tiny_settings(model_dir: Path, **overrides):
     from model_server.settings import Settings
 
+    # One torch thread: the tests share two cores with the server's own threads, and torch's spinning
+    # worker threads slow a tiny model down ten-fold when cores are oversubscribed.
     values = dict(translation_model=str(model_dir), models_dir=MODELS_DIR, device="cpu", dtype="float32",
-                  host="127.0.0.1", port=0, max_wait_ms=2, num_beams=1, log_level="warning")
+                  host="127.0.0.1", port=0, max_wait_ms=2, num_beams=1, log_level="warning", torch_threads=1)
     values.update(overrides)
     return Settings(**values)
 
@@ -105,7 +107,8 @@ def free_port() -> int:
 
 def start_cli_server(env_overrides: dict[str, str], port: int) -> subprocess.Popen:
     """`model-server serve` as a separate process (start-up, signals and exit codes are real)."""
-    env = {**os.environ, "MODEL_SERVER_PORT": str(port), "MODEL_SERVER_HOST": "127.0.0.1", **env_overrides}
+    env = {**os.environ, "MODEL_SERVER_PORT": str(port), "MODEL_SERVER_HOST": "127.0.0.1",
+           "MODEL_SERVER_TORCH_THREADS": "1", **env_overrides}
     return subprocess.Popen([sys.executable, "-m", "model_server.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -26,8 +26,11 @@ def test_sample_article_comes_back_sentence_aligned_in_order(tiny_server):
         assert isinstance(sentence["score"], float) and sentence["score"] <= 0
         if sentence["source"] in MEMORISED:
             assert sentence["translation"] == MEMORISED[sentence["source"]]
+            assert sentence["flags"] == [] and sentence["needs_review"] is False  # clean sentences carry no flags
             memorised_seen += 1
     assert memorised_seen == 4
+    review = result["review"]
+    assert review["sentences_needing_review"] == sum(s["needs_review"] for s in result["sentences"])
     # Paragraphs preserved: one output line per source line, memorised lines in place.
     lines = result["translation"].split("\n")
     assert len(lines) == 22

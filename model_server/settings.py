@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         "tokens, so benchmark runs are comparable. 0 (default) = off; never set it for real translation"
     )
 
+    # --- quality ---
+    low_score_threshold: float = Field(
+        -1.5, le=0, description="sentences whose mean token log-probability is below this get the low_score flag")
+    retry_suspect_sentences: bool = Field(
+        True, description="re-generate sentences flagged repetition/truncated once with safer decoding")
+
     # --- batching ---
     max_batch_size: int = Field(64, ge=1, description="most segments in one model call")
     max_batch_tokens: int = Field(

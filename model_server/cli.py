@@ -116,6 +116,40 @@ def cmd_build_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from model_server.evaluation import Variant, evaluate, render_markdown
+
+    base = _settings_from(args)
+    try:
+        variants = [Variant.parse(spec) for spec in args.variant]
+        report = evaluate(Path(args.source), Path(args.reference), variants, base)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"model-server eval: {exc}") from None
+    except ServiceError as exc:
+        raise SystemExit(f"model-server eval: {exc.message}") from None
+    table = render_markdown(report)
+    sys.stdout.write(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        (out / "eval.md").write_text(table, encoding="utf-8")
+        print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}", file=sys.stderr)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from model_server.backends.ct2_convert import convert
+
+    try:
+        path = convert(args.model, args.out_dir, args.quantization, force=args.force, models_dir=Path(args.models_dir))
+    except ServiceError as exc:
+        raise SystemExit(f"model-server: {exc.message}") from None
+    print(f"converted {args.model} to {path} ({args.quantization}). Serve it with MODEL_SERVER_BACKEND=ctranslate2 "
+          f"MODEL_SERVER_CT2_MODEL_DIR={path} MODEL_SERVER_TRANSLATION_MODEL={args.model}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-server", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--models-dir", default=None, help="default: the models_dir setting")
     tiny.add_argument("--force", action="store_true", help="rebuild even if present")
     tiny.set_defaults(func=cmd_build_tiny)
+    evaluate = sub.add_parser("eval", help="score translations of a line-aligned test set (BLEU, chrF, flags)")
+    evaluate.add_argument("source", help="Arabic source file, one segment per line")
+    evaluate.add_argument("reference", help="English reference file, line-aligned with the source")
+    evaluate.add_argument("--variant", action="append", default=[], metavar="[NAME:]KEY=VALUE,...",
+                          help="setting overrides of one variant, e.g. 'ct2:backend=ctranslate2'; repeat to "
+                               "compare variants side by side (default: one variant with the settings as given)")
+    evaluate.add_argument("--out", default=None, help="directory for eval.json and eval.md")
+    _add_settings_flags(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -1,0 +1,129 @@
+"""Evaluation harness: translate a line-aligned test set through the service's own pipeline and score it.
+
+Reports sacreBLEU BLEU and chrF (with their signatures, so numbers are comparable across papers and
+runs), quality-flag rates and throughput, for one or several variants (models, backends, settings) side by
+side in one run. Used by `model-server eval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from model_server.batching.batcher import Lane
+from model_server.settings import Settings
+
+LINES_PER_CALL = 128  # keeps one call's segments far below the queue limit on large test sets
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named set of setting overrides, e.g. `big:translation_model=Helsinki-NLP/opus-mt-tc-big-ar-en`."""
+
+    name: str
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str) -> "Variant":
+        head, colon, rest = spec.partition(":")
+        name, assignments = (head, rest) if colon and "=" not in head else ("", spec)
+        overrides = {}
+        for assignment in filter(None, (part.strip() for part in assignments.split(","))):
+            key, sep, value = assignment.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"variant {spec!r}: expected key=value pairs, got {assignment!r}")
+            overrides[key.strip().replace("-", "_")] = value.strip()
+        return cls(name=name or ",".join(f"{k}={v}" for k, v in overrides.items()) or "default",
+                   overrides=overrides)
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+async def _translate_lines(services, lines: Sequence[str]) -> tuple[list[str], list, float]:
+    """Hypotheses (one per line, '' for a line that could not be translated), results, seconds."""
+    pipeline = services.translator
+    options = pipeline.options()
+    hypotheses: list[str] = []
+    results = []
+    started = time.perf_counter()
+    for start in range(0, len(lines), LINES_PER_CALL):
+        batch, _ = await pipeline.translate(lines[start:start + LINES_PER_CALL], options, lane=Lane.bulk)
+        results.extend(batch)
+        hypotheses.extend(result.translation or "" for result in batch)
+    return hypotheses, results, time.perf_counter() - started
+
+
+def score_translations(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(), CHRF()
+    bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
+    chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
+    return {"bleu": round(bleu_score.score, 2), "bleu_signature": str(bleu.get_signature()),
+            "chrf": round(chrf_score.score, 2), "chrf_signature": str(chrf.get_signature())}
+
+
+def flag_rates(results: Sequence) -> dict[str, Any]:
+    sentences = [s for result in results if result.error is None for s in result.sentences]
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        for flag in sentence.flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    total = max(len(sentences), 1)
+    return {"sentences": len(sentences),
+            "needs_review_rate": round(sum(s.needs_review for s in sentences) / total, 4),
+            "flag_rates": {flag: round(count / total, 4) for flag, count in sorted(counts.items())},
+            "failed_lines": sum(result.error is not None for result in results)}
+
+
+def evaluate_variant(variant: Variant, base: Settings, sources: Sequence[str], references: Sequence[str]) -> dict:
+    from model_server.services import Services
+
+    settings = Settings(**{**base.model_dump(), **variant.overrides})
+    services = Services.load(settings)
+
+    async def run():
+        services.start()
+        try:
+            return await _translate_lines(services, sources)
+        finally:
+            await services.close()
+
+    hypotheses, results, seconds = asyncio.run(run())
+    info = services.translation.backend.info
+    return {
+        "variant": variant.name, "overrides": variant.overrides, "model": info.model_dump(),
+        **score_translations(hypotheses, references), **flag_rates(results),
+        "seconds": round(seconds, 3), "lines_per_s": round(len(sources) / seconds, 2) if seconds else None,
+        "hypotheses": hypotheses,
+    }
+
+
+def evaluate(source: Path, reference: Path, variants: Sequence[Variant], base: Settings) -> dict[str, Any]:
+    sources, references = read_lines(source), read_lines(reference)
+    if len(sources) != len(references):
+        raise ValueError(f"{source} has {len(sources)} lines but {reference} has {len(references)}: "
+                         "the files must be line-aligned")
+    return {"source": str(source), "reference": str(reference), "lines": len(sources),
+            "machine": {"python": platform.python_version(), "platform": platform.platform()},
+            "variants": [evaluate_variant(v, base, sources, references) for v in variants or [Variant("default")]]}
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    rows = ["| variant | model | backend | BLEU | chrF | needs review | flags | lines/s |",
+            "|---|---|---|---:|---:|---:|---|---:|"]
+    for v in report["variants"]:
+        flags = ", ".join(f"{k} {rate:.0%}" for k, rate in v["flag_rates"].items()) or "-"
+        test = " (TEST MODEL)" if v["model"]["test_model"] else ""
+        rows.append(f"| {v['variant']} | {v['model']['name']}{test} | {v['model']['backend']} | {v['bleu']:.2f} | "
+                    f"{v['chrf']:.2f} | {v['needs_review_rate']:.0%} | {flags} | {v['lines_per_s']} |")
+    signatures = {(v["bleu_signature"], v["chrf_signature"]) for v in report["variants"]}
+    notes = [f"BLEU signature: `{b}`  \nchrF signature: `{c}`" for b, c in sorted(signatures)]
+    return "\n".join([f"{report['lines']} lines: `{report['source']}` vs `{report['reference']}`", "",
+                      *rows, "", *notes]) + "\n"

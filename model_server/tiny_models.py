@@ -39,10 +39,12 @@ from transformers import (
     MT5ForConditionalGeneration,
     PreTrainedModel,
 )
+from transformers.utils import logging as hf_logging
 
 TINY_MARKER_FILE = "model_server_test_model.json"
+_Pairs = Sequence[tuple[str, str]]  # (input text, expected output text)
 # Bump whenever the built artefacts change, so `ensure_*` rebuilds stale cached models.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 _DATA_DIR = Path(__file__).resolve().parent / "data"
 _AR_CORPUS = _DATA_DIR / "libya-russia-ar.txt"
@@ -105,14 +107,30 @@ MEMORISED_SUMMARIES: tuple[tuple[str, str], ...] = (
     ("الطقس جميل اليوم في طرابلس والسماء صافية.", "طقس جميل في طرابلس."),
 )
 
+# What google/mt5-* and XLSum ship: spiece.model only, no sentinels (extra_ids 0) and no
+# model_max_length, so `tokenizer.model_max_length` is "unlimited" exactly as with the real model.
+_MT5_TOKENIZER_CONFIG: dict[str, Any] = {
+    "tokenizer_class": "T5Tokenizer",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "extra_ids": 0,
+    "additional_special_tokens": None,
+    "sp_model_kwargs": {},
+}
+
+# csebuetnlp/mT5_multilingual_XLSum's generation defaults.
+_XLSUM_GENERATION: dict[str, Any] = {"max_length": 84, "num_beams": 4, "no_repeat_ngram_size": 2, "length_penalty": 0.6}
+
 _MARIAN_SPM_VOCAB = 300  # per language; an upper bound (hard_vocab_limit=False)
 _MT5_SPM_VOCAB = 500
 _MT5_VOCAB_MULTIPLE = 128  # real mT5 pads its embedding matrix beyond the tokenizer (250112 vs 250100)
 # Files whose presence marks a directory as a (possibly broken) model that a build may replace.
 _MODEL_FILES = (TINY_MARKER_FILE, "config.json", "tokenizer_config.json", "vocab.json", "spiece.model")
-_MAX_TRAIN_STEPS = 1500
-_CHECK_EVERY = 25
-_CHECK_BELOW_LOSS = 0.05
+_LEARNING_RATE = 6e-3  # ~80 full-batch steps to the loss below; 1e-2 diverges
+_MAX_TRAIN_STEPS = 1000
+_CHECK_EVERY = 10
+_CHECK_BELOW_LOSS = 0.01  # a margin, so outputs survive other batchings and numerics
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,9 +146,10 @@ def is_test_model(model_dir: Path | str) -> bool:
 def build_tiny_marian(out_dir: Path | str, *, eos_last: bool = False, seed: int = 0) -> Path:
     """Build the tiny MarianMT model into `out_dir` (replacing what is there) and return its path.
 
-    eos_last=True moves `</s>` from id 0 to the last id (as opus-mt-tc-big models have it away from
-    0) with config and generation config following, to prove callers read special ids instead of
-    assuming them.
+    eos_last=True moves `</s>` from id 0 to the end of the vocabulary, just before `<pad>` (which
+    stays last: Marian converters append it and CTranslate2 strips it), with config and generation
+    config following. opus-mt-tc-big-ar-en likewise has eos 25894, not 0. It proves callers read
+    special ids instead of assuming them.
     """
     variant = {"eos_last": eos_last, "seed": seed}
     return _build_atomically(
@@ -176,37 +195,37 @@ def _build_marian_into(model_dir: Path, eos_last: bool, seed: int) -> list[tuple
     en_lines = _corpus_lines(_EN_CORPUS) + [en for _, en in MEMORISED_PAIRS]
     (model_dir / "source.spm").write_bytes(_train_spm(ar_lines, _MARIAN_SPM_VOCAB))
     (model_dir / "target.spm").write_bytes(_train_spm(en_lines, _MARIAN_SPM_VOCAB))
-    vocab = _marian_vocab(model_dir / "source.spm", model_dir / "target.spm", eos_last)
-    (model_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=2), encoding="utf-8")
-    with _quiet_marian():
-        MarianTokenizer(
-            source_spm=str(model_dir / "source.spm"),
-            target_spm=str(model_dir / "target.spm"),
-            vocab=str(model_dir / "vocab.json"),
-            source_lang="ar",
-            target_lang="en",
-            model_max_length=512,
-        ).save_pretrained(model_dir)
-        # Train on exactly what the service will see: the tokenizer as loaded from disk.
-        tokenizer = MarianTokenizer.from_pretrained(model_dir)
+    _write_json(model_dir / "vocab.json", _marian_vocab(model_dir / "source.spm", model_dir / "target.spm", eos_last))
+    # save_pretrained rewrites vocab.json and adds tokenizer_config.json, as for the hub models.
+    MarianTokenizer(
+        source_spm=str(model_dir / "source.spm"),
+        target_spm=str(model_dir / "target.spm"),
+        vocab=str(model_dir / "vocab.json"),
+        source_lang="ar",
+        target_lang="en",
+        model_max_length=512,
+    ).save_pretrained(model_dir)
+    # Train on exactly what the service will see: the tokenizer as loaded from disk.
+    tokenizer = MarianTokenizer.from_pretrained(model_dir)
 
     config = _marian_config(tokenizer)
-    with _seeded_single_thread(seed):
+    with _seeded(seed):
         model = MarianMTModel(config)
+        _freeze_pad_embedding(model)
         model.generation_config = _marian_generation_config(tokenizer, eos_last)
         _memorise(model, tokenizer, MEMORISED_PAIRS)
     model.save_pretrained(model_dir)
 
-    with _quiet_marian():
-        tokenizer = MarianTokenizer.from_pretrained(model_dir)
-    _verify_or_raise(MarianMTModel.from_pretrained(model_dir), tokenizer, MEMORISED_PAIRS, model_dir)
+    _verify_or_raise(
+        MarianMTModel.from_pretrained(model_dir), MarianTokenizer.from_pretrained(model_dir), MEMORISED_PAIRS, model_dir
+    )
     return list(MEMORISED_PAIRS)
 
 
 def _marian_vocab(source_spm: Path, target_spm: Path, eos_last: bool) -> dict[str, int]:
     """Joint vocab as opus-mt has it: `</s>` 0, `<unk>` 1, source then target pieces, `<pad>` last.
 
-    With eos_last the order is `<unk>`, pieces, `<pad>`, `</s>`.
+    With eos_last the order is `<unk>`, pieces, `</s>`, `<pad>`.
     """
     pieces: dict[str, None] = {}  # ordered set
     for path in (source_spm, target_spm):
@@ -214,7 +233,7 @@ def _marian_vocab(source_spm: Path, target_spm: Path, eos_last: bool) -> dict[st
         for i in range(sp.get_piece_size()):
             if not (sp.is_control(i) or sp.is_unknown(i)):
                 pieces.setdefault(sp.id_to_piece(i), None)
-    tokens = ["<unk>", *pieces, "<pad>", "</s>"] if eos_last else ["</s>", "<unk>", *pieces, "<pad>"]
+    tokens = ["<unk>", *pieces, "</s>", "<pad>"] if eos_last else ["</s>", "<unk>", *pieces, "<pad>"]
     return {token: i for i, token in enumerate(tokens)}
 
 
@@ -248,6 +267,19 @@ def _marian_config(tokenizer: MarianTokenizer) -> MarianConfig:
     )
 
 
+def _freeze_pad_embedding(model: MarianMTModel) -> None:
+    """Keep the `<pad>` embedding at zero, as in every converted Marian checkpoint.
+
+    Decoding starts from `<pad>`, i.e. from a zero embedding, which CTranslate2 hard-codes
+    (start_from_zero_embedding). padding_idx alone does not keep it zero: the tied lm_head trains it.
+    """
+    pad = model.config.pad_token_id
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[pad].zero_()
+    weight.register_hook(lambda grad: grad.index_fill(0, torch.tensor([pad]), 0.0))
+
+
 def _marian_generation_config(tokenizer: MarianTokenizer, eos_last: bool) -> GenerationConfig:
     """The hub's generation_config.json for opus-mt (tc-big when eos_last), with a shorter max_length."""
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -261,14 +293,6 @@ def _marian_generation_config(tokenizer: MarianTokenizer, eos_last: bool) -> Gen
         num_beams=4,
         renormalize_logits=eos_last,
     )
-
-
-@contextlib.contextmanager
-def _quiet_marian() -> Iterator[None]:
-    # MarianTokenizer warns on every construction when sacremoses is missing; it never uses it.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,15 +310,21 @@ def _build_mt5_into(model_dir: Path, seed: int) -> list[tuple[str, str]]:
     (model_dir / "spiece.model").write_bytes(
         _train_spm(lines, _MT5_SPM_VOCAB, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
     )
-    _write_json(model_dir / "tokenizer_config.json", _mt5_tokenizer_config())
-    _write_json(model_dir / "special_tokens_map.json", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
+    _write_json(model_dir / "tokenizer_config.json", _MT5_TOKENIZER_CONFIG)
+    special_tokens = {key: _MT5_TOKENIZER_CONFIG[key] for key in ("eos_token", "unk_token", "pad_token")}
+    _write_json(model_dir / "special_tokens_map.json", special_tokens)
+    # Train on exactly what the service will see: the tokenizer as loaded from disk.
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
-    with _seeded_single_thread(seed):
+    with _seeded(seed):
         model = MT5ForConditionalGeneration(_mt5_config(len(tokenizer)))
-        model.generation_config = _mt5_generation_config()
+        _untie_lm_head(model)
+        model.generation_config = GenerationConfig(
+            decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, **_XLSUM_GENERATION
+        )
         _memorise(model, tokenizer, MEMORISED_SUMMARIES)
     model.save_pretrained(model_dir)
+    _to_xlsum_config_layout(model_dir)
 
     _verify_or_raise(
         MT5ForConditionalGeneration.from_pretrained(model_dir),
@@ -305,22 +335,8 @@ def _build_mt5_into(model_dir: Path, seed: int) -> list[tuple[str, str]]:
     return list(MEMORISED_SUMMARIES)
 
 
-def _mt5_tokenizer_config() -> dict[str, Any]:
-    """What google/mt5-* and XLSum ship: spiece.model only, no sentinel tokens (extra_ids 0)."""
-    return {
-        "tokenizer_class": "T5Tokenizer",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "pad_token": "<pad>",
-        "extra_ids": 0,
-        "additional_special_tokens": None,
-        "model_max_length": 512,
-        "sp_model_kwargs": {},
-    }
-
-
 def _mt5_config(tokenizer_size: int) -> MT5Config:
-    """XLSum's architecture (gated-gelu, untied lm_head, relative attention), shrunk."""
+    """XLSum's architecture (gated-gelu, relative attention buckets), shrunk."""
     vocab_size = -(-tokenizer_size // _MT5_VOCAB_MULTIPLE) * _MT5_VOCAB_MULTIPLE
     return MT5Config(
         architectures=["MT5ForConditionalGeneration"],
@@ -333,9 +349,8 @@ def _mt5_config(tokenizer_size: int) -> MT5Config:
         num_heads=4,
         relative_attention_num_buckets=32,
         relative_attention_max_distance=128,
-        dropout_rate=0.0,  # memorise, fast
+        dropout_rate=0.0,  # no regularisation: memorise, fast
         feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
         pad_token_id=0,
         eos_token_id=1,
         decoder_start_token_id=0,
@@ -343,17 +358,27 @@ def _mt5_config(tokenizer_size: int) -> MT5Config:
     )
 
 
-def _mt5_generation_config() -> GenerationConfig:
-    """csebuetnlp/mT5_multilingual_XLSum's generation defaults."""
-    return GenerationConfig(
-        decoder_start_token_id=0,
-        eos_token_id=1,
-        pad_token_id=0,
-        max_length=84,
-        num_beams=4,
-        no_repeat_ngram_size=2,
-        length_penalty=0.6,
-    )
+def _untie_lm_head(model: MT5ForConditionalGeneration) -> None:
+    """Give the model its own lm_head, as mT5 checkpoints have.
+
+    transformers 5 forces MT5Config.tie_word_embeddings=True and unties at load time only when
+    the checkpoint holds a different lm_head.weight; this reproduces that situation.
+    """
+    model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
+    model.all_tied_weights_keys.pop("lm_head.weight", None)
+
+
+def _to_xlsum_config_layout(model_dir: Path) -> None:
+    """Rewrite the saved config the way the XLSum repo has it.
+
+    Generation defaults live in config.json (there is no generation_config.json; transformers lifts
+    them at load time) and tie_word_embeddings is false.
+    """
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(_XLSUM_GENERATION, tie_word_embeddings=False)
+    _write_json(config_path, dict(sorted(config.items())))
+    (model_dir / "generation_config.json").unlink()
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,24 +409,54 @@ def _train_spm(sentences: Iterable[str], vocab_size: int, **special_ids: int) ->
 
 
 @contextlib.contextmanager
-def _seeded_single_thread(seed: int) -> Iterator[None]:
-    """Fixed seed and one intra-op thread (float sums then have a fixed order); restores after."""
+def _quiet() -> Iterator[None]:
+    """No progress bars, no expected warnings (sacremoses, mT5's untied lm_head) while building."""
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            # MarianTokenizer warns on every construction without sacremoses, which it never uses.
+            warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """One intra-op thread while building, restored after.
+
+    Float sums then have a fixed order (determinism), and tiny ops do not pay for thread
+    hand-offs: on a busy 2-core box two threads made generate() 10-50x slower than one.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield
+        yield
     finally:
         torch.set_num_threads(threads)
 
 
-def _memorise(model: PreTrainedModel, tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> None:
-    """Full-batch Adam on `pairs` until greedy and beam decoding reproduce every target."""
-    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
-    batch = tokenizer(sources, text_target=targets, padding=True, return_tensors="pt")
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator without disturbing the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _memorise(model: PreTrainedModel, tokenizer: Any, pairs: _Pairs) -> None:
+    """Full-batch Adam on `pairs` until greedy and beam decoding reproduce every target.
+
+    Decoding is only checked once the loss is low, which leaves a margin: the outputs survive other
+    batch compositions and a float32 CTranslate2 conversion (int8 quantisation may still flip a token).
+    """
+    batch = tokenizer([s for s, _ in pairs], text_target=[t for _, t in pairs], padding=True, return_tensors="pt")
     labels = batch["labels"].masked_fill(batch["labels"] == tokenizer.pad_token_id, -100)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=_LEARNING_RATE)
     model.train()
     for step in range(1, _MAX_TRAIN_STEPS + 1):
         loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
@@ -410,32 +465,39 @@ def _memorise(model: PreTrainedModel, tokenizer: Any, pairs: Sequence[tuple[str,
         optimizer.step()
         if step % _CHECK_EVERY == 0 and loss.item() < _CHECK_BELOW_LOSS:
             model.eval()
-            if not _mismatches(model, tokenizer, pairs):
+            if _reproduces(model, tokenizer, pairs):
                 return
             model.train()
-    model.eval()
+    model.eval()  # the caller's verification reports what is still wrong
 
 
-def _mismatches(model: PreTrainedModel, tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> list[str]:
-    """Describe every (pair, decoding mode) whose output differs from the memorised target."""
-    sources = [s for s, _ in pairs]
-    inputs = tokenizer(sources, padding=True, return_tensors="pt")
-    problems = []
+def _mismatches(model: PreTrainedModel, tokenizer: Any, pairs: _Pairs, num_beams: int) -> list[str]:
+    """Describe every pair whose output differs from its target, decoding `pairs` as one padded batch."""
+    inputs = tokenizer([source for source, _ in pairs], padding=True, return_tensors="pt")
     with torch.inference_mode():
-        for num_beams in (1, 4):
-            generated = model.generate(**inputs, num_beams=num_beams, do_sample=False)
-            decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
-            for (source, target), output in zip(pairs, decoded):
-                if output != target:
-                    problems.append(f"num_beams={num_beams}: {source[:40]!r} -> {output!r}, want {target!r}")
-    return problems
+        generated = model.generate(**inputs, num_beams=num_beams, do_sample=False)
+    outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
+    return [
+        f"num_beams={num_beams}: {source[:40]!r} -> {output!r}, want {target!r}"
+        for (source, target), output in zip(pairs, outputs)
+        if output != target
+    ]
 
 
-def _verify_or_raise(model: PreTrainedModel, tokenizer: Any, pairs: Sequence[tuple[str, str]], where: Path) -> None:
+def _reproduces(model: PreTrainedModel, tokenizer: Any, pairs: _Pairs) -> bool:
+    # Greedy first: cheaper, and the first to fail while training.
+    return not _mismatches(model, tokenizer, pairs, 1) and not _mismatches(model, tokenizer, pairs, 4)
+
+
+def _verify_or_raise(model: PreTrainedModel, tokenizer: Any, pairs: _Pairs, where: Path) -> None:
+    """Greedy and beam as one batch, plus greedy on each pair alone (no padding) to catch padding leaks."""
     model.eval()
-    problems = _mismatches(model, tokenizer, pairs)
+    problems = _mismatches(model, tokenizer, pairs, 1) + _mismatches(model, tokenizer, pairs, 4)
+    for pair in pairs:
+        problems += _mismatches(model, tokenizer, [pair], 1)
     if problems:
-        raise RuntimeError(f"tiny model built in {where} does not reproduce its memorised pairs:\n" + "\n".join(problems))
+        listing = "\n".join(problems)
+        raise RuntimeError(f"tiny model built in {where} does not reproduce its memorised pairs:\n{listing}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,10 +536,12 @@ def _build_atomically(
 ) -> Path:
     """Build in a temporary sibling, write the marker last, then rename into `out_dir`."""
     out_dir = out_dir.absolute()
+    _check_replaceable(out_dir)  # fail before spending seconds on a build we could not publish
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        memorised = build_into(tmp)
+        with _quiet(), _single_thread():
+            memorised = build_into(tmp)
         _write_json(
             tmp / TINY_MARKER_FILE,
             {
@@ -489,11 +553,24 @@ def _build_atomically(
                 "memorised_pairs": memorised,
             },
         )
+        _match_umask(tmp, tmp / TINY_MARKER_FILE)
         keep_existing = None if replace_complete else (lambda: _is_complete(out_dir, kind, variant))
         _publish(tmp, out_dir, keep_existing)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed into place
     return out_dir
+
+
+def _match_umask(model_dir: Path, reference: Path) -> None:
+    """Give every file the mode of `reference` (created by a plain write, so it honours the umask).
+
+    mkdtemp makes 0700 dirs and some writers 0600 files; a model dir must be readable like any other.
+    """
+    file_mode = reference.stat().st_mode & 0o666
+    dir_mode = file_mode | (file_mode & 0o444) >> 2  # x wherever r
+    model_dir.chmod(dir_mode)
+    for path in model_dir.rglob("*"):
+        path.chmod(dir_mode if path.is_dir() else file_mode)
 
 
 def _publish(tmp: Path, out_dir: Path, keep_existing: Callable[[], bool] | None) -> None:
@@ -511,7 +588,7 @@ def _publish(tmp: Path, out_dir: Path, keep_existing: Callable[[], bool] | None)
                 raise
         if keep_existing is not None and keep_existing():
             return
-        _refuse_foreign_dir(out_dir)
+        _check_replaceable(out_dir)
         trash = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex}")
         try:
             os.rename(out_dir, trash)
@@ -521,8 +598,13 @@ def _publish(tmp: Path, out_dir: Path, keep_existing: Callable[[], bool] | None)
     raise RuntimeError(f"could not publish a tiny model at {out_dir}: it keeps being replaced")
 
 
-def _refuse_foreign_dir(out_dir: Path) -> None:
-    """Never delete a directory that does not look like a (possibly incomplete) model."""
+def _check_replaceable(out_dir: Path) -> None:
+    """Raise unless `out_dir` is absent, empty or looks like a (possibly incomplete) model.
+
+    Publishing deletes what was there; this keeps a mistyped path from costing someone a directory.
+    """
+    if not out_dir.exists():
+        return
     if not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} exists and is not a directory")
     if not any(out_dir.iterdir()):

@@ -1,0 +1,206 @@
+"""CTranslate2 engine for seq2seq models (MarianMT, T5/mT5): int8 on CPU, int8/float16 on CUDA.
+
+It runs a directory written by `model-server convert` (see `ct2_convert`): CTranslate2's `model.bin`
+plus the original tokenizer and configs in `hf/`. The results mean exactly what the torch backend's
+mean (`Generated`): the service's dynamic batcher plans each batch, this backend only runs it.
+
+CTranslate2 works on token *strings*: sources are encoded with the Hugging Face tokenizer and turned into
+pieces; outputs are pieces turned back into ids and decoded by the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from model_server.backends.base import Generated, GenerationOptions, ModelInfo
+from model_server.backends.torch_backend import _model_input_limit  # the same limit on both backends
+from model_server.errors import ServiceError
+
+if TYPE_CHECKING:
+    from model_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'model-server[ct2]'"
+# Compute types that CTranslate2 runs on CUDA only.
+CUDA_ONLY_COMPUTE_TYPES = frozenset({"float16", "int8_float16", "bfloat16", "int8_bfloat16"})
+# `auto`: int8 weights with float32 activations on CPU (the fast path there), int8 weights with
+# float16 activations on CUDA (half the memory of float16, about the same speed).
+AUTO_COMPUTE_TYPE = {"cpu": "int8", "cuda": "int8_float16"}
+
+
+def import_ctranslate2():
+    """The optional `ctranslate2` package, or a start-up error that says how to install it."""
+    try:
+        import ctranslate2
+    except ImportError as exc:
+        raise ServiceError("model_unavailable",
+                           f"backend=ctranslate2 needs the optional ctranslate2 package: {INSTALL_HINT}") from exc
+    return ctranslate2
+
+
+def resolve_ct2_device(device: str) -> str:
+    """auto -> cuda when CTranslate2 sees a GPU (it has its own CUDA build, independent of torch's)."""
+    ctranslate2 = import_ctranslate2()
+    has_cuda = ctranslate2.get_cuda_device_count() > 0
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise ServiceError("model_unavailable", "device=cuda was requested but CTranslate2 sees no CUDA device "
+                                                "(set MODEL_SERVER_DEVICE=cpu or auto)")
+    return device
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    """`auto` -> AUTO_COMPUTE_TYPE[device]; anything else must be supported by this machine."""
+    ctranslate2 = import_ctranslate2()
+    resolved = AUTO_COMPUTE_TYPE[device] if compute_type == "auto" else compute_type
+    supported = ctranslate2.get_supported_compute_types(device)
+    if resolved not in supported:
+        raise ServiceError("model_unavailable", f"ct2_compute_type={resolved} is not supported on {device} here "
+                                                f"(supported: {', '.join(sorted(supported))})")
+    return resolved
+
+
+class CTranslate2Seq2SeqBackend:
+    """One converted model on one device. `generate` is blocking; callers run it on one executor thread."""
+
+    def __init__(self, *, name: str, model_dir: Path | str, task: str, architectures: Sequence[str],
+                 device: str, compute_type: str, intra_threads: int = 0, inter_threads: int = 1,
+                 max_batch_size: int = 0, batch_type: str = "examples", beam_patience: float = 2.0,
+                 max_input_tokens: int | None = None) -> None:
+        from model_server.backends.ct2_convert import read_metadata, tokenizer_dir
+
+        ctranslate2 = import_ctranslate2()
+        model_dir = Path(model_dir)
+        metadata = read_metadata(model_dir)
+        architecture = metadata["architecture"]
+        if architecture not in architectures:
+            raise ServiceError("model_unavailable", f"{model_dir} holds a '{architecture}' model; "
+                                                    f"{task} needs one of {', '.join(architectures)}")
+        self.tokenizer, config, generation = _load_hf_side(tokenizer_dir(model_dir), name)
+        try:
+            self.translator = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
+                                                     intra_threads=intra_threads, inter_threads=inter_threads)
+        except (RuntimeError, ValueError) as exc:
+            raise ServiceError("model_unavailable", f"CTranslate2 cannot load {model_dir}: {exc}") from exc
+        self._generation = generation
+        # transformers forces EOS as the last allowed token when the model sets forced_eos_token_id
+        # (opus-mt does); CTranslate2 has no such option, so generate() emulates it.
+        self._forced_eos = generation.forced_eos_token_id is not None
+        # patience 2 (collect 2 x beam finished hypotheses, then pick the best) chose what transformers'
+        # beam search chooses on every tiny-model test input; CTranslate2's default 1 stops earlier.
+        self._run_options = {"max_batch_size": max_batch_size, "batch_type": batch_type, "patience": beam_patience}
+        self._end_token = self.tokenizer.eos_token
+        limit = _model_input_limit(config, self.tokenizer)
+        self.max_input_tokens = min(limit, max_input_tokens or limit)
+        self.info = ModelInfo(
+            name=name, source=str(model_dir), task=task, architecture=architecture, backend="ctranslate2",
+            device=device, dtype=self.translator.compute_type, max_input_tokens=self.max_input_tokens,
+            test_model=bool(metadata.get("test_model")),
+            # compute_type is what CTranslate2 runs (int8 on cpu runs as int8_float32), requested_... the setting.
+            extra={"compute_type": self.translator.compute_type, "requested_compute_type": compute_type,
+                   "quantization": metadata["quantization"],
+                   "converted_from": metadata["source_model"],
+                   "source_fingerprint": metadata["source_fingerprint"],
+                   "ctranslate2_version": ctranslate2.__version__,
+                   "eos_token_id": generation.eos_token_id,
+                   "decoder_start_token_id": generation.decoder_start_token_id,
+                   "vocab_size": config.vocab_size, "intra_threads": intra_threads,
+                   "inter_threads": inter_threads, "ct2_max_batch_size": max_batch_size,
+                   "ct2_batch_type": batch_type, "ct2_beam_patience": beam_patience},
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, truncation=False)["input_ids"])
+
+    def default_options(self) -> GenerationOptions:
+        gen = self._generation
+        return GenerationOptions(
+            num_beams=gen.num_beams or 1,
+            length_penalty=float(gen.length_penalty if gen.length_penalty is not None else 1.0),
+            no_repeat_ngram_size=gen.no_repeat_ngram_size or 0,
+            repetition_penalty=float(gen.repetition_penalty or 1.0),
+        )
+
+    def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[Generated]:
+        tokenizer = self.tokenizer
+        sources = [tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=False)["input_ids"]) for text in texts]
+        # Both count EOS, like max_new_tokens. With a forced EOS, the last position is reserved for it.
+        max_length = max(options.max_new_tokens - 1, 1) if self._forced_eos else options.max_new_tokens
+        results = self.translator.translate_batch(
+            sources,
+            **self._run_options,
+            beam_size=options.num_beams,
+            num_hypotheses=1,
+            length_penalty=options.length_penalty,
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
+            max_decoding_length=max_length,
+            min_decoding_length=min(options.min_new_tokens, max_length),  # the default 1 forbids empty outputs
+            max_input_length=0,  # no silent truncation: the pipeline already bounds segment lengths
+            return_end_token=True,  # hypothesis lengths (and the length penalty) count EOS, as transformers does
+            return_scores=True,
+        )
+        if len(results) != len(texts):
+            raise RuntimeError(f"CTranslate2 returned {len(results)} results for {len(texts)} inputs")
+        return [self._result(result.hypotheses[0], result.scores[0], options, max_length) for result in results]
+
+    def _result(self, tokens: list[str], score: float, options: GenerationOptions, max_length: int) -> Generated:
+        ended = bool(tokens) and tokens[-1] == self._end_token
+        length = len(tokens)
+        # CTranslate2's score is sum(log p) / length**length_penalty (length with EOS, see generate);
+        # undo the normalisation, then average per token as the torch backend does.
+        total = score * length ** options.length_penalty if length else 0.0
+        cut = not ended and length >= max_length
+        if cut and self._forced_eos:
+            length += 1  # the forced EOS: probability 1 after forcing, so log-prob 0
+        ids = self.tokenizer.convert_tokens_to_ids(tokens)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Generated(text=text.strip(), score=round(total / max(length, 1), 6), num_tokens=length,
+                         hit_max_length=cut)
+
+    def close(self) -> None:
+        translator, self.translator = self.translator, None
+        if translator is not None:
+            translator.unload_model()
+
+
+def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: Path | None, task: str,
+                             architectures: Sequence[str]) -> CTranslate2Seq2SeqBackend:
+    """The configured model on CTranslate2: `converted_dir` (checked against `name`) or, with
+    ct2_convert_on_start, a converted copy in the cache (converted now if missing)."""
+    from model_server.backends.ct2_convert import cached_conversion, quantization_for, verify_converted
+
+    device = resolve_ct2_device(settings.device.value)
+    compute_type = resolve_compute_type(settings.ct2_compute_type.value, device)
+    if converted_dir is not None:
+        model_dir = verify_converted(converted_dir, name, settings.models_dir)
+    else:
+        model_dir = cached_conversion(name, settings.models_dir, settings.ct2_cache_path(),
+                                      quantization_for(compute_type))
+    return CTranslate2Seq2SeqBackend(
+        name=name, model_dir=model_dir, task=task, architectures=architectures, device=device,
+        compute_type=compute_type, intra_threads=settings.ct2_intra_threads,
+        inter_threads=settings.ct2_inter_threads, max_batch_size=settings.ct2_max_batch_size,
+        batch_type=settings.ct2_batch_type.value, beam_patience=settings.ct2_beam_patience,
+        max_input_tokens=settings.max_input_tokens)
+
+
+def _load_hf_side(hf_dir: Path, name: str) -> tuple[Any, Any, Any]:
+    """Tokenizer, config and generation defaults of the source model, from the converted dir's copy."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    try:
+        config = AutoConfig.from_pretrained(hf_dir)
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    except (OSError, ValueError) as exc:
+        raise ServiceError("model_unavailable", f"cannot load the tokenizer of '{name}' from {hf_dir}: {exc}") from exc
+    try:
+        generation = GenerationConfig.from_pretrained(hf_dir)
+    except OSError:  # no generation_config.json: defaults live in config.json (the XLSum layout)
+        generation = GenerationConfig.from_pretrained(hf_dir, config_file_name="config.json", _from_model_config=True)
+    return tokenizer, config, generation
+

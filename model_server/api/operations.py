@@ -1,0 +1,79 @@
+"""Operations layer around the app: API keys, rate limits, request ids, access logs, metrics, and the
+OpenAPI description of what they add (security schemes, 401/403/429 responses, X-Request-ID).
+
+Middleware order, outermost first: RequestObserver (ids, logs, metrics) -> AuthGuard -> RateLimitGuard
+-> BodyGuard -> routes. So every response (a 401 included) carries X-Request-ID and is counted, and an
+unauthenticated or rate-limited client is refused before its body is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fastapi import FastAPI
+
+from model_server.api.auth import OPEN_PATHS, AuthGuard, is_protected, load_api_keys
+from model_server.api.observe import RequestObserver
+from model_server.api.ratelimit import RateLimiter, RateLimitGuard, is_limited_path
+from model_server.api.schemas import ErrorResponse
+from model_server.metrics import Metrics
+from model_server.settings import Settings
+
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
+_ERROR_CONTENT = {"application/json": {"schema": _ERROR_SCHEMA}}
+_RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+_REQUEST_ID = {"description": "the request's id (the client's X-Request-ID if valid, else generated)",
+               "schema": {"type": "string"}}
+
+
+def install_operations(app: FastAPI, settings: Settings) -> None:
+    """Add the operations middleware (call after BodyGuard is added) and set app.state.metrics/rate_limiter."""
+    keys = load_api_keys(settings)
+    metrics = Metrics()
+    limiter = RateLimiter(requests_per_minute=settings.rate_limit_requests_per_minute,
+                          chars_per_minute=settings.rate_limit_chars_per_minute)
+    app.state.metrics = metrics
+    app.state.rate_limiter = limiter
+    # add_middleware puts each new one outside the previous ones.
+    app.add_middleware(RateLimitGuard, limiter=limiter)
+    app.add_middleware(AuthGuard, keys=keys, metrics_require_key=settings.metrics_require_key)
+    app.add_middleware(RequestObserver, metrics=metrics, templates=lambda: [*app.openapi()["paths"], *OPEN_PATHS],
+                       log_request_bodies=settings.log_request_bodies)
+    app.openapi = _documented(app.openapi, app, auth=bool(keys), rate_limited=limiter.enabled,  # type: ignore
+                              metrics_require_key=settings.metrics_require_key)
+
+
+def _documented(generate: Callable[[], dict[str, Any]], app: FastAPI, *, auth: bool, rate_limited: bool,
+                metrics_require_key: bool) -> Callable[[], dict[str, Any]]:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = generate()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        if "ErrorResponse" not in schemas:  # referenced below; normally already there via the model routes
+            schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas["ErrorResponse"] = schema
+        if auth:
+            spec["components"]["securitySchemes"] = {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+        for path, item in spec.get("paths", {}).items():
+            for operation in item.values():
+                if not isinstance(operation, dict) or "responses" not in operation:
+                    continue
+                responses = operation["responses"]
+                if auth and is_protected(path, metrics_require_key=metrics_require_key):
+                    operation["security"] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+                    responses.setdefault("401", {"description": "no API key sent", "content": _ERROR_CONTENT})
+                    responses.setdefault("403", {"description": "invalid API key", "content": _ERROR_CONTENT})
+                if rate_limited and is_limited_path(path):
+                    responses.setdefault("429", {"description": "rate limited (Retry-After)",
+                                                 "content": _ERROR_CONTENT, "headers": {"Retry-After": _RETRY_AFTER}})
+                for response in responses.values():
+                    response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID
+        app.openapi_schema = spec
+        return spec
+
+    return openapi

@@ -1,0 +1,157 @@
+"""DeepL-compatible API: POST /v2/translate and GET /v2/languages, for clients written for DeepL
+(the official `deepl` libraries, CMS plugins) pointed at this server (`server_url`).
+
+Only Arabic -> English. Accepted and honoured: `text` (repeatable), `source_lang` (AR or absent),
+`target_lang` (EN, EN-US, EN-GB: the same English), `tag_handling` (html, xml), `ignore_tags`,
+`split_sentences` (1 default; 0 and nonewlines translate line breaks as spaces in plain text - sentences
+are always split for the model), `show_billed_characters`. Accepted and ignored: `formality`, `context`,
+`preserve_formatting`, `outline_detection`, `splitting_tags`, `non_splitting_tags`, `model_type`,
+`tag_handling_version` and any other field. `glossary_id` (or one `glossary_ids`): the name of a
+glossary of /v1/glossaries (an unknown one: 404; several: 400). Errors: `{"message": ...}` with DeepL's statuses (model_server.api.compat).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model_server.api.compat import (
+    DEEPL,
+    FLAG_SCHEMA,
+    as_flag,
+    dialect_responses,
+    dialect_route,
+    documented_as,
+    missing_and_bad,
+    read_params,
+    request_body_doc,
+    translate_texts,
+)
+from model_server.api.deps import get_services
+from model_server.api.routes.glossaries import find_glossary
+from model_server.documents import DocumentFormat
+from model_server.errors import ServiceError
+
+router = APIRouter(prefix="/v2", route_class=dialect_route(DEEPL), tags=["deepl-compatible"])
+
+TARGETS = ("EN", "EN-US", "EN-GB")
+_ERRORS = dialect_responses(DEEPL, (400, 403, 404, 413, 429, 456, 500, 503, 504))  # 404: glossary
+
+
+def _upper(value: Any) -> Any:
+    """"en-us" -> "EN-US", "" -> None (absent); anything else is left to fail validation."""
+    return (value.strip().upper() or None) if isinstance(value, str) else value
+
+
+def _tags(value: Any) -> Any:
+    """["a,b", "c"] or "a,b" -> ["a", "b", "c"]; anything else is left to fail validation."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [tag.strip() for item in value for tag in item.split(",") if tag.strip()]
+    return value
+
+
+_TARGETS = [*TARGETS, *(t.lower() for t in TARGETS)]
+
+
+class DeepLTranslateBody(BaseModel):
+    """The fields of DeepL's POST /v2/translate this server reads (others are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: list[str] = Field(min_length=1, description="texts to translate (form: repeat `text`)", json_schema_extra=
+                            documented_as({"anyOf": [{"type": "array", "items": {"type": "string"}, "minItems": 1},
+                                                     {"type": "string"}]}))
+    target_lang: Literal["EN", "EN-US", "EN-GB"] = Field(description="EN, EN-US or EN-GB", json_schema_extra=
+                                                         documented_as({"type": "string", "enum": _TARGETS}))
+    source_lang: Literal["AR"] | None = Field(None, description="AR, or absent to detect", json_schema_extra=
+                                              documented_as({"anyOf": [{"type": "string", "enum": ["AR", "ar", ""]},
+                                                                       {"type": "null"}]}))
+    tag_handling: Literal["html", "xml"] | None = None
+    split_sentences: Literal["0", "1", "nonewlines"] = Field("1", json_schema_extra=documented_as(
+        {"anyOf": [{"type": "string", "enum": ["0", "1", "nonewlines"]}, {"type": "integer", "enum": [0, 1]}]}))
+    ignore_tags: list[str] = Field(default_factory=list, description="tags whose content is never translated",
+                                   json_schema_extra=documented_as({"anyOf": [
+                                       {"type": "array", "items": {"type": "string"}}, {"type": "string"}]}))
+    show_billed_characters: bool = Field(False, json_schema_extra=documented_as(FLAG_SCHEMA))
+    glossary_id: str | None = Field(None, description="name of a glossary of /v1/glossaries")
+    glossary_ids: list[str] | None = Field(None, description="one glossary name (more than one: 400)")
+
+    _text = field_validator("text", mode="before")(lambda v: [v] if isinstance(v, str) else v)
+    _langs = field_validator("target_lang", "source_lang", mode="before")(_upper)
+    _tags = field_validator("ignore_tags", mode="before")(_tags)
+    _split = field_validator("split_sentences", mode="before")(
+        lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) and v in (0, 1) else v)
+    _flag = field_validator("show_billed_characters", mode="before")(as_flag)
+
+
+class DeepLTranslation(BaseModel):
+    detected_source_language: str
+    text: str
+    billed_characters: int | None = None
+
+
+class DeepLTranslateResponse(BaseModel):
+    translations: list[DeepLTranslation]
+
+
+def _describe(exc: ValidationError) -> str:
+    missing, bad = missing_and_bad(exc)
+    if missing:
+        return f"Parameter '{missing[0]}' not specified."
+    return f"Value for '{bad[0]}' not supported."
+
+
+@router.post("/translate", response_model=DeepLTranslateResponse, response_model_exclude_none=True,
+             responses=_ERRORS, openapi_extra=request_body_doc(DeepLTranslateBody))
+async def deepl_translate(request: Request):
+    """DeepL `POST /v2/translate`: form or JSON body; `Authorization: DeepL-Auth-Key <key>` when keys are on."""
+    body: DeepLTranslateBody = await read_params(request, DeepLTranslateBody, describe=_describe,
+                                                 lists=frozenset({"text", "ignore_tags", "glossary_ids"}))
+    glossary_names = [name for name in [body.glossary_id, *(body.glossary_ids or [])] if name]
+    if len(set(glossary_names)) > 1:
+        raise ServiceError("unsupported_option", "Only one glossary per request is supported.")
+    # glossary_id names a glossary of /v1/glossaries (model_server/glossary.py).
+    glossary = await find_glossary(get_services(request), glossary_names[0]) if glossary_names else None
+    format = DocumentFormat(body.tag_handling) if body.tag_handling else DocumentFormat.text
+    texts = body.text
+    if format is DocumentFormat.text and body.split_sentences in ("0", "nonewlines"):
+        texts = [" ".join(text.splitlines()) for text in texts]
+    results = await translate_texts(request, texts, format=format, skip_tags=frozenset(body.ignore_tags),
+                                    glossary=glossary)
+    return DeepLTranslateResponse(translations=[
+        # A text passed through untranslated (non_arabic=passthrough) is reported as EN: the service only
+        # tells Arabic from not-Arabic, and English is the other language it knows.
+        DeepLTranslation(detected_source_language="EN" if result.passthrough else "AR", text=result.translation or "",
+                         billed_characters=len(source) if body.show_billed_characters else None)
+        for source, result in zip(body.text, results)])
+
+
+class DeepLLanguage(BaseModel):
+    language: str
+    name: str
+    supports_formality: bool | None = None
+
+
+class DeepLLanguagesQuery(BaseModel):
+    type: Literal["source", "target"] = "source"
+
+
+_TYPE_PARAMETER = {"parameters": [{"name": "type", "in": "query", "required": False,
+                                   "schema": {"type": "string", "enum": ["source", "target"], "default": "source"}}]}
+
+
+@router.get("/languages", response_model=list[DeepLLanguage], response_model_exclude_none=True, responses=_ERRORS,
+            openapi_extra=_TYPE_PARAMETER)
+async def deepl_languages(request: Request):
+    """DeepL `GET /v2/languages?type=source|target` (query or form body, as the `deepl` client sends it):
+    this server's pair, AR -> EN."""
+    query: DeepLLanguagesQuery = await read_params(request, DeepLLanguagesQuery, lists=frozenset(),
+                                                   describe=_describe)
+    if query.type == "target":
+        return [DeepLLanguage(language="EN-GB", name="English (British)", supports_formality=False),
+                DeepLLanguage(language="EN-US", name="English (American)", supports_formality=False)]
+    return [DeepLLanguage(language="AR", name="Arabic")]

@@ -1,0 +1,45 @@
+"""Document formats around the translation pipeline: scraped-text cleanup (`clean`) and HTML (`format="html"`).
+
+`translate_documents` is what every endpoint that takes whole documents calls (POST /translate and the
+DeepL/LibreTranslate adapters): it turns each document into the plain texts the pipeline translates,
+makes ONE `TranslationPipeline.translate` call for all of them (so the blocks of every document share
+batches), and turns the results back into one `TextResult` per document.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Sequence
+
+from model_server.backends.base import GenerationOptions
+from model_server.batching.batcher import Lane
+from model_server.glossary import Glossary
+from model_server.pipeline import Timings, TranslationPipeline
+from model_server.results import DroppedLine, TextResult
+from model_server.text.cleanup import clean_scraped
+
+
+class DocumentFormat(str, Enum):
+    text = "text"
+    html = "html"
+    xml = "xml"   # DeepL's tag_handling=xml; same rules as html, parsed and written as XML
+
+
+async def translate_documents(pipeline: TranslationPipeline, documents: Sequence[str], options: GenerationOptions,
+                              *, lane: Lane = Lane.interactive, format: DocumentFormat = DocumentFormat.text,
+                              clean: bool = False, skip_tags: frozenset[str] = frozenset(),
+                              glossary: Glossary | None = None) -> tuple[list[TextResult], Timings]:
+    """Translate whole documents; one result per document, in order (errors per document, never shared)."""
+    if format is not DocumentFormat.text:
+        from model_server.html import translate_markup  # lxml is only imported when markup is translated
+
+        return await translate_markup(pipeline, documents, options, lane=lane, xml=format is DocumentFormat.xml,
+                                      skip_tags=skip_tags, glossary=glossary)
+    extra = {"glossary": glossary} if glossary is not None else {}  # model_server.glossary
+    if not clean:
+        return await pipeline.translate(documents, options, lane=lane, **extra)
+    cleaned = [clean_scraped(document) for document in documents]
+    results, timings = await pipeline.translate([c.text for c in cleaned], options, lane=lane, **extra)
+    for result, item in zip(results, cleaned):
+        result.dropped = [DroppedLine(line=d.line, text=d.text, reason=d.reason) for d in item.dropped]
+    return results, timings

@@ -1,0 +1,107 @@
+"""Glossaries: CRUD under /v1/glossaries (model_server/glossary.py applies them to translations)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from model_server.api.deps import get_services
+from model_server.api.errors import error_response
+from model_server.api.schemas import ErrorResponse
+from model_server.errors import ServiceError
+from model_server.glossary import MAX_ENTRIES, NAME_PATTERN, Glossary, GlossaryStore
+from model_server.services import Services
+
+router = APIRouter(prefix="/v1/glossaries", tags=["glossaries"])
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 409, 413, 422, 503)}
+_NAME = Path(pattern=NAME_PATTERN, description="letters, digits, '_', '.', '-' (at most 64)")
+
+
+class GlossaryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"name": "libya-desk", "entries": {"خليفة حفتر": "Field Marshal Khalifa Haftar"}}]})
+
+    name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '_', '.', '-' (at most 64)")
+    entries: dict[str, str] = Field(description=f"Arabic term -> English rendering (at most {MAX_ENTRIES})")
+
+
+class GlossaryReplace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entries: dict[str, str] = Field(description=f"Arabic term -> English rendering (at most {MAX_ENTRIES})")
+
+
+class GlossaryOut(BaseModel):
+    name: str
+    entries: dict[str, str] = Field(description="normalized Arabic term -> English rendering")
+    version: int = Field(description="grows by one on every replace (translation cache entries follow it)")
+    created_at: float = Field(description="Unix time")
+    updated_at: float = Field(description="Unix time")
+
+
+class GlossaryList(BaseModel):
+    glossaries: list[GlossaryOut]
+
+
+def _refuse_other_methods(path: str, allowed: tuple[str, ...]) -> None:
+    """405 with an `Allow` naming every method of `path` (Starlette's own names only the first route's)."""
+    others = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE") if m not in allowed]
+
+    async def refuse() -> Response:
+        return error_response(405, "method_not_allowed", "Method Not Allowed", headers={"Allow": ", ".join(allowed)})
+
+    router.add_api_route(path, refuse, methods=others, include_in_schema=False)
+
+
+def _store(services: Services) -> GlossaryStore:
+    if services.glossaries is None:
+        raise ServiceError("glossaries_unavailable", "the glossary store cannot be opened (see the server log)")
+    return services.glossaries
+
+
+async def find_glossary(services: Services, name: str) -> Glossary:
+    """The named glossary (for translate routes); ServiceError unknown_glossary / glossaries_unavailable."""
+    return await asyncio.to_thread(_store(services).get, name)
+
+
+def _out(glossary: Glossary) -> GlossaryOut:
+    return GlossaryOut(**glossary.to_dict())
+
+
+@router.post("", status_code=201, response_model=GlossaryOut, responses=_ERRORS)
+async def create_glossary(body: GlossaryCreate, request: Request):
+    """Create a glossary; 409 glossary_exists when the name is taken."""
+    store = _store(get_services(request))
+    return _out(await asyncio.to_thread(store.create, body.name, body.entries))
+
+
+@router.get("", response_model=GlossaryList, responses=_ERRORS)
+async def list_glossaries(request: Request):
+    store = _store(get_services(request))
+    return GlossaryList(glossaries=[_out(g) for g in await asyncio.to_thread(store.list)])
+
+
+@router.get("/{name}", response_model=GlossaryOut, responses=_ERRORS)
+async def get_glossary(request: Request, name: str = _NAME):
+    return _out(await find_glossary(get_services(request), name))
+
+
+@router.put("/{name}", response_model=GlossaryOut, responses=_ERRORS)
+async def replace_glossary(body: GlossaryReplace, request: Request, name: str = _NAME):
+    """Replace the entries (version + 1); creates the glossary when it does not exist."""
+    store = _store(get_services(request))
+    return _out(await asyncio.to_thread(store.replace, name, body.entries))
+
+
+@router.delete("/{name}", status_code=204, responses=_ERRORS)
+async def delete_glossary(request: Request, name: str = _NAME):
+    store = _store(get_services(request))
+    await asyncio.to_thread(store.delete, name)
+    return Response(status_code=204)
+
+
+# After the real routes, so that they match first.
+_refuse_other_methods("", ("GET", "POST"))
+_refuse_other_methods("/{name}", ("GET", "PUT", "DELETE"))

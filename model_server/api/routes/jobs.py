@@ -1,0 +1,66 @@
+"""Asynchronous jobs: POST /v1/jobs (202 + id), GET /v1/jobs/{id} (model_server/jobs.py runs them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from model_server.api.context import note_texts
+from model_server.api.deps import get_services
+from model_server.api.ratelimit import enforce_char_budget
+from model_server.api.routes.glossaries import find_glossary
+from model_server.api.schemas import ErrorResponse, TranslateRequest
+from model_server.batching.batcher import Lane
+from model_server.errors import ServiceError
+from model_server.jobs import JobManager
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 413, 422, 503)}
+
+
+class JobRequest(TranslateRequest):
+    """The body of POST /translate, plus `callback_url`; jobs default to the `bulk` lane."""
+
+    priority: Lane = Field(Lane.bulk, description="bulk (default for jobs) or interactive")
+    callback_url: str | None = Field(None, pattern=r"^https?://", max_length=2048, description=(
+        "receives the finished job by POST, signed: X-Model-Server-Signature: sha256=<HMAC-SHA256 of the body>"))
+
+
+def _manager(request: Request) -> JobManager:
+    manager = getattr(request.app.state, "jobs", None)
+    if manager is None:
+        raise ServiceError("jobs_unavailable", "the job store cannot be opened (see the server log)")
+    return manager
+
+
+@router.post("", status_code=202, responses={200: {"description": "an existing job (same Idempotency-Key)"},
+                                             **_ERRORS})
+async def submit_job(body: JobRequest, request: Request,
+                     idempotency_key: str | None = Header(None, max_length=200)) -> Any:
+    """Accept a translation job (202 with its id). A repeated `Idempotency-Key` returns the first job (200)."""
+    services = get_services(request)
+    manager = _manager(request)
+    texts = [body.text] if body.text is not None else body.texts or []
+    limit = services.settings.max_texts_per_request
+    if len(texts) > limit:
+        raise ServiceError("too_many_texts", f"{len(texts)} texts in one job; the limit is {limit}")
+    chars = sum(len(text) for text in texts)
+    note_texts(request, texts=len(texts), chars=chars)
+    services.translator_for(body.model)  # an unknown model fails now, not later
+    if body.glossary:
+        await find_glossary(services, body.glossary)  # an unknown glossary too
+    enforce_char_budget(request, chars)
+    stored = {"texts": texts, "num_beams": body.num_beams, "max_new_tokens": body.max_new_tokens,
+              "priority": body.priority.value, "clean": body.clean, "format": body.format, "glossary": body.glossary,
+              "model": body.model}
+    job, created = await manager.submit(stored, len(texts), body.callback_url, idempotency_key)
+    return JSONResponse(job, status_code=202 if created else 200, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+
+@router.get("/{job_id}", responses=_ERRORS)
+async def get_job(job_id: str, request: Request) -> Any:
+    """Status (queued | running | done | failed), progress {done, total} in texts, result or error."""
+    return await _manager(request).get(job_id)

@@ -5,8 +5,10 @@
 # CUDA image: a base image that already has a CUDA build of torch, and skip the CPU torch install:
 #   docker build -t model-server:cuda \
 #     --build-arg BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime --build-arg TORCH_SPEC=skip .
-# Models are mounted (-v /srv/models:/models) or baked in at build time:
-#   docker build --build-arg PREFETCH_MODELS="Helsinki-NLP/opus-mt-ar-en" -t model-server:opus .
+# Models are mounted (-v /srv/models:/models) or baked in at build time (translation and summaries):
+#   docker build --build-arg PREFETCH_MODELS="Helsinki-NLP/opus-mt-ar-en csebuetnlp/mT5_multilingual_XLSum" \
+#     -t model-server:models .
+# (Translation only: add -e MODEL_SERVER_SUMMARIZATION_ENABLED=false to `docker run`.)
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 

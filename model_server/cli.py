@@ -1,4 +1,4 @@
-"""`model-server` command line: serve, translate, download, build-tiny.
+"""`model-server` command line: serve, translate, summarize, article, download, convert, build-tiny.
 
 Every setting of `Settings` is also a flag of `serve` and `translate` (generated, so flags, environment
 variables and defaults can never disagree); flags override `MODEL_SERVER_*` environment variables.
@@ -16,6 +16,8 @@ from typing import Sequence
 
 from pydantic import ValidationError
 
+from model_server.backends.ct2_convert import QUANTIZATIONS as CT2_QUANTIZATIONS
+from model_server.cli_summaries import register as register_summary_commands
 from model_server.errors import ServiceError
 from model_server.settings import Settings
 
@@ -35,17 +37,23 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     overrides = {key.removeprefix("setting_"): value for key, value in vars(args).items()
                  if key.startswith("setting_")}
     try:
+        # Structured settings (e.g. extra_translation_models) are given as JSON, as in the environment.
+        for name, value in overrides.items():
+            if Settings.model_fields[name].annotation in (dict[str, str], list[str]):
+                overrides[name] = json.loads(value)
         return Settings(**overrides)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"model-server: invalid settings: a JSON value does not parse: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
         raise SystemExit(f"model-server: invalid settings: {problems}") from None
 
 
-def _load_services(settings: Settings):
+def _load_services(settings: Settings, *, summarization: bool | None = None):
     from model_server.services import Services
 
     try:
-        return Services.load(settings)
+        return Services.load(settings, summarization=summarization)
     except ServiceError as exc:
         raise SystemExit(f"model-server: {exc.message}") from None
 
@@ -54,19 +62,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from model_server.api.app import create_app
+    from model_server.logs import configure_logging, logging_config
 
     settings = _settings_from(args)
+    configure_logging(settings)  # model loading already logs in the configured format
     services = _load_services(settings)  # fail fast, with one clear message, before binding the port
     app = create_app(settings, services)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=int(settings.request_timeout_s))
+                timeout_graceful_shutdown=int(settings.request_timeout_s),
+                log_config=logging_config(settings), access_log=False)  # JSON/text lines; our own access log
     return 0
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     text = sys.stdin.read() if args.input in (None, "-") else Path(args.input).read_text(encoding="utf-8")
-    services = _load_services(settings)
+    services = _load_services(settings, summarization=False)
 
     async def run():
         services.start()
@@ -107,12 +118,15 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_build_tiny(args: argparse.Namespace) -> int:
-    from model_server.tiny_models import build_tiny_marian, ensure_tiny_marian
+    from model_server.tiny_models import build_tiny_marian, build_tiny_mt5, ensure_tiny_marian, ensure_tiny_mt5
 
     settings = Settings(models_dir=Path(args.models_dir)) if args.models_dir else Settings()
     target = settings.tiny_marian_dir()
     path = build_tiny_marian(target) if args.force else ensure_tiny_marian(target)
     print(f"tiny test model (NOT a translator) ready at {path}")
+    target = settings.tiny_mt5_dir()
+    path = build_tiny_mt5(target) if args.force else ensure_tiny_mt5(target)
+    print(f"tiny test summarizer (NOT a summarizer) ready at {path}")
     return 0
 
 
@@ -163,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--json", action="store_true", help="print sentences, scores and timings as JSON")
     _add_settings_flags(translate)
     translate.set_defaults(func=cmd_translate)
+    register_summary_commands(sub)  # summarize, article
 
     download = sub.add_parser("download", help="prefetch a hub model into a directory for offline/Docker use")
     download.add_argument("model", help="hub id, e.g. Helsinki-NLP/opus-mt-ar-en")
@@ -170,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     download.add_argument("--all-files", action="store_true", help="fetch every file, not just weights+tokenizer")
     download.set_defaults(func=cmd_download)
+
+    convert = sub.add_parser("convert", help="convert a model for backend=ctranslate2 (docs/ctranslate2.md)")
+    convert.add_argument("model", help="model directory or hub id, e.g. Helsinki-NLP/opus-mt-ar-en")
+    convert.add_argument("out_dir", help="directory to write; point MODEL_SERVER_CT2_MODEL_DIR at it")
+    convert.add_argument("--quantization", choices=CT2_QUANTIZATIONS, default="int8",
+                         help="weight type stored (default: int8; CTranslate2 converts at load time to ct2_compute_type)")
+    convert.add_argument("--force", action="store_true", help="replace OUT_DIR if it holds a previous conversion")
+    convert.add_argument("--models-dir", default="models", help="where hub ids are looked up first (default: models)")
+    convert.set_defaults(func=cmd_convert)
 
     tiny = sub.add_parser("build-tiny", help="build the tiny test model (a fixture, not a translator)")
     tiny.add_argument("--models-dir", default=None, help="default: the models_dir setting")

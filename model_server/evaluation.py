@@ -85,8 +85,9 @@ def flag_rates(results: Sequence) -> dict[str, Any]:
 def evaluate_variant(variant: Variant, base: Settings, sources: Sequence[str], references: Sequence[str]) -> dict:
     from model_server.services import Services
 
-    settings = Settings(**{**base.model_dump(), **variant.overrides})
-    services = Services.load(settings)
+    # No translation cache: a re-run would time cache hits instead of the model (a variant may turn it on).
+    settings = Settings(**{**base.model_dump(), "cache_enabled": False, **variant.overrides})
+    services = Services.load(settings, summarization=False)  # translation only
 
     async def run():
         services.start()

@@ -10,16 +10,20 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from model_server.assembly import PlannedSentence, PreparedText, assemble_text
 from model_server.backends.base import Generated, GenerationOptions, Seq2SeqBackend
 from model_server.batching.batcher import DynamicBatcher, Lane
 from model_server.errors import ServiceError
 from model_server.quality import RETRY_FLAGS, QualityThresholds, assess, clean_english, severity
-from model_server.results import ErrorBody, TextResult
-from model_server.settings import Settings
+from model_server.cache import CachedOutput, TranslationCache
+from model_server.results import CacheCounts, ErrorBody, TextResult
+from model_server.settings import NonArabic, Settings
 from model_server.text import arabic_ratio, chunk_sentence, normalize_text, segment
+
+if TYPE_CHECKING:
+    from model_server.glossary import Glossary
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ class PipelineConfig:
     min_new_tokens: int = 0  # benchmark-only: forced decode lengths (0 = off)
     quality: QualityThresholds = QualityThresholds()
     retry_suspects: bool = True
+    non_arabic_passthrough: bool = False  # settings.non_arabic: a not_arabic text comes back unchanged, flagged
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PipelineConfig":
@@ -49,7 +54,8 @@ class PipelineConfig:
             request_timeout_s=settings.request_timeout_s, max_new_tokens=settings.max_new_tokens,
             default_num_beams=settings.num_beams, min_new_tokens=settings.min_new_tokens,
             quality=QualityThresholds(low_score=settings.low_score_threshold),
-            retry_suspects=settings.retry_suspect_sentences)
+            retry_suspects=settings.retry_suspect_sentences,
+            non_arabic_passthrough=settings.non_arabic is NonArabic.passthrough)
 
 
 def safer_options(options: GenerationOptions) -> GenerationOptions:
@@ -74,17 +80,24 @@ class Timings:
                  "total": self.total_ms, **self.extra}.items()}
 
 
-def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits) -> PreparedText:
-    """Normalize, check, segment and chunk one text. Raises ServiceError (empty_text, not_arabic, text_too_long) for bad content."""
+def check_text(text: str, limits: TextLimits, *, arabic: bool = True) -> str:
+    """The input checks of every text endpoint; returns the normalized text. Raises ServiceError
+    (text_too_long, empty_text, not_arabic - the last only when `arabic`)."""
     if len(text) > limits.max_text_chars:
         raise ServiceError("text_too_long", f"text has {len(text)} characters; the limit is {limits.max_text_chars}")
     normalized = normalize_text(text)
     if not normalized.strip():
         raise ServiceError("empty_text", "text is empty or contains only whitespace/control characters")
     ratio = arabic_ratio(normalized)
-    if ratio < limits.min_arabic_ratio:
+    if arabic and ratio < limits.min_arabic_ratio:
         raise ServiceError("not_arabic", f"text does not look like Arabic ({ratio:.0%} of its letters are "
                            f"Arabic script, at least {limits.min_arabic_ratio:.0%} required)")
+    return normalized
+
+
+def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits) -> PreparedText:
+    """Normalize, check, segment and chunk one text. Raises ServiceError (empty_text, not_arabic, text_too_long) for bad content."""
+    normalized = check_text(text, limits)
     paragraphs = segment(normalized)
     sentences: list[PlannedSentence] = []
     for number, paragraph in enumerate(paragraphs):
@@ -98,10 +111,12 @@ def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits) -> Prep
 
 
 class TranslationPipeline:
-    def __init__(self, backend: Seq2SeqBackend, batcher: DynamicBatcher[str, Generated], config: PipelineConfig) -> None:
+    def __init__(self, backend: Seq2SeqBackend, batcher: DynamicBatcher[str, Generated], config: PipelineConfig,
+                 *, cache: TranslationCache | None = None) -> None:
         self.backend = backend
         self.batcher = batcher
         self.config = config
+        self.cache = cache  # sentence-level translation cache (model_server.cache); None = off
 
     def options(self, *, num_beams: int | None = None, max_new_tokens: int | None = None) -> GenerationOptions:
         """The model's own defaults, then the service's settings, then the request; capped by the limit."""
@@ -117,19 +132,24 @@ class TranslationPipeline:
         )
 
     async def translate(self, texts: Sequence[str], options: GenerationOptions, *,
-                        lane: Lane = Lane.interactive) -> tuple[list[TextResult], Timings]:
+                        lane: Lane = Lane.interactive, glossary: "Glossary | None" = None,
+                        ) -> tuple[list[TextResult], Timings]:
         started = time.perf_counter()
         deadline = time.monotonic() + self.config.request_timeout_s
         timings = Timings()
-        prepared: list[PreparedText | ServiceError] = [self._prepare_or_error(t) for t in texts]
+        prepared: list[PreparedText | ServiceError | TextResult] = [self._prepare_or_error(t) for t in texts]
         timings.prepare_ms = (time.perf_counter() - started) * 1000
 
         mark = time.perf_counter()
         segments = [seg for item in prepared if isinstance(item, PreparedText) for seg in item.segments]
-        outputs = await self._generate(segments, options, lane, deadline)
-        retried: set[int] = set()
-        if self.config.retry_suspects:
-            retried = await self._retry_suspects(segments, outputs, options, lane, deadline)
+        marks = None  # glossary terms and misses per segment (model_server.glossary)
+        if glossary is None or not glossary.entries:
+            outputs, retried, hits = await self._translate_segments(segments, options, lane, deadline)
+        else:
+            from model_server.glossary import translate_with_glossary
+
+            outputs, retried, hits, marks = await translate_with_glossary(self, glossary, segments, options, lane,
+                                                                          deadline)
         timings.translate_ms = (time.perf_counter() - mark) * 1000
 
         mark = time.perf_counter()
@@ -139,15 +159,65 @@ class TranslationPipeline:
             count = len(item.segments) if isinstance(item, PreparedText) else 0
             own_retries = {i - position for i in retried if position <= i < position + count}
             results.append(self._assemble_or_error(index, item, outputs[position:position + count], own_retries))
+            if hits is not None and isinstance(item, PreparedText):  # translation cache counts (model_server.cache)
+                own_hits = sum(hits[position:position + count])
+                results[-1].cache = CacheCounts(hits=own_hits, misses=count - own_hits)
+            if marks is not None and isinstance(item, PreparedText):
+                from model_server.glossary import mark_sentences
+
+                mark_sentences(results[-1], item, glossary, marks[position:position + count])
             position += count
         timings.assemble_ms = (time.perf_counter() - mark) * 1000
         timings.total_ms = (time.perf_counter() - started) * 1000
         return results, timings
 
-    def _prepare_or_error(self, text: str) -> PreparedText | ServiceError:
+    async def _translate_segments(self, segments: list[str], options: GenerationOptions, lane: Lane, deadline: float,
+                                  *, contexts: Sequence[str] | None = None,
+                                  ) -> tuple[list[Generated | BaseException], set[int], list[bool] | None]:
+        """Outputs per segment, the indices re-generated by a quality retry, and which came from the cache
+        (None when the cache is off). Only cache misses go to the batcher, each distinct segment once; the
+        final chosen output (after any retry) is what gets cached."""
+        cache = self.cache if self.cache is not None and self.cache.enabled else None
+        if cache is None:
+            outputs = await self._generate(segments, options, lane, deadline)
+            retried: set[int] = set()
+            if self.config.retry_suspects:
+                retried = await self._retry_suspects(segments, outputs, options, lane, deadline)
+            return outputs, retried, None
+        keys = [cache.key(options, segment, contexts[i] if contexts else "") for i, segment in enumerate(segments)]
+        found = await cache.lookup(keys)
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in found:
+                first.setdefault(key, i)
+        missing = list(first)
+        fresh = await self._generate([segments[first[key]] for key in missing], options, lane, deadline)
+        fresh_retried: set[int] = set()
+        if self.config.retry_suspects:
+            fresh_retried = await self._retry_suspects([segments[first[key]] for key in missing], fresh, options,
+                                                       lane, deadline)
+        chosen = {key: (out, j in fresh_retried) for j, (key, out) in enumerate(zip(missing, fresh))}
+        outputs: list[Generated | BaseException] = []
+        retried = set()
+        hits: list[bool] = []
+        for i, key in enumerate(keys):
+            entry = found.get(key)
+            output, was_retried = (entry.generated, entry.retried) if entry is not None else chosen[key]
+            outputs.append(output)
+            hits.append(entry is not None)
+            if was_retried:
+                retried.add(i)
+        cache.record(sum(hits), len(hits) - sum(hits))
+        await cache.store_many({key: CachedOutput(out, was_retried) for key, (out, was_retried) in chosen.items()
+                                if isinstance(out, Generated)})
+        return outputs, retried, hits
+
+    def _prepare_or_error(self, text: str) -> PreparedText | ServiceError | TextResult:
         try:
             return prepare_text(text, self.backend, self.config.limits)
         except ServiceError as exc:
+            if exc.code == "not_arabic" and self.config.non_arabic_passthrough:
+                return TextResult(index=0, translation=text, passthrough=True)  # index set at assembly
             return exc
 
     async def _generate(self, segments: list[str], options: GenerationOptions, lane: Lane,
@@ -157,9 +227,12 @@ class TranslationPipeline:
             return []
         costs = [self.backend.count_tokens(seg) for seg in segments]
         futures = self.batcher.submit_many(segments, costs=costs, group=options, lane=lane)
+        gathered = asyncio.gather(*futures, return_exceptions=True)
+        # A disconnected client cancels this task: the gather then ends with a CancelledError nobody reads,
+        # which asyncio logs as an error ("exception was never retrieved"). Read it.
+        gathered.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            outputs = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True),
-                                             max(deadline - time.monotonic(), 0.001))
+            outputs = await asyncio.wait_for(gathered, max(deadline - time.monotonic(), 0.001))
         except asyncio.TimeoutError:
             raise ServiceError("timeout",
                                f"translation did not finish within {self.config.request_timeout_s:g}s") from None
@@ -191,8 +264,10 @@ class TranslationPipeline:
         return (severity(self._flags(source, candidate)), -candidate.score) < \
             (severity(self._flags(source, current)), -current.score)
 
-    def _assemble_or_error(self, index: int, item: PreparedText | ServiceError,
+    def _assemble_or_error(self, index: int, item: PreparedText | ServiceError | TextResult,
                            outputs: list[Generated | BaseException], retried: set[int]) -> TextResult:
+        if isinstance(item, TextResult):  # passed through untranslated
+            return item.model_copy(update={"index": index})
         if isinstance(item, ServiceError):
             return TextResult(index=index, error=ErrorBody(**item.to_dict()))
         failure = next((out for out in outputs if isinstance(out, BaseException)), None)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Hashable
 
 from model_server.backends.base import Generated, GenerationOptions, Seq2SeqBackend
 from model_server.backends.loading import resolve_device, resolve_dtype, resolve_model_source
 from model_server.batching.batcher import DynamicBatcher, Lane
+from model_server.cache import open_cache
+from model_server.glossary import GlossaryStore, open_glossary_store
+from model_server.errors import ServiceError
 from model_server.pipeline import PipelineConfig, TranslationPipeline
-from model_server.settings import Backend, Profile, Settings
+from model_server.presets import PresetCatalog
+from model_server.settings import Backend, DType, Profile, Settings
+from model_server.summarize import SummarizationPipeline
 
 if TYPE_CHECKING:
     from model_server.metrics import Metrics
@@ -20,19 +25,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRANSLATION_ARCHITECTURES = ("marian",)
+SUMMARIZATION_ARCHITECTURES = ("mt5", "t5")
 
 
-def load_translation_backend(settings: Settings) -> Seq2SeqBackend:
-    """Load the configured translation model (building the tiny test model first in the tiny profile)."""
+def load_translation_backend(settings: Settings, model: str | None = None) -> Seq2SeqBackend:
+    """Load the configured translation model, or `model` (an extra one), building the tiny test model first
+    in the tiny profile."""
     if settings.profile is Profile.tiny:
         from model_server.tiny_models import ensure_tiny_marian
 
         ensure_tiny_marian(settings.tiny_marian_dir())
-    name = settings.translation_model_source()
+    name = model or settings.translation_model_source()
     if settings.backend is Backend.ctranslate2:
         from model_server.backends.ctranslate2_backend import load_ctranslate2_backend
 
-        return load_ctranslate2_backend(settings, name, converted_dir=settings.ct2_model_dir, task="translation",
+        # ct2_model_dir is the conversion of the default model; extra models are converted on start.
+        converted = settings.ct2_model_dir if model is None else None
+        return load_ctranslate2_backend(settings, name, converted_dir=converted, task="translation",
                                         architectures=TRANSLATION_ARCHITECTURES)
     source = resolve_model_source(name, settings.models_dir)
     device = resolve_device(settings.device)
@@ -44,6 +53,35 @@ def load_translation_backend(settings: Settings) -> Seq2SeqBackend:
                                threads=settings.torch_threads, max_input_tokens=settings.max_input_tokens)
 
 
+def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
+    """Load the configured summarization model (building the tiny test mT5 first in the tiny profile).
+
+    Runs on torch whatever `backend` says (a CTranslate2 summarizer is not wired yet)."""
+    if settings.profile is Profile.tiny:
+        from model_server.tiny_models import ensure_tiny_mt5
+
+        ensure_tiny_mt5(settings.tiny_mt5_dir())
+    name = settings.summarization_model_source()
+    try:
+        source = resolve_model_source(name, settings.models_dir,
+                                      setting_example="MODEL_SERVER_SUMMARIZATION_MODEL=/models/mt5-xlsum")
+    except ServiceError as exc:
+        raise ServiceError(exc.code, f"summarization model: {exc.message} Or serve translation only with "
+                           "MODEL_SERVER_SUMMARIZATION_ENABLED=false.") from None
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    if settings.dtype is DType.auto and dtype == "float16":
+        # mT5's feed-forward activations overflow float16 (inf/NaN summaries); bfloat16 has float32's range.
+        import torch
+
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    from model_server.backends.torch_backend import TorchSeq2SeqBackend
+
+    return TorchSeq2SeqBackend(name=name, source=source, task="summarization",
+                               architectures=SUMMARIZATION_ARCHITECTURES, device=device, dtype=dtype,
+                               threads=settings.torch_threads, max_input_tokens=settings.summary_max_input_tokens)
+
+
 @dataclass
 class ModelRunner:
     """A backend with its own executor thread and batch queue: blocking model calls never run on the
@@ -52,6 +90,7 @@ class ModelRunner:
     backend: Seq2SeqBackend
     batcher: DynamicBatcher[str, Generated]
     executor: ThreadPoolExecutor
+    name: str = "translation"  # label in /v1/models and metrics: the task, or "translation:<alias>"
 
     @classmethod
     def create(cls, backend: Seq2SeqBackend, settings: Settings, name: str) -> "ModelRunner":
@@ -65,7 +104,7 @@ class ModelRunner:
         batcher: DynamicBatcher[str, Generated] = DynamicBatcher(
             process, max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
             max_wait_ms=settings.max_wait_ms, max_queue_items=settings.max_queue_segments, name=f"batcher-{name}")
-        return cls(backend=backend, batcher=batcher, executor=executor)
+        return cls(backend=backend, batcher=batcher, executor=executor, name=name)
 
     def start(self) -> None:
         self.batcher.start()
@@ -87,27 +126,90 @@ class Services:
     settings: Settings
     translation: ModelRunner
     translator: TranslationPipeline
+    # None when summarization is disabled (or not injected): summary endpoints then answer 503.
+    summarization: ModelRunner | None = None
+    summarizer: SummarizationPipeline | None = None
+    glossaries: GlossaryStore | None = None  # None when its SQLite file cannot be opened (503 glossaries_unavailable)
+    # Extra translation models by alias (setting extra_translation_models), each with its own queue.
+    extra_translation: dict[str, ModelRunner] = field(default_factory=dict)
+    extra_translators: dict[str, TranslationPipeline] = field(default_factory=dict)
 
     @classmethod
-    def from_backend(cls, settings: Settings, backend: Seq2SeqBackend) -> "Services":
+    def from_backend(cls, settings: Settings, backend: Seq2SeqBackend, *,
+                     summarization_backend: Seq2SeqBackend | None = None,
+                     presets: PresetCatalog | None = None,
+                     extra_backends: dict[str, Seq2SeqBackend] | None = None) -> "Services":
         runner = ModelRunner.create(backend, settings, "translation")
-        pipeline = TranslationPipeline(backend, runner.batcher, PipelineConfig.from_settings(settings))
-        return cls(settings=settings, translation=runner, translator=pipeline)
+        pipeline = TranslationPipeline(backend, runner.batcher, PipelineConfig.from_settings(settings),
+                                       cache=open_cache(settings, backend.info))
+        services = cls(settings=settings, translation=runner, translator=pipeline,
+                       glossaries=open_glossary_store(settings.cache_file()))
+        for alias, extra in (extra_backends or {}).items():
+            extra_runner = ModelRunner.create(extra, settings, f"translation:{alias}")
+            services.extra_translation[alias] = extra_runner
+            services.extra_translators[alias] = TranslationPipeline(
+                extra, extra_runner.batcher, PipelineConfig.from_settings(settings),
+                cache=open_cache(settings, extra.info))
+        if summarization_backend is not None:
+            presets = presets or PresetCatalog.load(settings.prompts_path(), settings.default_summary_preset)
+            summary_runner = ModelRunner.create(summarization_backend, settings, "summarization")
+            services.summarization = summary_runner
+            services.summarizer = SummarizationPipeline(summarization_backend, summary_runner.batcher, pipeline,
+                                                        presets, strategy=settings.summary_strategy)
+        return services
 
     @classmethod
-    def load(cls, settings: Settings) -> "Services":
-        return cls.from_backend(settings, load_translation_backend(settings))
+    def load(cls, settings: Settings, *, summarization: bool | None = None) -> "Services":
+        """Load the models. `summarization` (default: the summarization_enabled setting) False = translation only."""
+        presets = None
+        if settings.summarization_enabled if summarization is None else summarization:
+            # Presets first: a bad file fails start-up in milliseconds, before any model is loaded.
+            presets = PresetCatalog.load(settings.prompts_path(), settings.default_summary_preset)
+        backend = load_translation_backend(settings)
+        loaded = [backend]
+        try:
+            extras = {}
+            for alias, model in settings.extra_translation_models.items():
+                extras[alias] = load_translation_backend(settings, model)
+                loaded.append(extras[alias])
+            if presets is None:
+                return cls.from_backend(settings, backend, extra_backends=extras)
+            summarizer = load_summarization_backend(settings)
+            loaded.append(summarizer)
+            if not summarizer.info.test_model:
+                presets.check_model(summarizer.info.name)
+            return cls.from_backend(settings, backend, summarization_backend=summarizer, presets=presets,
+                                    extra_backends=extras)
+        except BaseException:
+            for model in loaded:  # e.g. a preset too long for the model's input limit
+                model.close()
+            raise
 
     def runners(self) -> list[ModelRunner]:
         """Every loaded model with its queue (one per model)."""
-        return [self.translation]
+        return ([self.translation, *self.extra_translation.values()]
+                + ([self.summarization] if self.summarization is not None else []))
+
+    def translator_for(self, model: str | None) -> TranslationPipeline:
+        """The pipeline of the model a request names: None or 'default' (or the default model's id) is the
+        default model; otherwise an alias of extra_translation_models (or that model's id)."""
+        if model in (None, "default", self.translator.backend.info.name):
+            return self.translator
+        for alias, pipeline in self.extra_translators.items():
+            if model in (alias, pipeline.backend.info.name):
+                return pipeline
+        names = ", ".join(["default", *self.extra_translators])
+        raise ServiceError("unknown_model", f"no translation model named {model!r}; available: {names}")
 
     def instrument(self, metrics: "Metrics") -> None:
         """Report every model's queue depth, queue waits and batches to `metrics` (call before start())."""
         for runner in self.runners():
-            model = runner.backend.info.task
+            model = runner.name
             runner.batcher.observer = metrics.batch_observer(model)
             metrics.track_queue_depth(model, list(Lane), runner.batcher.pending)
+        if self.translator.cache is not None:
+            self.translator.cache.observer = metrics.cache_observer("translation")
+            self.translator.cache._observe("error", self.translator.cache.counters.errors)  # failed to open
 
     def start(self) -> None:
         for runner in self.runners():
@@ -119,3 +221,8 @@ class Services:
 
     async def close(self, drain_timeout_s: float = 30.0) -> None:
         await asyncio.gather(*(runner.close(drain_timeout_s) for runner in self.runners()))
+        for pipeline in (self.translator, *self.extra_translators.values()):
+            if pipeline.cache is not None:
+                await asyncio.to_thread(pipeline.cache.close)
+        if self.glossaries is not None:
+            self.glossaries.close()

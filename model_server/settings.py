@@ -10,10 +10,11 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TRANSLATION_MODEL = "Helsinki-NLP/opus-mt-ar-en"
+DEFAULT_SUMMARIZATION_MODEL = "csebuetnlp/mT5_multilingual_XLSum"
 
 
 class Profile(str, Enum):
@@ -35,9 +36,48 @@ class DType(str, Enum):
     bfloat16 = "bfloat16"
 
 
+class LogFormat(str, Enum):
+    json = "json"
+    text = "text"
+
+
 class Backend(str, Enum):
     torch = "torch"
     ctranslate2 = "ctranslate2"
+
+
+class CT2ComputeType(str, Enum):
+    """CTranslate2 compute types (docs/ctranslate2.md). `auto` = int8 on cpu, int8_float16 on cuda."""
+
+    auto = "auto"
+    int8 = "int8"
+    int8_float32 = "int8_float32"
+    int8_float16 = "int8_float16"
+    int8_bfloat16 = "int8_bfloat16"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+class CT2BatchType(str, Enum):
+    examples = "examples"
+    tokens = "tokens"
+
+
+class SummaryStrategy(str, Enum):
+    """How an article gets its English summary (the Arabic one is always mT5 on the Arabic body)."""
+
+    # mT5 summarizes the Arabic body; Marian translates that summary (cheapest: one summary pass).
+    translate_summary = "translate-summary"
+    # mT5 summarizes the Arabic body, and separately the English translation of the body.
+    summarize_both = "summarize-both"
+
+
+class NonArabic(str, Enum):
+    """What happens to a text that is not (mostly) Arabic script."""
+
+    reject = "reject"            # error not_arabic (400, or the text's own error entry with `texts`)
+    passthrough = "passthrough"  # returned unchanged with "passthrough": true (nothing translated)
 
 
 class Settings(BaseSettings):
@@ -48,6 +88,10 @@ class Settings(BaseSettings):
     translation_model: str = Field(
         DEFAULT_TRANSLATION_MODEL, description="hub id or local directory of a MarianMT ar->en model"
     )
+    extra_translation_models: dict[str, str] = Field(
+        default_factory=dict, description="more translation models served at the same time, each with its own "
+        "queue, chosen per request with `model`: JSON {name: hub id or directory}, e.g. "
+        '{"big": "Helsinki-NLP/opus-mt-tc-big-ar-en"}')
     models_dir: Path = Field(
         Path("models"), description="where `download` stores models and where hub ids are looked up first"
     )
@@ -57,6 +101,38 @@ class Settings(BaseSettings):
         DType.auto, description="auto = float32 on cpu, float16 on cuda; bfloat16 allowed on both, float16 cuda only"
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's own choice)")
+
+    # --- CTranslate2 backend (backend=ctranslate2; docs/ctranslate2.md) ---
+    ct2_compute_type: CT2ComputeType = Field(
+        CT2ComputeType.auto, description="CTranslate2 compute type (replaces dtype): auto = int8 on cpu, "
+        "int8_float16 on cuda; float16, bfloat16 and their int8_ variants need cuda"
+    )
+    ct2_model_dir: Path | None = Field(
+        None, description="a directory written by `model-server convert` from translation_model; refused if it "
+        "was converted from another model"
+    )
+    ct2_convert_on_start: bool = Field(
+        False, description="convert translation_model into ct2_cache_dir at start-up unless a conversion of the same "
+        "files and quantization is already there (needs the source model; conversion takes seconds to minutes)"
+    )
+    ct2_cache_dir: Path | None = Field(
+        None, description="where ct2_convert_on_start keeps conversions (default: MODELS_DIR/ct2-cache)"
+    )
+    ct2_intra_threads: int = Field(0, ge=0, description="CTranslate2 threads per batch (0 = its default: 4 or the cores)")
+    ct2_inter_threads: int = Field(
+        1, ge=1, description="batches CTranslate2 runs in parallel; the service runs one batch at a time per model"
+    )
+    ct2_max_batch_size: int = Field(
+        0, ge=0, description="CTranslate2's own split of each batch (0 = none: the dynamic batcher already plans "
+        "batches with max_batch_size/max_batch_tokens; CTranslate2 just runs them, no second queue)"
+    )
+    ct2_batch_type: CT2BatchType = Field(
+        CT2BatchType.examples, description="unit of ct2_max_batch_size: examples | tokens"
+    )
+    ct2_beam_patience: float = Field(
+        2.0, gt=0, le=8, description="beam search stops after beams x patience finished hypotheses; 2 picks what "
+        "the torch backend picks, 1 (CTranslate2's default) is a little faster and may differ on near-ties"
+    )
 
     # --- generation ---
     num_beams: int | None = Field(None, ge=1, le=16, description="default beam size (default: the model's own)")
@@ -75,6 +151,44 @@ class Settings(BaseSettings):
         -1.5, le=0, description="sentences whose mean token log-probability is below this get the low_score flag")
     retry_suspect_sentences: bool = Field(
         True, description="re-generate sentences flagged repetition/truncated once with safer decoding")
+
+    # --- translation cache (README.md "Translation cache") ---
+    cache_enabled: bool = Field(
+        True, description="remember each sentence's translation (per model and decoding options) so re-sent "
+        "articles only translate what changed")
+    cache_path: Path | None = Field(
+        None, description="SQLite file of the cache (and glossaries; default: MODELS_DIR/model-server.sqlite3)")
+    cache_url: str | None = Field(
+        None, description="redis://host:6379/0 puts the cache in Redis instead (needs the `redis` extra)")
+    cache_max_entries: int = Field(
+        200_000, ge=1, description="most cached sentences in the SQLite cache; least recently used go first")
+
+    # --- asynchronous jobs and webhooks (docs/newsroom.md) ---
+    jobs_max_concurrent: int = Field(2, ge=1, le=64, description="jobs translated at the same time; others wait queued")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing job webhooks (X-Model-Server-Signature); callback_url needs it")
+    webhook_max_attempts: int = Field(5, ge=1, le=20, description="deliveries tried per webhook before giving up")
+    webhook_backoff_s: float = Field(
+        2.0, ge=0, le=600, description="wait before the 2nd delivery attempt; doubles after each failure")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="timeout of one webhook delivery")
+
+    # --- summarization (mT5 + prompt presets; README.md "POST /summarize", prompts/README.md) ---
+    summarization_enabled: bool = Field(
+        True, description="load the summarization model and serve /summarize and /v1/articles; false = translation "
+        "only (those endpoints answer 503 summarization_disabled)")
+    summarization_model: str = Field(
+        DEFAULT_SUMMARIZATION_MODEL, description="hub id or local directory of an mT5 summarization model")
+    summary_strategy: SummaryStrategy = Field(
+        SummaryStrategy.translate_summary, description="default English-summary strategy of /v1/articles: "
+        "translate-summary (Marian translates the Arabic summary) | summarize-both (mT5 summarizes the translation)")
+    default_summary_preset: str = Field(
+        "summary-xlsum", description="preset used when a request names none (a file <name>.yaml in prompts_dir)")
+    prompts_dir: Path | None = Field(
+        None, description="directory of preset YAML files, validated at start-up (default: ./prompts when it exists, "
+        "else the prompts/ directory next to the installed package)")
+    summary_max_input_tokens: int | None = Field(
+        None, ge=32, description="longest input given to the summarizer, in tokens (default: the model's limit, 512 "
+        "for mT5); longer articles are summarized in chunks of whole paragraphs, then the summaries are summarized")
 
     # --- batching ---
     max_batch_size: int = Field(64, ge=1, description="most segments in one model call")
@@ -96,7 +210,26 @@ class Settings(BaseSettings):
     min_arabic_ratio: float = Field(
         0.3, ge=0, le=1, description="share of letters that must be Arabic script, else the text is rejected"
     )
+    non_arabic: NonArabic = Field(
+        NonArabic.reject, description="a text below min_arabic_ratio: reject (error not_arabic) | passthrough "
+        "(returned unchanged, flagged passthrough=true)")
     log_level: str = Field("info", description="uvicorn/app log level")
+
+    # --- operations: API keys, rate limits, logs (docs/operations.md) ---
+    api_keys_file: Path | None = Field(
+        None, description="file of API keys, one a line: 'key', 'name:key' or 'name:sha256:<hex>'; "
+        "setting it (or api_keys) turns authentication on")
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated API keys in the same forms as api_keys_file (for containers: "
+        "MODEL_SERVER_API_KEYS)")
+    metrics_require_key: bool = Field(False, description="GET /metrics also needs an API key (needs keys set)")
+    rate_limit_requests_per_minute: int = Field(
+        0, ge=0, description="requests per minute per API key (per client IP when auth is off); 0 = off")
+    rate_limit_chars_per_minute: int = Field(
+        0, ge=0, description="text characters per minute per API key (per client IP when auth is off); 0 = off")
+    log_format: LogFormat = Field(LogFormat.json, description="json (one object a line) | text")
+    log_request_bodies: bool = Field(
+        False, description="DEBUG ONLY: put request bodies (article text) into the access log")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "Settings":
@@ -106,13 +239,49 @@ class Settings(BaseSettings):
             raise ValueError("min_new_tokens (benchmark-only) must not exceed max_new_tokens")
         if self.max_batch_tokens < self.max_batch_size and self.max_batch_tokens < 64:
             raise ValueError("max_batch_tokens is smaller than one segment can be; raise it")
+        self._check_ct2()
+        from model_server.api.auth import load_api_keys  # lazy: parses (and so checks) the keys at start-up
+
+        keys = load_api_keys(self)  # a bad key file fails here, with the line number, not on first request
+        if self.metrics_require_key and not keys:
+            raise ValueError("metrics_require_key needs API keys (set api_keys_file or api_keys)")
         return self
+
+    def _check_ct2(self) -> None:
+        if self.device is Device.cpu and self.ct2_compute_type.value in {"float16", "int8_float16", "bfloat16",
+                                                                         "int8_bfloat16"}:
+            raise ValueError(f"ct2_compute_type={self.ct2_compute_type.value} needs device=cuda "
+                             "(on cpu use int8, int8_float32 or float32)")
+        if self.ct2_model_dir is not None and self.ct2_convert_on_start:
+            raise ValueError("set either ct2_model_dir (a converted model) or ct2_convert_on_start, not both")
+        if self.backend is Backend.ctranslate2 and self.ct2_model_dir is None and not self.ct2_convert_on_start:
+            raise ValueError("backend=ctranslate2 needs ct2_model_dir (made by `model-server convert`) "
+                             "or ct2_convert_on_start=true")
+
+    def cache_file(self) -> Path:
+        return self.cache_path if self.cache_path is not None else self.models_dir / "model-server.sqlite3"
+
+    def ct2_cache_path(self) -> Path:
+        return self.ct2_cache_dir if self.ct2_cache_dir is not None else self.models_dir / "ct2-cache"
 
     def translation_model_source(self) -> str:
         """The model to load: the tiny test model dir in the tiny profile, else the configured one."""
         if self.profile is Profile.tiny:
             return str(self.tiny_marian_dir())
         return self.translation_model
+
+    def summarization_model_source(self) -> str:
+        """The summarizer to load: the tiny test mT5 dir in the tiny profile, else the configured one."""
+        if self.profile is Profile.tiny:
+            return str(self.tiny_mt5_dir())
+        return self.summarization_model
+
+    def prompts_path(self) -> Path:
+        if self.prompts_dir is not None:
+            return self.prompts_dir
+        from model_server.presets import default_prompts_dir
+
+        return default_prompts_dir()
 
     def tiny_marian_dir(self) -> Path:
         return self.models_dir / "tiny-marian-ar-en"

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,13 +32,24 @@ def tiny_marian_dir() -> Path:
     return ensure_tiny_marian(MODELS_DIR / "tiny-marian-ar-en")
 
 
+@pytest.fixture(scope="session")
+def tiny_mt5_dir() -> Path:
+    from model_server.tiny_models import ensure_tiny_mt5
+
+    return ensure_tiny_mt5(MODELS_DIR / "tiny-mt5-sum")
+
+
 def tiny_settings(model_dir: Path, **overrides):
     from model_server.settings import Settings
 
     # One torch thread: the tests share two cores with the server's own threads, and torch's spinning
     # worker threads slow a tiny model down ten-fold when cores are oversubscribed.
     values = dict(translation_model=str(model_dir), models_dir=MODELS_DIR, device="cpu", dtype="float32",
-                  host="127.0.0.1", port=0, max_wait_ms=2, num_beams=1, log_level="warning", torch_threads=1)
+                  host="127.0.0.1", port=0, max_wait_ms=2, num_beams=1, log_level="warning", torch_threads=1,
+                  summarization_enabled=False,  # summary tests turn it on with the tiny mT5 (tiny_mt5_dir)
+                  cache_enabled=False,  # cache tests turn it on (tests/test_cache.py): no hits across tests
+                  # A fresh SQLite file (cache, glossaries, jobs) per settings: no state shared between tests.
+                  cache_path=Path(tempfile.mkdtemp(prefix="model-server-test-")) / "state.sqlite3")
     values.update(overrides)
     return Settings(**values)
 
@@ -108,7 +120,7 @@ def free_port() -> int:
 def start_cli_server(env_overrides: dict[str, str], port: int) -> subprocess.Popen:
     """`model-server serve` as a separate process (start-up, signals and exit codes are real)."""
     env = {**os.environ, "MODEL_SERVER_PORT": str(port), "MODEL_SERVER_HOST": "127.0.0.1",
-           "MODEL_SERVER_TORCH_THREADS": "1", **env_overrides}
+           "MODEL_SERVER_TORCH_THREADS": "1", "MODEL_SERVER_CACHE_ENABLED": "false", **env_overrides}
     return subprocess.Popen([sys.executable, "-m", "model_server.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

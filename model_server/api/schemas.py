@@ -17,7 +17,13 @@ EXAMPLE_ARTICLE = "تحالف عسكري بين خليفة حفتر وروسيا
 
 
 class TranslateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE_ARTICLE}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"text": EXAMPLE_ARTICLE}],
+        # "exactly one of text/texts" (the validator below), said in the schema too, for clients and fuzzers.
+        "oneOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}},
+                  {"required": ["texts"], "properties": {"texts": {"type": "array"}}}],
+        # "clean only with format=text" (the validator below), said in the schema too.
+        "not": {"required": ["clean", "format"], "properties": {"clean": {"const": True}, "format": {"const": "html"}}}})
 
     text: str | None = Field(None, description="one Arabic text (an article, paragraphs separated by newlines)")
     texts: list[str] | None = Field(None, min_length=1, description="several Arabic texts, translated independently")
@@ -26,11 +32,21 @@ class TranslateRequest(BaseModel):
     num_beams: int | None = Field(None, ge=1, le=16, description="beam size (default: the model's own)")
     max_new_tokens: int | None = Field(None, ge=1, le=2048, description="cap on generated tokens per sentence")
     priority: Lane = Field(Lane.interactive, description="interactive (editors) goes before bulk (backlogs)")
+    model: str | None = Field(None, min_length=1, max_length=200, description="translation model: 'default' or a name from the "
+                              "extra_translation_models setting (GET /v1/models lists them)")
+    clean: bool = Field(False, strict=True, description="drop page furniture of scraped articles first (weather widgets, date "
+                        "stamps, a repeated headline, 'copied to clipboard' notices); each result lists them in `dropped`")
+    glossary: str | None = Field(None, description="name of a glossary (POST /v1/glossaries) whose terms are "
+                                 "rendered as configured; see README 'Glossaries'")
+    format: Literal["text", "html"] = Field("text", description="html: translate the text of HTML (a document or "
+                                            "a fragment), keeping every tag, attribute and link; see README 'HTML'")
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> "TranslateRequest":
         if (self.text is None) == (self.texts is None):
             raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+        if self.clean and self.format != "text":
+            raise ValueError("'clean' works on plain text only (format='text')")
         return self
 
 

@@ -28,25 +28,28 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
-def _how_to_provide(name: str) -> str:
+def _how_to_provide(name: str, setting_example: str = "MODEL_SERVER_TRANSLATION_MODEL=/models/opus-mt-ar-en") -> str:
     return (
         f"Provide it in one of two ways: (1) on a machine with network run "
         f"`model-server download {name} --models-dir DIR` and copy or mount DIR here, then set "
         f"MODEL_SERVER_MODELS_DIR=DIR; or (2) mount a directory holding the model files (config.json, "
-        f"weights, tokenizer) and point the setting at it, e.g. MODEL_SERVER_TRANSLATION_MODEL=/models/opus-mt-ar-en."
+        f"weights, tokenizer) and point the setting at it, e.g. {setting_example}."
     )
 
 
-def resolve_model_source(name: str, models_dir: Path) -> str:
-    """Return a local directory or a hub id that `from_pretrained` can load without hanging."""
+def resolve_model_source(name: str, models_dir: Path, *,
+                         setting_example: str = "MODEL_SERVER_TRANSLATION_MODEL=/models/opus-mt-ar-en") -> str:
+    """Return a local directory or a hub id that `from_pretrained` can load without hanging.
+    `setting_example` shows, in error messages, which setting points at a model directory."""
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ServiceError("model_unavailable", f"model directory {path} has no config.json; is it a complete model? "
-                                   + _how_to_provide(name))
+                                   + _how_to_provide(name, setting_example))
         return str(path)
     if _looks_like_path(name) or path.exists():
-        raise ServiceError("model_unavailable", f"model directory {path} does not exist. " + _how_to_provide(name))
+        raise ServiceError("model_unavailable",
+                           f"model directory {path} does not exist. " + _how_to_provide(name, setting_example))
     downloaded = models_dir / hub_dirname(name)
     if (downloaded / "config.json").is_file():
         return str(downloaded)
@@ -54,7 +57,7 @@ def resolve_model_source(name: str, models_dir: Path) -> str:
         return name
     raise ServiceError("model_unavailable", 
         f"model '{name}' is not available: not in {downloaded}, not in the Hugging Face cache, "
-        f"and the hub cannot be reached from this machine. " + _how_to_provide(name))
+        f"and the hub cannot be reached from this machine. " + _how_to_provide(name, setting_example))
 
 
 def _in_hf_cache(model_id: str) -> bool:

@@ -79,6 +79,11 @@ class TorchSeq2SeqBackend:
     def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[Generated]:
         torch = self._torch
         encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=False).to(self.device)
+        greedy = options.num_beams == 1
+        # Greedy search records only the chosen tokens' log-probs; output_scores would keep a full
+        # vocabulary distribution per row and step (gigabytes for a batch of 64 at a 62k vocabulary).
+        # Beam search needs output_scores to trace each kept beam's token scores.
+        recorder = _ChosenTokenLogProbs() if greedy else None
         try:
             with torch.inference_mode():
                 output = self.model.generate(
@@ -91,13 +96,15 @@ class TorchSeq2SeqBackend:
                     length_penalty=options.length_penalty,
                     no_repeat_ngram_size=options.no_repeat_ngram_size,
                     repetition_penalty=options.repetition_penalty,
+                    logits_processor=_processors(recorder),
                     return_dict_in_generate=True,
-                    output_scores=True,
+                    output_scores=not greedy,
                 )
-                token_logprobs = self.model.compute_transition_scores(
-                    output.sequences, output.scores, getattr(output, "beam_indices", None),
-                    normalize_logits=options.num_beams == 1,
-                ).float().cpu()
+                if greedy:
+                    token_logprobs = recorder.stacked().cpu()
+                else:
+                    token_logprobs = self.model.compute_transition_scores(
+                        output.sequences, output.scores, output.beam_indices, normalize_logits=False).float().cpu()
         except torch.cuda.OutOfMemoryError:
             # Free the cache so the batcher's smaller retry has room.
             torch.cuda.empty_cache()
@@ -112,14 +119,41 @@ class TorchSeq2SeqBackend:
         generated = sequence[1:].tolist()  # drop decoder_start_token
         length = next((i + 1 for i, tok in enumerate(generated) if tok in eos_ids), len(generated))
         ended = length <= len(generated) and bool(generated) and generated[length - 1] in eos_ids
+        # With forced_eos_token_id (opus-mt sets it) transformers forces EOS as the last allowed token:
+        # an EOS there ends a cut output, it was not generated.
+        forced_eos = self.model.generation_config.forced_eos_token_id is not None
         score = float(logprobs[:length].sum()) / max(length, 1)
         return Generated(text=text.strip(), score=round(score, 6), num_tokens=length,
-                         hit_max_length=not ended and length >= options.max_new_tokens)
+                         hit_max_length=(not ended or forced_eos) and length >= options.max_new_tokens)
 
     def close(self) -> None:
         del self.model
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
+
+
+class _ChosenTokenLogProbs:
+    """A logits processor (run after transformers' own) that records, per step, the log-probability of
+    the token greedy search picks: the maximum of the processed scores' log-softmax. Same numbers as
+    compute_transition_scores(normalize_logits=True), without storing whole distributions."""
+
+    def __init__(self) -> None:
+        self.steps: list = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores.log_softmax(dim=-1).max(dim=-1).values.float())
+        return scores
+
+    def stacked(self):
+        import torch
+
+        return torch.stack(self.steps, dim=1)
+
+
+def _processors(recorder: _ChosenTokenLogProbs | None):
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList([recorder] if recorder is not None else [])
 
 
 def _model_input_limit(config, tokenizer) -> int:

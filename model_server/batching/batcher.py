@@ -13,6 +13,8 @@ Guarantees:
 - `interactive` always goes before `bulk`, one batch at a time, so a backlog delays an editor by at most
   the batch that is already running;
 - `close()` stops admission, finishes queued work, then stops the worker.
+- an optional `observer` (`BatchObserver`) gets each segment's queue wait and each batch's size, padded
+  tokens and time (metrics); a failing observer is logged and never stalls the queue.
 
 It knows nothing about models, tokens or HTTP.
 """
@@ -25,7 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Hashable, Protocol, Sequence, TypeVar
 
 from model_server.batching.planner import check_limits, fits, select_batch
 from model_server.errors import ServiceError, overloaded
@@ -70,6 +72,14 @@ class BatchSizeMismatch(RuntimeError):
     pass
 
 
+class BatchObserver(Protocol):
+    """Optional measurements hook (metrics). Called on the event loop: keep it cheap; errors are logged."""
+
+    def on_batch(self, *, lane: Lane, size: int, padded_tokens: int, seconds: float) -> None: ...
+
+    def on_queue_wait(self, *, lane: Lane, seconds: float) -> None: ...
+
+
 class DynamicBatcher(Generic[T, R]):
     def __init__(
         self,
@@ -81,6 +91,7 @@ class DynamicBatcher(Generic[T, R]):
         max_queue_items: int,
         retry_after_s: int = 1,
         name: str = "batcher",
+        observer: BatchObserver | None = None,
     ) -> None:
         check_limits(max_batch_size, max_batch_tokens)
         if max_wait_ms < 0:
@@ -95,6 +106,7 @@ class DynamicBatcher(Generic[T, R]):
         self.retry_after_s = retry_after_s
         self.name = name
         self.stats = BatcherStats()
+        self.observer = observer  # may be set later, before start()
         self._lanes: dict[Lane, deque[_Pending]] = {lane: deque() for lane in Lane}
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -163,7 +175,7 @@ class DynamicBatcher(Generic[T, R]):
                 continue
             batch = self._take_batch(lane)
             if batch:
-                await self._execute(batch)
+                await self._execute(batch, lane)
 
     def _next_lane(self) -> Lane | None:
         for lane in Lane:  # declaration order is priority order
@@ -211,13 +223,27 @@ class DynamicBatcher(Generic[T, R]):
         self._lanes[lane] = deque(item for item in queue if id(item) not in chosen_ids)
         return chosen
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    async def _execute(self, batch: list[_Pending], lane: Lane) -> None:
         started = time.monotonic()
+        padded_tokens = len(batch) * max(item.cost for item in batch)
         self.stats.batches += 1
         self.stats.segments += len(batch)
-        self.stats.padded_tokens += len(batch) * max(item.cost for item in batch)
+        self.stats.padded_tokens += padded_tokens
+        if self.observer is not None:
+            for item in batch:
+                self._notify(self.observer.on_queue_wait, lane=lane, seconds=started - item.enqueued_at)
         await self._process_isolating_failures(batch)
-        self.stats.busy_s += time.monotonic() - started
+        seconds = time.monotonic() - started
+        self.stats.busy_s += seconds
+        if self.observer is not None:
+            self._notify(self.observer.on_batch, lane=lane, size=len(batch), padded_tokens=padded_tokens,
+                         seconds=seconds)
+
+    def _notify(self, hook: Callable[..., None], /, **kwargs: Any) -> None:
+        try:
+            hook(**kwargs)
+        except Exception:  # noqa: BLE001 - a broken observer must never stall the queue
+            log.exception("%s: batch observer failed", self.name)
 
     async def _process_isolating_failures(self, batch: list[_Pending]) -> None:
         live = [item for item in batch if not item.future.done()]

@@ -32,5 +32,5 @@ async def models(request: Request) -> ModelsResponse:
     infos = [runner.backend.info for runner in runners]
     return ModelsResponse(
         models=infos,
-        batching={runner.backend.info.task: runner.describe_batching() for runner in runners},
+        batching={runner.name: runner.describe_batching() for runner in runners},
         warning=TEST_MODEL_WARNING if any(info.test_model for info in infos) else None)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from model_server.api.context import note_results, note_texts
 from model_server.api.deps import ERROR_RESPONSES, cancel_on_disconnect, get_services
 from model_server.api.errors import error_response
+from model_server.api.ratelimit import enforce_char_budget
 from model_server.api.schemas import TEST_MODEL_WARNING, TranslateRequest, TranslateResponse
+from model_server.api.routes.glossaries import find_glossary
+from model_server.documents import DocumentFormat, translate_documents
 from model_server.errors import ServiceError, status_for
 
 router = APIRouter()
@@ -22,9 +26,16 @@ async def translate(body: TranslateRequest, request: Request):
     limit = services.settings.max_texts_per_request
     if len(texts) > limit:
         raise ServiceError("too_many_texts", f"{len(texts)} texts in one request; the limit is {limit}")
-    pipeline = services.translator
+    chars = sum(len(text) for text in texts)
+    note_texts(request, texts=len(texts), chars=chars)
+    enforce_char_budget(request, chars)  # 429 before any model work
+    pipeline = services.translator_for(body.model)
     options = pipeline.options(num_beams=body.num_beams, max_new_tokens=body.max_new_tokens)
-    results, timings = await cancel_on_disconnect(request, pipeline.translate(texts, options, lane=body.priority))
+    glossary = await find_glossary(services, body.glossary) if body.glossary else None
+    results, timings = await cancel_on_disconnect(request, translate_documents(
+        pipeline, texts, options, lane=body.priority, clean=body.clean, format=DocumentFormat(body.format),
+        glossary=glossary))
+    note_results(request, error_codes=[r.error.code for r in results if r.error], timing_ms=timings.to_dict())
     if body.text is not None and results[0].error is not None:
         # A single text has nobody to share the response with: its error is the response.
         error = results[0].error

@@ -8,7 +8,7 @@ from model_server.api.context import note_results, note_texts
 from model_server.api.deps import ERROR_RESPONSES, cancel_on_disconnect, get_services
 from model_server.api.errors import error_response
 from model_server.api.ratelimit import enforce_char_budget
-from model_server.api.schemas import TEST_MODEL_WARNING, TranslateRequest, TranslateResponse
+from model_server.api.schemas import TEST_MODEL_WARNING, ErrorResponse, TranslateRequest, TranslateResponse
 from model_server.api.routes.glossaries import find_glossary
 from model_server.documents import DocumentFormat, translate_documents
 from model_server.errors import ServiceError, status_for
@@ -16,7 +16,8 @@ from model_server.errors import ServiceError, status_for
 router = APIRouter()
 
 
-@router.post("/translate", response_model=TranslateResponse, responses=ERROR_RESPONSES, tags=["translation"])
+@router.post("/translate", response_model=TranslateResponse, tags=["translation"],
+             responses={**ERROR_RESPONSES, 404: {"model": ErrorResponse, "description": "unknown glossary"}})
 async def translate(body: TranslateRequest, request: Request):
     """Translate one Arabic text (`text`) or several (`texts`), sentence by sentence.
 

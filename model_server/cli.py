@@ -164,6 +164,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_summaries(args: argparse.Namespace) -> int:
+    from model_server.evaluation import evaluate_summaries
+
+    base = _settings_from(args)
+    try:
+        report = evaluate_summaries(Path(args.pairs), base, lang=args.lang, preset=args.preset)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"model-server eval-summaries: {exc}") from None
+    except ServiceError as exc:
+        raise SystemExit(f"model-server eval-summaries: {exc.message}") from None
+    test = " (TEST MODEL)" if report["model"]["test_model"] else ""
+    print(f"{report['documents']} documents ({report['lang']}), preset {report['preset']}, "
+          f"model {report['model']['name']}{test}: ROUGE-1 {report['rouge1']:.2f}  ROUGE-2 {report['rouge2']:.2f}  "
+          f"ROUGE-L {report['rougeL']:.2f}  ({report['seconds']} s)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-server", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="directory for eval.json and eval.md")
     _add_settings_flags(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    eval_summaries = sub.add_parser("eval-summaries", help="ROUGE-1/2/L of summaries against references")
+    eval_summaries.add_argument("pairs", help='JSON Lines: {"document": ..., "summary": ...} per line')
+    eval_summaries.add_argument("--lang", choices=["ar", "en"], default="ar", help="language of the documents")
+    eval_summaries.add_argument("--preset", default=None, help="summary preset (default: the setting)")
+    eval_summaries.add_argument("--out", default=None, help="write the JSON report (with every summary) here")
+    _add_settings_flags(eval_summaries)
+    eval_summaries.set_defaults(func=cmd_eval_summaries)
     return parser
 
 

@@ -128,3 +128,71 @@ def render_markdown(report: dict[str, Any]) -> str:
     notes = [f"BLEU signature: `{b}`  \nchrF signature: `{c}`" for b, c in sorted(signatures)]
     return "\n".join([f"{report['lines']} lines: `{report['source']}` vs `{report['reference']}`", "",
                       *rows, "", *notes]) + "\n"
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+class _WordTokenizer:
+    """ROUGE tokenizer for any script: rouge-score's default keeps only [a-z0-9] and would drop Arabic."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        import re
+
+        return re.findall(r"\w+", text.lower())
+
+
+def rouge_scores(summaries: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 (x100) over pairs, with a script-neutral word tokenizer."""
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as exc:  # an optional extra: only the evaluation harness needs it
+        raise ValueError("ROUGE needs the rouge-score package: pip install 'model-server[eval]'") from exc
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=_WordTokenizer())
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for summary, reference in zip(summaries, references):
+        for name, score in scorer.score(reference, summary).items():
+            totals[name] += score.fmeasure
+    count = max(len(summaries), 1)
+    return {name: round(100 * total / count, 2) for name, total in totals.items()}
+
+
+def read_summary_pairs(path: Path) -> list[tuple[str, str]]:
+    """JSON Lines, one {"document": ..., "summary": ...} object per line."""
+    import json
+
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            pairs.append((item["document"], item["summary"]))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path}:{number}: expected a JSON object with 'document' and 'summary'") from None
+    return pairs
+
+
+def evaluate_summaries(path: Path, base: Settings, *, lang: str = "ar", preset: str | None = None) -> dict[str, Any]:
+    """Summarize each document through the service's summarization pipeline and score it with ROUGE."""
+    from model_server.services import Services
+
+    pairs = read_summary_pairs(path)
+    settings = Settings(**{**base.model_dump(), "cache_enabled": False, "summarization_enabled": True})
+    services = Services.load(settings)
+
+    async def run() -> tuple[list[str], float]:
+        services.start()
+        try:
+            started = time.perf_counter()
+            outputs = [await services.summarizer.summarize(doc, lang=lang, preset=preset, lane=Lane.bulk)
+                       for doc, _ in pairs]
+            return [o.summary.text for o in outputs], time.perf_counter() - started
+        finally:
+            await services.close()
+
+    summaries, seconds = asyncio.run(run())
+    return {"file": str(path), "documents": len(pairs), "lang": lang, "preset": preset or settings.default_summary_preset,
+            "model": services.summarization.backend.info.model_dump(),
+            **rouge_scores(summaries, [ref for _, ref in pairs]),
+            "seconds": round(seconds, 3), "summaries": summaries}

@@ -193,7 +193,11 @@ class Settings(BaseSettings):
     # --- batching ---
     max_batch_size: int = Field(64, ge=1, description="most segments in one model call")
     max_batch_tokens: int = Field(
-        8192, ge=1, description="token budget of one model call: batch size x longest input (padded tokens)"
+        16384, ge=1, description="token budget of one model call: batch size x longest input (padded tokens)"
+    )
+    rebatch_wait_fraction: float = Field(
+        0.05, ge=0, le=1, description="after a batch, wait this fraction of its duration (at most 0.5 s) for its "
+        "clients' next requests before starting a partial batch; keeps closed-loop clients in one batch"
     )
     max_wait_ms: float = Field(5.0, ge=0, description="how long a non-full batch waits for more segments")
     max_queue_segments: int = Field(

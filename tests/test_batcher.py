@@ -241,3 +241,33 @@ def test_constructor_validates_limits():
         DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=-1, max_queue_items=1)
     with pytest.raises(ValueError, match="max_queue_items"):
         DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=0, max_queue_items=0)
+
+
+class SlowRecorder(Recorder):
+    """Each batch takes `seconds` of wall time (as a model would)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    async def __call__(self, group, payloads):
+        await asyncio.sleep(self.seconds)
+        return await super().__call__(group, payloads)
+
+
+@pytest.mark.parametrize("fraction,expected_batches", [(0.5, [["a"], ["b", "c"]]), (0.0, [["a"], ["b"], ["c"]])])
+def test_after_a_batch_the_batcher_waits_for_its_clients_to_come_back(fraction, expected_batches):
+    """Closed-loop clients return right after their batch: with a rebatch wait they share the next batch."""
+    async def scenario():
+        recorder = SlowRecorder(0.4)
+        batcher = make(recorder, max_wait_ms=0, rebatch_wait_fraction=fraction)
+        batcher.start()
+        await batcher.submit_many(["a"], costs=[1], group="g")[0]
+        second = batcher.submit_many(["b"], costs=[1], group="g")           # right after the batch
+        await asyncio.sleep(0.05)
+        third = batcher.submit_many(["c"], costs=[1], group="g")            # within 0.5 x 0.4 s = 0.2 s
+        await asyncio.gather(*second, *third)
+        assert [payloads for _, payloads in recorder.calls] == expected_batches
+        await batcher.close()
+
+    run(scenario())

@@ -38,6 +38,8 @@ ProcessFn = Callable[[Hashable, list[T]], Awaitable[list[R]]]
 
 log = logging.getLogger(__name__)
 
+MAX_REBATCH_WAIT_S = 0.5  # cap on the wait after a batch, however long the batch took
+
 
 class Lane(str, Enum):
     interactive = "interactive"
@@ -92,13 +94,19 @@ class DynamicBatcher(Generic[T, R]):
         retry_after_s: int = 1,
         name: str = "batcher",
         observer: BatchObserver | None = None,
+        rebatch_wait_fraction: float = 0.0,
     ) -> None:
         check_limits(max_batch_size, max_batch_tokens)
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         if max_queue_items < 1:
             raise ValueError(f"max_queue_items must be >= 1, got {max_queue_items}")
+        if not 0 <= rebatch_wait_fraction <= 1:
+            raise ValueError(f"rebatch_wait_fraction must be within [0, 1], got {rebatch_wait_fraction}")
         self._process = process
+        self.rebatch_wait_fraction = rebatch_wait_fraction
+        self._last_batch_end = 0.0
+        self._last_batch_s = 0.0
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000.0
@@ -203,7 +211,12 @@ class DynamicBatcher(Generic[T, R]):
             len(same), longest, max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens)
         if full:
             return 0.0
-        return max(0.0, queue[0].enqueued_at + self.max_wait_s - time.monotonic())
+        # Wait max_wait from the oldest arrival, and also a little after the last batch ended: its clients
+        # are about to send their next requests, which would otherwise miss this batch and leave the
+        # closed loop split in two half-size batches that never line up again.
+        settle_s = min(self.rebatch_wait_fraction * self._last_batch_s, MAX_REBATCH_WAIT_S)
+        ready_at = max(queue[0].enqueued_at + self.max_wait_s, self._last_batch_end + settle_s)
+        return max(0.0, ready_at - time.monotonic())
 
     async def _sleep_unless_woken(self, seconds: float) -> None:
         self._wakeup.clear()
@@ -234,6 +247,7 @@ class DynamicBatcher(Generic[T, R]):
                 self._notify(self.observer.on_queue_wait, lane=lane, seconds=started - item.enqueued_at)
         await self._process_isolating_failures(batch)
         seconds = time.monotonic() - started
+        self._last_batch_end, self._last_batch_s = started + seconds, seconds
         self.stats.busy_s += seconds
         if self.observer is not None:
             self._notify(self.observer.on_batch, lane=lane, size=len(batch), padded_tokens=padded_tokens,

@@ -1,0 +1,156 @@
+"""Models under test: the benchmark-only random opus-mt-ar-en, the tiny test model, or any model dir.
+
+`random-opus-mt-ar-en` has the exact architecture and special ids of Helsinki-NLP/opus-mt-ar-en
+(config.json and generation_config.json as on the hub) with seeded RANDOM weights, so it costs what the
+real model costs per token without a download. Its tokenizer is the tiny test model's sentencepiece
+tokenizer with vocab.json padded to 62834 ids (see `_write_tokenizer`). It is NOT a translator: the directory holds BENCH_MARKER_FILE,
+config.json has `model_server_benchmark_only: true`, and it also carries the repo's test-model marker so
+a server that loads it flags every response as coming from a test model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+RANDOM_OPUS_MT = "random-opus-mt-ar-en"
+TINY = "tiny"
+BENCH_MARKER_FILE = "model_server_benchmark_model.json"
+BENCH_DIRNAME = "bench-random-opus-mt-ar-en"
+BUILDER_VERSION = 2
+
+# Helsinki-NLP/opus-mt-ar-en config.json (the fields that shape compute and decoding).
+OPUS_MT_AR_EN_CONFIG = dict(
+    vocab_size=62834, decoder_vocab_size=62834, d_model=512,
+    encoder_layers=6, decoder_layers=6, encoder_attention_heads=8, decoder_attention_heads=8,
+    encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512,
+    activation_function="swish", scale_embedding=True, static_position_embeddings=True,
+    share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+    pad_token_id=62833, decoder_start_token_id=62833, eos_token_id=0, bos_token_id=0, forced_eos_token_id=0,
+    dropout=0.1, attention_dropout=0.0, activation_dropout=0.0, init_std=0.02,
+    normalize_before=False, normalize_embedding=False, add_final_layer_norm=False, use_cache=True,
+)
+# Helsinki-NLP/opus-mt-ar-en generation_config.json.
+OPUS_MT_AR_EN_GENERATION = dict(
+    bad_words_ids=[[62833]], bos_token_id=0, decoder_start_token_id=62833, eos_token_id=0,
+    forced_eos_token_id=0, max_length=512, num_beams=4, pad_token_id=62833,
+)
+
+
+@dataclass(frozen=True)
+class ModelUnderTest:
+    label: str          # short name used in result file names: random-opus-mt-ar-en | tiny | <dir name>
+    path: Path          # a model directory the service and the naive server both load
+    kind: str           # random-real-architecture | tiny-test-model | user-model
+    note: str
+
+
+def resolve_model(spec: str, models_dir: Path, *, seed: int = 0) -> ModelUnderTest:
+    """`random-opus-mt-ar-en` (built once into models_dir), `tiny`, or a model directory."""
+    if spec == RANDOM_OPUS_MT:
+        path = ensure_random_opus_mt(models_dir / BENCH_DIRNAME, models_dir, seed=seed)
+        return ModelUnderTest(RANDOM_OPUS_MT, path, "random-real-architecture",
+                              "Helsinki-NLP/opus-mt-ar-en architecture with seeded RANDOM weights: "
+                              "speed only, NOT a translator")
+    if spec == TINY:
+        from model_server.tiny_models import ensure_tiny_marian
+
+        path = ensure_tiny_marian(models_dir / "tiny-marian-ar-en")
+        return ModelUnderTest(TINY, Path(path), "tiny-test-model",
+                              "repo-built tiny test model (d_model 64, 2 layers): smoke runs only")
+    path = Path(spec).expanduser()
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"benchmarks: --model {spec!r} is neither {RANDOM_OPUS_MT!r}, {TINY!r} nor a model "
+                         "directory with a config.json")
+    return ModelUnderTest(path.resolve().name, path.resolve(), "user-model", f"model directory {path}")
+
+
+def ensure_random_opus_mt(out_dir: Path, models_dir: Path, *, seed: int = 0) -> Path:
+    """Return `out_dir`, building the random opus-mt-ar-en there first unless a complete one exists."""
+    out_dir = Path(out_dir).absolute()
+    if _is_complete(out_dir, seed):
+        return out_dir
+    from model_server.tiny_models import ensure_tiny_marian
+
+    tiny = ensure_tiny_marian(Path(models_dir) / "tiny-marian-ar-en")
+    log.info("building the benchmark-only random opus-mt-ar-en model into %s (once)", out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    try:
+        _build_into(tmp, Path(tiny), seed)
+        if out_dir.exists():  # stale or incomplete: only ever one of ours (checked by the marker)
+            if any(out_dir.iterdir()) and not (out_dir / BENCH_MARKER_FILE).exists() \
+                    and not (out_dir / "config.json").exists():
+                raise FileExistsError(f"refusing to replace {out_dir}: it does not look like a model directory")
+            shutil.rmtree(out_dir)
+        os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _is_complete(model_dir: Path, seed: int) -> bool:
+    try:
+        marker = json.loads((model_dir / BENCH_MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return marker.get("builder_version") == BUILDER_VERSION and marker.get("seed") == seed and \
+        (model_dir / "model.safetensors").is_file()
+
+
+def _write_tokenizer(model_dir: Path, tokenizer_dir: Path) -> None:
+    """The tiny model's sentencepiece models with its vocab.json padded to the real model's 62834 ids.
+
+    Ids the tiny vocab has keep their meaning (`</s>` 0, `<unk>` 1, pieces); the gap is filled with
+    placeholder pieces ("▁w<id>", decoded as words) and `<pad>` moves to the last id, 62833, as in
+    opus-mt-ar-en. So every id the random model can emit decodes, and tokenizer and model agree on pad.
+    """
+    from transformers import MarianTokenizer
+
+    for name in ("source.spm", "target.spm"):
+        shutil.copyfile(tokenizer_dir / name, model_dir / name)
+    tiny = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
+    vocab_size, pad_id = OPUS_MT_AR_EN_CONFIG["vocab_size"], OPUS_MT_AR_EN_CONFIG["pad_token_id"]
+    ids = {token: i for token, i in tiny.items() if token != "<pad>" and i < pad_id}
+    used = set(ids.values())
+    vocab = {**ids, **{f"\u2581w{i}": i for i in range(vocab_size - 1) if i not in used}, "<pad>": pad_id}
+    if sorted(vocab.values()) != list(range(vocab_size)) or vocab.get("</s>") != 0:
+        raise RuntimeError("benchmark vocab is not a permutation of range(vocab_size) with </s> = 0")
+    (model_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    MarianTokenizer(source_spm=str(model_dir / "source.spm"), target_spm=str(model_dir / "target.spm"),
+                    vocab=str(model_dir / "vocab.json"), source_lang="ar", target_lang="en",
+                    model_max_length=512).save_pretrained(model_dir)
+
+
+def _build_into(model_dir: Path, tokenizer_dir: Path, seed: int) -> None:
+    import torch
+    from transformers import GenerationConfig, MarianConfig, MarianMTModel
+
+    _write_tokenizer(model_dir, tokenizer_dir)
+    config = MarianConfig(architectures=["MarianMTModel"], **OPUS_MT_AR_EN_CONFIG)
+    config.model_server_benchmark_only = True  # saved into config.json: a marker any reader sees
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MarianMTModel(config)
+    model.generation_config = GenerationConfig(**OPUS_MT_AR_EN_GENERATION)
+    model.eval()
+    model.save_pretrained(model_dir)
+    from model_server.tiny_models import TINY_MARKER_FILE
+
+    marker = {"benchmark_only": True, "random_weights": True, "builder_version": BUILDER_VERSION, "seed": seed,
+              "architecture_of": "Helsinki-NLP/opus-mt-ar-en", "tokenizer_from": str(tokenizer_dir),
+              "warning": "benchmark-only model: real opus-mt-ar-en architecture, RANDOM weights; NOT a translator"}
+    # The repo's test-model marker makes the service report test_model=true and warn in every response.
+    for name in (TINY_MARKER_FILE, BENCH_MARKER_FILE):  # BENCH_MARKER_FILE last: it means "complete"
+        (model_dir / name).write_text(json.dumps({"test_model": True, "kind": "benchmark-random-opus-mt-ar-en",
+                                                  **marker}, indent=2) + "\n", encoding="utf-8")
+    model_dir.chmod(0o755)
+    for path in model_dir.iterdir():
+        path.chmod(0o644)

@@ -1,0 +1,299 @@
+"""Online load: a server as a subprocess, and an asyncio + httpx closed-loop load generator.
+
+Each level has N clients. Every client first sends `warmup` unrecorded requests; once all clients have
+finished warming up (a barrier), they start together and each sends `requests` recorded requests back
+to back (or keeps sending until `duration_s` has passed). Throughput = recorded requests (segments,
+target tokens) / span from the common start to the last response. Latency = per request, send to
+response parsed, monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (all its threads) from /proc; None where unavailable."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """A server subprocess whose output goes to a log file; stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str], port: int, log_path: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = env
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ServerProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.spawned = time.monotonic()
+        return self
+
+    def wait_ready(self, timeout_s: float) -> float:
+        """Poll /readyz until it answers 200; returns seconds since the process was started."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return time.monotonic() - self.spawned
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} server not ready after {timeout_s:g}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                log.warning("%s server ignored SIGTERM for 60s; killing it", self.name)
+                proc.kill()
+                proc.wait(timeout=30)
+        self._log.close()
+
+
+def service_server(env_settings: dict[str, str], port: int, log_path: Path) -> ServerProcess:
+    """`model-server serve` configured only through MODEL_SERVER_* variables, as in production."""
+    env = {**os.environ, **env_settings, "MODEL_SERVER_PORT": str(port), "MODEL_SERVER_HOST": "127.0.0.1"}
+    return ServerProcess("service", [sys.executable, "-m", "model_server.cli", "serve"], env=env, port=port,
+                         log_path=log_path)
+
+
+def naive_server(args: Sequence[str], port: int, log_path: Path) -> ServerProcess:
+    argv = [sys.executable, "-m", "benchmarks.naive_server", "--port", str(port), *args]
+    return ServerProcess("naive", argv, env=dict(os.environ), port=port, log_path=log_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Load generator
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    client: int
+    start: float
+    end: float
+    status: int
+    segments: int = 0
+    tokens: int = 0
+    server_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def latency_s(self) -> float:
+        return self.end - self.start
+
+
+# Parses a 200 response body into (segments, target tokens, server-side timings in ms).
+ResponseParser = Callable[[dict[str, Any]], tuple[int, int, dict[str, float]]]
+
+
+def service_parser(decode_tokens: int) -> ResponseParser:
+    """The service does not return token counts; with forced decode lengths every segment produces
+    exactly `decode_tokens` tokens (checked offline), so tokens = segments x decode_tokens."""
+
+    def parse(body: dict[str, Any]) -> tuple[int, int, dict[str, float]]:
+        segments = 0
+        for result in body["results"]:
+            if result.get("error"):
+                raise ValueError(f"text failed: {result['error']}")
+            segments += sum(sentence.get("chunks", 1) for sentence in result["sentences"])
+        return segments, segments * decode_tokens, dict(body.get("timing_ms") or {})
+
+    return parse
+
+
+def naive_parser(body: dict[str, Any]) -> tuple[int, int, dict[str, float]]:
+    return int(body["segments"]), int(body["generated_tokens"]), dict(body.get("timing_ms") or {})
+
+
+async def _one_request(client: httpx.AsyncClient, url: str, payload: dict[str, Any], index: int,
+                       parse: ResponseParser) -> Record:
+    start = time.perf_counter()
+    try:
+        response = await client.post(url, json=payload)
+        body = response.json()
+        end = time.perf_counter()
+    except (httpx.HTTPError, ValueError) as exc:
+        return Record(index, start, time.perf_counter(), 0, error=f"{type(exc).__name__}: {exc}")
+    if response.status_code != 200:
+        return Record(index, start, end, response.status_code, error=str(body)[:300])
+    try:
+        segments, tokens, server_ms = parse(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        return Record(index, start, end, response.status_code, error=f"bad response: {exc}")
+    return Record(index, start, end, 200, segments, tokens, server_ms)
+
+
+async def _batcher_stats(client: httpx.AsyncClient, base_url: str) -> dict[str, Any] | None:
+    """The service's batcher counters (/v1/models); None for a server without them (naive)."""
+    try:
+        body = (await client.get(f"{base_url}/v1/models")).json()
+        return dict(body["batching"]["translation"])
+    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+        return None
+
+
+async def _run_level(base_url: str, payloads: Sequence[dict[str, Any]], parse: ResponseParser, *,
+                     concurrency: int, warmup: int, requests: int, duration_s: float | None,
+                     timeout_s: float, stats: bool, server_pid: int | None
+                     ) -> tuple[list[Record], float, float, dict | None, dict | None, float, float | None]:
+    url = f"{base_url}/translate"
+    # keepalive_expiry below uvicorn's 5 s keep-alive timeout: a connection idle for a whole batch is
+    # closed by the client instead of being reused just as the server closes it (ReadError).
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as client:
+        def payload_for(index: int, k: int) -> dict[str, Any]:
+            # Deterministic and spread: round k of client i sends payload (i + k*N) mod len.
+            return payloads[(index + k * concurrency) % len(payloads)]
+
+        async def warm(index: int) -> None:
+            for k in range(warmup):
+                await _one_request(client, url, payload_for(index, k), index, parse)
+
+        await asyncio.gather(*(warm(i) for i in range(concurrency)))
+        stats_before = await _batcher_stats(client, base_url) if stats else None
+
+        records: list[Record] = []
+        server_cpu_started = process_cpu_s(server_pid)
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        deadline = started + duration_s if duration_s else None
+
+        async def measure(index: int) -> None:
+            k = warmup
+            while True:
+                if deadline is None and k - warmup >= requests:
+                    return
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                records.append(await _one_request(client, url, payload_for(index, k), index, parse))
+                k += 1
+
+        await asyncio.gather(*(measure(i) for i in range(concurrency)))
+        finished = time.perf_counter()
+        client_cpu_s = time.process_time() - cpu_started
+        server_cpu_ended = process_cpu_s(server_pid)
+        server_cpu_s = (server_cpu_ended - server_cpu_started
+                        if server_cpu_started is not None and server_cpu_ended is not None else None)
+        stats_after = await _batcher_stats(client, base_url) if stats else None
+    return records, started, finished, stats_before, stats_after, client_cpu_s, server_cpu_s
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(records: Sequence[Record], started: float, finished: float) -> dict[str, Any]:
+    ok = [r for r in records if r.status == 200 and r.error is None]
+    errors = [r for r in records if r not in ok]
+    span = max((r.end for r in records), default=finished) - started
+    latencies_ms = [r.latency_s * 1000 for r in ok]
+    out: dict[str, Any] = {
+        "requests": len(records), "ok": len(ok), "errors": len(errors),
+        "first_error": errors[0].error if errors else None,
+        "span_s": round(span, 4),
+        "requests_per_s": round(len(ok) / span, 4) if span > 0 else 0.0,
+        "segments_per_s": round(sum(r.segments for r in ok) / span, 4) if span > 0 else 0.0,
+        "target_tokens_per_s": round(sum(r.tokens for r in ok) / span, 3) if span > 0 else 0.0,
+        "segments": sum(r.segments for r in ok),
+    }
+    if latencies_ms:
+        out.update({f"latency_{name}_ms": round(_percentile(latencies_ms, q), 3)
+                    for name, q in (("p50", 50), ("p95", 95), ("p99", 99))})
+        out["latency_mean_ms"] = round(statistics.fmean(latencies_ms), 3)
+        out["latency_max_ms"] = round(max(latencies_ms), 3)
+        keys = sorted({key for r in ok for key in r.server_ms})
+        out["server_timing_median_ms"] = {
+            key: round(statistics.median(r.server_ms[key] for r in ok if key in r.server_ms), 3) for key in keys}
+    return out
+
+
+def run_level(base_url: str, payloads: Sequence[dict[str, Any]], parse: ResponseParser, *, concurrency: int,
+              warmup: int, requests: int, duration_s: float | None, timeout_s: float,
+              batcher_stats: bool = False, server_pid: int | None = None) -> dict[str, Any]:
+    """One load level; with batcher_stats, also the service's batch counters over the measured phase; with
+    server_pid, the server process's CPU time over it."""
+    records, started, finished, before, after, client_cpu_s, server_cpu_s = asyncio.run(_run_level(
+        base_url, payloads, parse, concurrency=concurrency, warmup=warmup, requests=requests,
+        duration_s=duration_s, timeout_s=timeout_s, stats=batcher_stats, server_pid=server_pid))
+    summary = {"concurrency": concurrency, **summarize(records, started, finished)}
+    # The load generator's own CPU per measured request (this whole process): when it nears the time
+    # per request the server achieves, the client, not the server, limits the level.
+    summary["client_cpu_ms_per_request"] = round(client_cpu_s * 1000 / max(len(records), 1), 3)
+    if server_cpu_s:
+        summary["server_cpu_s"] = round(server_cpu_s, 3)
+        summary["segments_per_server_cpu_s"] = round(summary["segments"] / server_cpu_s, 4)
+    batching = _stats_delta(before, after, finished - started)
+    if batching is not None:
+        summary["batching"] = batching
+    return summary
+
+
+def _stats_delta(before: dict[str, Any] | None, after: dict[str, Any] | None, span_s: float) -> dict[str, Any] | None:
+    if not before or not after:
+        return None
+    batches = after["batches"] - before["batches"]
+    segments = after["segments"] - before["segments"]
+    busy = after["busy_s"] - before["busy_s"]
+    return {"batches": batches, "segments": segments,
+            "mean_batch_size": round(segments / batches, 3) if batches else 0.0,
+            "padded_tokens": after["padded_tokens"] - before["padded_tokens"],
+            "model_busy_s": round(busy, 4),
+            # Share of the measured span the model thread was running a batch: < 1 means idle gaps.
+            "model_utilization": round(busy / span_s, 4) if span_s > 0 else 0.0,
+            "splits": after["splits"] - before["splits"],
+            "rejected_full": after["rejected_full"] - before["rejected_full"]}

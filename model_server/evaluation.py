@@ -60,7 +60,10 @@ async def _translate_lines(services, lines: Sequence[str]) -> tuple[list[str], l
 
 
 def score_translations(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-    from sacrebleu.metrics import BLEU, CHRF
+    try:
+        from sacrebleu.metrics import BLEU, CHRF
+    except ImportError as exc:  # an optional extra: only the evaluation harness needs it
+        raise ValueError("BLEU/chrF need sacrebleu: pip install 'model-server[eval]'") from exc
 
     bleu, chrf = BLEU(), CHRF()
     bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])

@@ -8,7 +8,9 @@ from typing import Any, Awaitable, TypeVar
 
 from fastapi import Request
 
+from model_server.api.context import note_texts
 from model_server.api.schemas import ErrorResponse
+from model_server.errors import ServiceError
 from model_server.services import Services
 from model_server.settings import Settings
 
@@ -26,6 +28,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 class ClientDisconnected(Exception):
     """The client went away before its response was ready; nothing is sent."""
+
+
+def admit_texts(request: Request, text: str | None, texts: list[str] | None, *, noun: str = "request") -> tuple[list[str], int]:
+    """The texts of a /translate-shaped body (`text` or `texts`), checked against max_texts_per_request and
+    noted for the access log. Returns the texts and their total characters."""
+    admitted = [text] if text is not None else texts or []
+    limit = get_services(request).settings.max_texts_per_request
+    if len(admitted) > limit:
+        raise ServiceError("too_many_texts", f"{len(admitted)} texts in one {noun}; the limit is {limit}")
+    chars = sum(len(item) for item in admitted)
+    note_texts(request, texts=len(admitted), chars=chars)
+    return admitted, chars
 
 
 def get_services(request: Request) -> Services:

@@ -23,6 +23,16 @@ class GenerationOptions:
     repetition_penalty: float = 1.0
     min_new_tokens: int = 0
 
+    @classmethod
+    def from_generation_config(cls, gen: Any) -> "GenerationOptions":
+        """Decoding options a model ships with (its transformers GenerationConfig)."""
+        return cls(
+            num_beams=gen.num_beams or 1,
+            length_penalty=float(gen.length_penalty if gen.length_penalty is not None else 1.0),
+            no_repeat_ngram_size=gen.no_repeat_ngram_size or 0,
+            repetition_penalty=float(gen.repetition_penalty or 1.0),
+        )
+
 
 @dataclass(frozen=True)
 class Generated:

@@ -117,13 +117,7 @@ class CTranslate2Seq2SeqBackend:
         return len(self.tokenizer(text, truncation=False)["input_ids"])
 
     def default_options(self) -> GenerationOptions:
-        gen = self._generation
-        return GenerationOptions(
-            num_beams=gen.num_beams or 1,
-            length_penalty=float(gen.length_penalty if gen.length_penalty is not None else 1.0),
-            no_repeat_ngram_size=gen.no_repeat_ngram_size or 0,
-            repetition_penalty=float(gen.repetition_penalty or 1.0),
-        )
+        return GenerationOptions.from_generation_config(self._generation)
 
     def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[Generated]:
         tokenizer = self.tokenizer

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from model_server.api.context import note_texts
-from model_server.api.deps import get_services
+from model_server.api.deps import admit_texts, get_services
 from model_server.api.ratelimit import enforce_char_budget
 from model_server.api.routes.glossaries import find_glossary
 from model_server.api.schemas import ErrorResponse, TranslateRequest
@@ -43,12 +42,7 @@ async def submit_job(body: JobRequest, request: Request,
     """Accept a translation job (202 with its id). A repeated `Idempotency-Key` returns the first job (200)."""
     services = get_services(request)
     manager = _manager(request)
-    texts = [body.text] if body.text is not None else body.texts or []
-    limit = services.settings.max_texts_per_request
-    if len(texts) > limit:
-        raise ServiceError("too_many_texts", f"{len(texts)} texts in one job; the limit is {limit}")
-    chars = sum(len(text) for text in texts)
-    note_texts(request, texts=len(texts), chars=chars)
+    texts, chars = admit_texts(request, body.text, body.texts, noun="job")
     services.translator_for(body.model)  # an unknown model fails now, not later
     if body.glossary:
         await find_glossary(services, body.glossary)  # an unknown glossary too

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from model_server.api.context import note_results, note_texts
-from model_server.api.deps import ERROR_RESPONSES, cancel_on_disconnect, get_services
+from model_server.api.context import note_results
+from model_server.api.deps import ERROR_RESPONSES, admit_texts, cancel_on_disconnect, get_services
 from model_server.api.errors import error_response
 from model_server.api.ratelimit import enforce_char_budget
 from model_server.api.schemas import TEST_MODEL_WARNING, ErrorResponse, TranslateRequest, TranslateResponse
 from model_server.api.routes.glossaries import find_glossary
 from model_server.documents import DocumentFormat, translate_documents
-from model_server.errors import ServiceError, status_for
+from model_server.errors import status_for
 
 router = APIRouter()
 
@@ -23,12 +23,7 @@ async def translate(body: TranslateRequest, request: Request):
 
     With `texts`, a bad text gets an `error` entry in its own result and never fails the others."""
     services = get_services(request)
-    texts = [body.text] if body.text is not None else body.texts or []
-    limit = services.settings.max_texts_per_request
-    if len(texts) > limit:
-        raise ServiceError("too_many_texts", f"{len(texts)} texts in one request; the limit is {limit}")
-    chars = sum(len(text) for text in texts)
-    note_texts(request, texts=len(texts), chars=chars)
+    texts, chars = admit_texts(request, body.text, body.texts)
     enforce_char_budget(request, chars)  # 429 before any model work
     pipeline = services.translator_for(body.model)
     options = pipeline.options(num_beams=body.num_beams, max_new_tokens=body.max_new_tokens)

@@ -7,10 +7,11 @@ all segments of the good texts are submitted to the dynamic batcher in one go.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from model_server.assembly import PlannedSentence, PreparedText, assemble_text
 from model_server.backends.base import Generated, GenerationOptions, Seq2SeqBackend
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from model_server.glossary import Glossary
 
 log = logging.getLogger(__name__)
+
+TOKEN_COUNT_CACHE_SIZE = 16384  # distinct segments whose token counts are kept
 
 
 @dataclass(frozen=True)
@@ -95,14 +98,17 @@ def check_text(text: str, limits: TextLimits, *, arabic: bool = True) -> str:
     return normalized
 
 
-def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits) -> PreparedText:
-    """Normalize, check, segment and chunk one text. Raises ServiceError (empty_text, not_arabic, text_too_long) for bad content."""
+def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits, *,
+                 count_tokens: Callable[[str], int] | None = None) -> PreparedText:
+    """Normalize, check, segment and chunk one text. Raises ServiceError (empty_text, not_arabic, text_too_long)
+    for bad content. `count_tokens` defaults to the backend's (the pipeline passes a memoized one)."""
+    count_tokens = count_tokens or backend.count_tokens
     normalized = check_text(text, limits)
     paragraphs = segment(normalized)
     sentences: list[PlannedSentence] = []
     for number, paragraph in enumerate(paragraphs):
         for sentence in paragraph.sentences:
-            chunks = chunk_sentence(sentence.text, backend.count_tokens, backend.info.max_input_tokens)
+            chunks = chunk_sentence(sentence.text, count_tokens, backend.info.max_input_tokens)
             sentences.append(PlannedSentence(paragraph=number, source=sentence.text, chunks=tuple(chunks)))
     separators = tuple(
         "\n\n" if "\n\n" in normalized[before.end:after.start] else "\n"
@@ -116,6 +122,9 @@ class TranslationPipeline:
         self.backend = backend
         self.batcher = batcher
         self.config = config
+        # Every segment is tokenized while chunking and again for its batch cost (and re-sent articles
+        # repeat sentences): memoize, since tokenizing runs on the event loop.
+        self.count_tokens = functools.lru_cache(maxsize=TOKEN_COUNT_CACHE_SIZE)(backend.count_tokens)
         self.cache = cache  # sentence-level translation cache (model_server.cache); None = off
 
     def options(self, *, num_beams: int | None = None, max_new_tokens: int | None = None) -> GenerationOptions:
@@ -214,7 +223,7 @@ class TranslationPipeline:
 
     def _prepare_or_error(self, text: str) -> PreparedText | ServiceError | TextResult:
         try:
-            return prepare_text(text, self.backend, self.config.limits)
+            return prepare_text(text, self.backend, self.config.limits, count_tokens=self.count_tokens)
         except ServiceError as exc:
             if exc.code == "not_arabic" and self.config.non_arabic_passthrough:
                 return TextResult(index=0, translation=text, passthrough=True)  # index set at assembly
@@ -225,7 +234,7 @@ class TranslationPipeline:
         """Submit segments to the batcher at once; outputs (or per-segment errors) in order, cleaned up."""
         if not segments:
             return []
-        costs = [self.backend.count_tokens(seg) for seg in segments]
+        costs = [self.count_tokens(seg) for seg in segments]
         futures = self.batcher.submit_many(segments, costs=costs, group=options, lane=lane)
         gathered = asyncio.gather(*futures, return_exceptions=True)
         # A disconnected client cancels this task: the gather then ends with a CancelledError nobody reads,

@@ -9,31 +9,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model_server.services import Services
 from tests.conftest import LiveServer, serve_services, tiny_settings
+from tests.fakes import DelegatingBackend
 
 ARABIC = "مرحبا بالعالم."
 ARABIC_TRANSLATION = "Hello world."
 
 
-class SharedBackend:
+class SharedBackend(DelegatingBackend):
     """The session's tiny backend, minus `close()` (a server shutting down must not free it), counting calls."""
-
-    def __init__(self, backend) -> None:
-        self.backend = backend
-        self.info = backend.info
-        self.generate_calls = 0
-
-    def count_tokens(self, text):
-        return self.backend.count_tokens(text)
-
-    def default_options(self):
-        return self.backend.default_options()
-
-    def generate(self, texts, options):
-        self.generate_calls += 1
-        return self.backend.generate(texts, options)
-
-    def close(self):
-        pass
 
 
 def ops_services(tiny_marian_dir, tiny_backend, **overrides) -> Services:

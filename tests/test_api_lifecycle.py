@@ -13,33 +13,8 @@ import httpx
 import pytest
 
 from model_server.services import Services
+from tests.fakes import GatedBackend
 from tests.conftest import free_port, serve_services, start_cli_server, tiny_settings, wait_ready
-
-
-class GatedBackend:
-    """Delegates to a real backend, but each `generate` first waits for `gate` and records its inputs."""
-
-    def __init__(self, backend) -> None:
-        self.backend = backend
-        self.info = backend.info
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.seen: list[str] = []
-
-    def count_tokens(self, text):
-        return self.backend.count_tokens(text)
-
-    def default_options(self):
-        return self.backend.default_options()
-
-    def generate(self, texts, options):
-        self.entered.set()
-        assert self.gate.wait(30), "test never opened the gate"
-        self.seen.extend(texts)
-        return self.backend.generate(texts, options)
-
-    def close(self):
-        pass
 
 
 def gated_services(tiny_marian_dir, tiny_backend, **overrides):

@@ -11,6 +11,7 @@ from model_server.glossary import Glossary
 from model_server.services import Services
 from model_server.tiny_models import MEMORISED_PAIRS
 from tests.conftest import serve_services, tiny_settings
+from tests.fakes import DelegatingBackend
 
 MEMORISED = dict(MEMORISED_PAIRS)
 ALLIANCE = "تحالف عسكري بين خليفة حفتر وروسيا"
@@ -28,31 +29,16 @@ def test_terms_match_whole_words_with_proclitics_and_article():
     assert glossary.restore("ZX0Q ZX0Q ZX1Q", ["خليفة حفتر", "روسيا"]) is None    # duplicated
 
 
-class CopyingBackend:
+class CopyingBackend(DelegatingBackend):
     """The tiny model, except that it 'translates' the protected memorised sentence keeping placeholders,
     as a real Marian model copies a Latin token. Records its inputs."""
 
     PROTECTED = {"تحالف عسكري بين ZX0Q و ZX1Q": "A military alliance between ZX0Q and ZX1Q"}
 
-    def __init__(self, backend) -> None:
-        self.backend = backend
-        self.info = backend.info
-        self.seen: list[str] = []
-
-    def count_tokens(self, text):
-        return self.backend.count_tokens(text)
-
-    def default_options(self):
-        return self.backend.default_options()
-
     def generate(self, texts, options):
-        self.seen.extend(texts)
-        real = self.backend.generate(texts, options)
+        real = super().generate(texts, options)
         return [Generated(self.PROTECTED[t], -0.1, 10, False) if t in self.PROTECTED else out
                 for t, out in zip(texts, real)]
-
-    def close(self):
-        pass
 
 
 @pytest.fixture()

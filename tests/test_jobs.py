@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from model_server.services import Services
 from model_server.tiny_models import MEMORISED_PAIRS
 from tests.conftest import serve_services, tiny_settings
-from tests.test_api_lifecycle import GatedBackend
+from tests.fakes import GatedBackend
 
 MEMORISED = dict(MEMORISED_PAIRS)
 SECRET = "s3cret"

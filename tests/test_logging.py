@@ -187,7 +187,8 @@ def test_a_client_that_disconnects_leaves_no_asyncio_error_in_the_log(tiny_maria
 
     from model_server.services import Services
     from tests.conftest import tiny_settings
-    from tests.test_api_lifecycle import GatedBackend, post_in_thread
+    from tests.fakes import GatedBackend
+    from tests.test_api_lifecycle import post_in_thread
 
     caplog.set_level(logging.INFO)
     backend = GatedBackend(tiny_backend)

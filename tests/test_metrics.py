@@ -9,7 +9,8 @@ import pytest
 from model_server.batching.batcher import DynamicBatcher, Lane
 from model_server.metrics import Metrics
 from tests.ops_helpers import ARABIC, ops_server, ops_services, scrape, serve_services, value, wait_until
-from tests.test_api_lifecycle import GatedBackend, post_in_thread
+from tests.fakes import GatedBackend
+from tests.test_api_lifecycle import post_in_thread
 
 TWO_SENTENCES = "مرحبا بالعالم. الطقس جميل اليوم."
 

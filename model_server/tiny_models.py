@@ -193,8 +193,8 @@ def ensure_tiny_mt5(out_dir: Path | str, *, seed: int = 0) -> Path:
 def _build_marian_into(model_dir: Path, eos_last: bool, seed: int) -> list[tuple[str, str]]:
     ar_lines = _corpus_lines(_AR_CORPUS) + [ar for ar, _ in MEMORISED_PAIRS]
     en_lines = _corpus_lines(_EN_CORPUS) + [en for _, en in MEMORISED_PAIRS]
-    (model_dir / "source.spm").write_bytes(_train_spm(ar_lines, _MARIAN_SPM_VOCAB))
-    (model_dir / "target.spm").write_bytes(_train_spm(en_lines, _MARIAN_SPM_VOCAB))
+    (model_dir / "source.spm").write_bytes(train_sentencepiece(ar_lines, _MARIAN_SPM_VOCAB))
+    (model_dir / "target.spm").write_bytes(train_sentencepiece(en_lines, _MARIAN_SPM_VOCAB))
     _write_json(model_dir / "vocab.json", _marian_vocab(model_dir / "source.spm", model_dir / "target.spm", eos_last))
     # save_pretrained rewrites vocab.json and adds tokenizer_config.json, as for the hub models.
     MarianTokenizer(
@@ -308,7 +308,7 @@ def _build_mt5_into(model_dir: Path, seed: int) -> list[tuple[str, str]]:
     ]
     # T5's special ids: <pad> 0, </s> 1, <unk> 2, no <s>.
     (model_dir / "spiece.model").write_bytes(
-        _train_spm(lines, _MT5_SPM_VOCAB, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+        train_sentencepiece(lines, _MT5_SPM_VOCAB, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
     )
     _write_json(model_dir / "tokenizer_config.json", _MT5_TOKENIZER_CONFIG)
     special_tokens = {key: _MT5_TOKENIZER_CONFIG[key] for key in ("eos_token", "unk_token", "pad_token")}
@@ -390,13 +390,14 @@ def _corpus_lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _train_spm(sentences: Iterable[str], vocab_size: int, **special_ids: int) -> bytes:
-    """Train a unigram sentencepiece model in memory; deterministic for a given input."""
+def train_sentencepiece(sentences: Iterable[str], vocab_size: int, model_type: str = "unigram",
+                        **special_ids: int) -> bytes:
+    """Train a sentencepiece model in memory; deterministic for a given input."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(list(sentences)),
         model_writer=model,
-        model_type="unigram",
+        model_type=model_type,
         vocab_size=vocab_size,
         hard_vocab_limit=False,  # the corpora are tiny; take what they support
         character_coverage=1.0,  # every character of the memorised text must be a piece

@@ -1,9 +1,10 @@
 """Idle latency: one request at a time, the same sentence, through each path, interleaved.
 
-Paths: `direct` (in-process `backend.generate([sentence])`), `service_http` and `naive_http` (one HTTP
-request to each server). Rounds go through every path in turn (the starting path rotates), so a change in
-background load hits all paths alike; only the path being measured is busy. Reported per path: the
-median; per pair: the ratio of medians and the median of per-round ratios (robust to drift).
+Paths: `direct-<backend>` (in-process `backend.generate([sentence])`), `service-<backend>_http` and
+`naive_http` (one HTTP request to each server). Rounds go through every path in turn (the starting path
+rotates), so a change in background load hits all paths alike; only the path being measured is busy.
+Reported per path: the median; per pair (a server and the direct call of its backend): the median of
+per-round ratios (robust to drift).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def idle_client(timeout_s: float) -> httpx.Client:
     return httpx.Client(timeout=timeout_s, limits=httpx.Limits(keepalive_expiry=1.0))
 
 
-def run_idle(probes: dict[str, Probe], *, repeats: int, warmup: int) -> dict[str, Any]:
+def run_idle(probes: dict[str, Probe], *, repeats: int, warmup: int, pairs: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """`pairs` maps a path to the direct path it is compared with (paired_ratio_to_direct)."""
     names = list(probes)
     samples: dict[str, list[float]] = {name: [] for name in names}
     server_ms: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -58,9 +61,8 @@ def run_idle(probes: dict[str, Probe], *, repeats: int, warmup: int) -> dict[str
             entry["server_timing_median_ms"] = {
                 key: round(statistics.median(t[key] for t in server_ms[name] if key in t), 3) for key in keys}
         out[name] = entry
-    if "direct" in samples:
-        for name in names:
-            if name != "direct":
-                paired = [a / b for a, b in zip(samples[name], samples["direct"]) if b > 0]
-                out[name]["paired_ratio_to_direct"] = round(statistics.median(paired), 4) if paired else None
+    for name, direct in (pairs or {}).items():
+        paired = [a / b for a, b in zip(samples[name], samples[direct]) if b > 0]
+        out[name]["paired_ratio_to_direct"] = round(statistics.median(paired), 4) if paired else None
+        out[name]["direct_path"] = direct
     return out

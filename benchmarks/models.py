@@ -79,6 +79,25 @@ def resolve_model(spec: str, models_dir: Path, *, seed: int = 0) -> ModelUnderTe
     return ModelUnderTest(path.resolve().name, path.resolve(), "user-model", f"model directory {path}")
 
 
+def ensure_ct2_conversion(model_path: Path, models_dir: Path, quantization: str) -> Path:
+    """`model_path` converted for CTranslate2 into models_dir/<name>-ct2-<quantization>; an existing
+    conversion is reused while its recorded source fingerprint matches the model's files."""
+    from model_server.backends import ct2_convert
+    from model_server.errors import ServiceError
+
+    out_dir = Path(models_dir).absolute() / f"{Path(model_path).name}-ct2-{quantization}"
+    try:
+        recorded = ct2_convert.read_metadata(out_dir)
+        if recorded.get("source_fingerprint") == ct2_convert.source_fingerprint(Path(model_path)) \
+                and recorded.get("quantization") == quantization:
+            return out_dir
+    except ServiceError:
+        pass  # missing or not a conversion: convert() says so if it cannot replace it
+    log.info("converting %s for CTranslate2 (%s) into %s", model_path, quantization, out_dir)
+    return ct2_convert.convert(str(model_path), out_dir, quantization, force=out_dir.exists(),
+                               models_dir=models_dir)
+
+
 def ensure_random_opus_mt(out_dir: Path, models_dir: Path, *, seed: int = 0) -> Path:
     """Return `out_dir`, building the random opus-mt-ar-en there first unless a complete one exists."""
     out_dir = Path(out_dir).absolute()

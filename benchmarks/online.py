@@ -40,6 +40,25 @@ def process_cpu_s(pid: int | None) -> float | None:
         return None
 
 
+def process_memory(pid: int | None) -> dict[str, float | None]:
+    """Peak and current resident memory of a process in MiB (VmHWM, VmRSS from /proc; None elsewhere).
+
+    Read after a server's last load level, the peak covers loading and every batch it ran.
+    """
+    out: dict[str, float | None] = {"peak_rss_mib": None, "rss_mib": None}
+    if pid is None:
+        return out
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):  # "  123456 kB"
+            out["peak_rss_mib" if key == "VmHWM" else "rss_mib"] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,10 +116,11 @@ class ServerProcess:
         self._log.close()
 
 
-def service_server(env_settings: dict[str, str], port: int, log_path: Path) -> ServerProcess:
+def service_server(env_settings: dict[str, str], port: int, log_path: Path, *, name: str = "service"
+                   ) -> ServerProcess:
     """`model-server serve` configured only through MODEL_SERVER_* variables, as in production."""
     env = {**os.environ, **env_settings, "MODEL_SERVER_PORT": str(port), "MODEL_SERVER_HOST": "127.0.0.1"}
-    return ServerProcess("service", [sys.executable, "-m", "model_server.cli", "serve"], env=env, port=port,
+    return ServerProcess(name, [sys.executable, "-m", "model_server.cli", "serve"], env=env, port=port,
                          log_path=log_path)
 
 

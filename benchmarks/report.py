@@ -6,10 +6,15 @@ from pathlib import Path
 from typing import Any
 
 # (name, description, threshold, direction): direction ">=" means the value must be at least threshold.
+# The first three are the batching targets (the first backend's service, torch by default); the last two
+# compare the CTranslate2 service with the torch one and with raw translate_batch.
 TARGETS = (
     ("service_over_best_offline", "service @ max clients, single sentences / best offline batch (tokens/s)", 0.9, ">="),
     ("service_over_naive", "service / naive @ max clients, single sentences (tokens/s)", 10.0, ">="),
     ("idle_http_over_direct", "idle single-sentence HTTP latency / direct backend.generate (median)", 1.10, "<="),
+    ("ct2_service_over_torch_service", "ctranslate2 service / torch service @ max clients, single sentences "
+     "(tokens/s)", 2.5, ">="),
+    ("ct2_service_over_raw_ct2", "ctranslate2 service @ max clients / best raw translate_batch (tokens/s)", 0.9, ">="),
 )
 
 
@@ -21,35 +26,39 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
 
+def primary_backend(results: dict[str, Any]) -> str:
+    """The backend the batching targets are measured on: torch when measured, else the first one."""
+    backends = results.get("backends") or ["torch"]
+    return "torch" if "torch" in backends else backends[0]
+
+
+def _tok(level: dict[str, Any] | None) -> float | None:
+    return level["target_tokens_per_s"] if level and level.get("ok") else None
+
+
+def _best(section: dict[str, Any] | None) -> float | None:
+    return ((section or {}).get("best") or {}).get("target_tokens_per_s")
+
+
 def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
     online = results.get("online") or {}
-    service = online.get("service") or {}
+    offline_all, raw_all = results.get("offline") or {}, results.get("raw") or {}
+    primary = primary_backend(results)
+    service = online.get(f"service-{primary}") or {}
     naive = online.get("naive") or {}
-    offline = results.get("offline") or {}
+    offline = offline_all.get(primary) or {}
     idle = results.get("idle") or {}
-    ratios: dict[str, Any] = {}
-
-    def tok(level: dict[str, Any] | None) -> float | None:
-        return level["target_tokens_per_s"] if level and level.get("ok") else None
+    ratios: dict[str, Any] = {"primary_backend": primary}
 
     single_levels = [lv["concurrency"] for lv in service.get("single") or []]
     if single_levels:
         top = max(single_levels)
         ratios["max_concurrency"] = top
-        ratios["service_over_best_offline"] = _ratio(tok(_level(service.get("single"), top)),
-                                                     (offline.get("best") or {}).get("target_tokens_per_s"))
-        ratios["service_over_naive"] = _ratio(tok(_level(service.get("single"), top)),
-                                              tok(_level(naive.get("single"), top)))
-    article_levels = [lv["concurrency"] for lv in service.get("article") or []]
-    if article_levels:
-        top = max(article_levels)
-        ratios["max_article_concurrency"] = top
-        ratios["service_over_naive_articles"] = _ratio(tok(_level(service.get("article"), top)),
-                                                       tok(_level(naive.get("article"), top)))
-    # The same two throughput ratios per CPU-second (CPU runs only): robust to other jobs on the machine.
-    if single_levels:
-        top = max(single_levels)
+        ratios["service_over_best_offline"] = _ratio(_tok(_level(service.get("single"), top)), _best(offline))
+        ratios["service_over_naive"] = _ratio(_tok(_level(service.get("single"), top)),
+                                              _tok(_level(naive.get("single"), top)))
 
+        # The same two throughput ratios per CPU-second (CPU runs only): robust to other jobs on the machine.
         def per_cpu(level: dict[str, Any] | None) -> float | None:
             return level.get("segments_per_server_cpu_s") if level and level.get("ok") else None
 
@@ -57,15 +66,39 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
             per_cpu(_level(service.get("single"), top)), (offline.get("best_per_cpu_s") or {}).get("segments_per_cpu_s"))
         ratios["service_over_naive_per_cpu_s"] = _ratio(per_cpu(_level(service.get("single"), top)),
                                                         per_cpu(_level(naive.get("single"), top)))
+    article_levels = [lv["concurrency"] for lv in service.get("article") or []]
+    if article_levels:
+        top = max(article_levels)
+        ratios["max_article_concurrency"] = top
+        ratios["service_over_naive_articles"] = _ratio(_tok(_level(service.get("article"), top)),
+                                                       _tok(_level(naive.get("article"), top)))
     rows = offline.get("rows") or []
     one = next((r for r in rows if r["batch_size"] == 1), None)
     if one and offline.get("best"):
         # The ceiling for any batching server over per-request generate() on this machine.
         ratios["best_offline_over_batch1"] = _ratio(offline["best"]["target_tokens_per_s"], one["target_tokens_per_s"])
-    direct = (idle.get("direct") or {}).get("median_ms")
-    ratios["idle_http_over_direct"] = _ratio((idle.get("service_http") or {}).get("median_ms"), direct)
+    direct = (idle.get(f"direct-{primary}") or {}).get("median_ms")
+    ratios["idle_http_over_direct"] = _ratio((idle.get(f"service-{primary}_http") or {}).get("median_ms"), direct)
     ratios["idle_naive_http_over_direct"] = _ratio((idle.get("naive_http") or {}).get("median_ms"), direct)
-    ratios["idle_http_over_direct_paired"] = (idle.get("service_http") or {}).get("paired_ratio_to_direct")
+    ratios["idle_http_over_direct_paired"] = (idle.get(f"service-{primary}_http") or {}).get("paired_ratio_to_direct")
+    # Backend layer cost: the service's backend / its raw engine call, best batch each.
+    for backend in offline_all:
+        ratios[f"{backend}_backend_over_raw"] = _ratio(_best(offline_all.get(backend)), _best(raw_all.get(backend)))
+    ct2, torch_service = online.get("service-ctranslate2") or {}, online.get("service-torch") or {}
+    ct2_levels = [lv["concurrency"] for lv in ct2.get("single") or []]
+    if ct2_levels:
+        top = max(ct2_levels)
+        ct2_tok = _tok(_level(ct2.get("single"), top))
+        ratios["ct2_max_concurrency"] = top
+        ratios["ct2_service_over_torch_service"] = _ratio(ct2_tok, _tok(_level(torch_service.get("single"), top)))
+        ratios["ct2_service_over_raw_ct2"] = _ratio(ct2_tok, _best(raw_all.get("ctranslate2")))
+        ratios["ct2_service_over_best_offline"] = _ratio(ct2_tok, _best(offline_all.get("ctranslate2")))
+        ratios["ct2_idle_http_over_direct_paired"] = (idle.get("service-ctranslate2_http") or {}).get(
+            "paired_ratio_to_direct")
+    ratios["raw_ct2_over_raw_torch"] = _ratio(_best(raw_all.get("ctranslate2")), _best(raw_all.get("torch")))
+    memory = results.get("memory") or {}
+    ratios["ct2_peak_rss_over_torch"] = _ratio((memory.get("service-ctranslate2") or {}).get("peak_rss_mib"),
+                                               (memory.get("service-torch") or {}).get("peak_rss_mib"))
     return ratios
 
 
@@ -114,32 +147,102 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- machine: {machine['cpu_model']}, {machine['cpus_usable']} usable CPUs"
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
         + f"; torch {machine['torch']} ({machine['torch_threads']} threads), transformers {machine['transformers']}",
+        f"- engines: {_engines_line(results)}",
         f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
         f"- git: {(meta['git'].get('commit') or '?')[:12]}"
         + (f" + {len(meta['git']['dirty_files'])} uncommitted files" if meta["git"].get("dirty_files") else ""),
         f"- started {meta['started_utc']}, took {meta['duration_s']:.0f} s; command: `{meta['command']}`",
         "",
     ]
-    offline = results.get("offline")
-    if offline:
-        lines += ["## Offline engine: backend.generate on fixed batches (no HTTP, no batcher)", ""]
-        lines += _table(["batch size", "ms / batch (median)", "segments/s", "target tokens/s", "CPU s / batch",
-                         "segments / CPU-s"],
-                        [[r["batch_size"], r["ms_per_batch"], _fmt(r["segments_per_s"], 2), r["target_tokens_per_s"],
-                          _fmt(r.get("cpu_s_per_batch"), 2), _fmt(r.get("segments_per_cpu_s"), 2)]
-                         for r in offline["rows"]])
-        lines += ["", "Batch size 1 is the per-request generate() engine baseline.", ""]
+    lines += _offline_section(results)
+    lines += _online_section(results)
+    lines += _memory_section(results)
+    lines += _idle_section(results)
+    ratios = results.get("ratios") or {}
+    if ratios:
+        lines += ["## Ratios and targets", ""]
+        rows = [[t["description"], t["value"] if t["value"] is not None else "-", t["target"],
+                 {True: "yes", False: "**NO**", None: "-"}[t["met"]]] for t in results.get("targets") or []]
+        rows += [[description, ratios.get(key), "-", "-"] for key, description in _INFO_RATIOS]
+        lines += ["| ratio | value | target | met |", "|---|---:|---:|---:|"]
+        lines += [f"| {d} | {_fmt(v, 3) if isinstance(v, float) else (v if v is not None else '-')} | {t} | {m} |"
+                  for d, v, t, m in rows]
+        lines += [f"", f"Max clients = {ratios.get('max_concurrency')} (single sentences), "
+                  f"{ratios.get('max_article_concurrency')} (articles). The batching targets (first three) use "
+                  f"the {ratios.get('primary_backend')} service.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _engines_line(results: dict[str, Any]) -> str:
+    """What each backend ran: dtype or compute type, threads, engine version."""
+    parts = []
+    for backend in results.get("backends") or []:
+        info = ((results.get("offline") or {}).get(backend) or {}).get("backend") or {}
+        settings = (results.get("settings") or {}).get(backend) or {}
+        extra = info.get("extra") or {}
+        if backend == "ctranslate2":
+            compute = info.get("dtype") or settings.get("ct2_compute_type")
+            version = extra.get("ctranslate2_version", "?")
+            parts.append(f"ctranslate2 {version} ({compute}, intra_threads {settings.get('ct2_intra_threads')}, "
+                         f"stored {extra.get('quantization', '?')})")
+        else:
+            parts.append(f"torch ({info.get('dtype') or settings.get('dtype')}, "
+                         f"torch_threads {settings.get('torch_threads')})")
+    return "; ".join(parts) or "-"
+
+
+# (ratio key, description): reported without a target.
+_INFO_RATIOS = (
+    ("service_over_best_offline_per_cpu_s", "same, per CPU-second: service / best offline (segments per CPU-s)"),
+    ("service_over_naive_per_cpu_s", "same, per CPU-second: service / naive @ max clients"),
+    ("idle_http_over_direct_paired", "median of per-round ratios, idle service HTTP / direct"),
+    ("service_over_naive_articles", "service / naive @ max clients, articles (tokens/s)"),
+    ("best_offline_over_batch1", "best offline batch / batch 1 (tokens/s): ceiling of any batching gain"),
+    ("idle_naive_http_over_direct", "idle naive HTTP / direct"),
+    ("torch_backend_over_raw", "torch backend / raw model.generate, best batch (tokens/s)"),
+    ("ctranslate2_backend_over_raw", "ctranslate2 backend / raw translate_batch, best batch (tokens/s)"),
+    ("ct2_service_over_best_offline", "ctranslate2 service @ max clients / best ctranslate2 backend batch"),
+    ("raw_ct2_over_raw_torch", "raw translate_batch / raw model.generate, best batch (tokens/s)"),
+    ("ct2_idle_http_over_direct_paired", "idle ctranslate2 service HTTP / direct (median of per-round ratios)"),
+    ("ct2_peak_rss_over_torch", "peak RSS, ctranslate2 service / torch service"),
+)
+
+_ENGINE_LABELS = {("offline", "torch"): "torch backend.generate", ("raw", "torch"): "torch raw model.generate",
+                  ("offline", "ctranslate2"): "ctranslate2 backend.generate",
+                  ("raw", "ctranslate2"): "ctranslate2 raw translate_batch"}
+
+
+def _offline_section(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for backend in results.get("backends") or []:
+        for kind in ("raw", "offline"):
+            section = (results.get(kind) or {}).get(backend)
+            for r in (section or {}).get("rows") or []:
+                rows.append([_ENGINE_LABELS[(kind, backend)], r["batch_size"], r["ms_per_batch"],
+                             _fmt(r["segments_per_s"], 2), r["target_tokens_per_s"], _fmt(r.get("cpu_s_per_batch"), 2),
+                             _fmt(r.get("segments_per_cpu_s"), 2)])
+    if not rows:
+        return []
+    lines = ["## Offline engine: fixed batches, no HTTP, no batcher", ""]
+    lines += _table(["engine", "batch size", "ms / batch (median)", "segments/s", "target tokens/s", "CPU s / batch",
+                     "segments / CPU-s"], rows, left=1)
+    return lines + ["", "`backend.generate` is the service's backend (tokenize, generate, scores, decode); raw is the "
+                    "engine call alone on pre-tokenized inputs. Batch size 1 is the per-request generate() baseline.",
+                    ""]
+
+
+def _online_section(results: dict[str, Any]) -> list[str]:
     online = results.get("online") or {}
+    servers = [name for name, value in online.items() if isinstance(value, dict)]
+    lines = []
     for mode, title in (("single", "single sentences"), ("article", "whole articles")):
-        service = (online.get("service") or {}).get(mode) or []
-        naive = (online.get("naive") or {}).get(mode) or []
-        if not service and not naive:
+        if not any(online[name].get(mode) for name in servers):
             continue
         lines += [f"## Online, {title}: closed-loop clients over HTTP", ""]
         rows = []
-        for level in sorted({lv["concurrency"] for lv in service + naive}):
-            for name, levels in (("service", service), ("naive", naive)):
-                lv = _level(levels, level)
+        for level in sorted({lv["concurrency"] for name in servers for lv in online[name].get(mode) or []}):
+            for name in servers:
+                lv = _level(online[name].get(mode), level)
                 if lv is None:
                     continue
                 batching = lv.get("batching") or {}
@@ -152,44 +255,41 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _table(["clients", "server", "ok", "errors", "requests/s", "segments/s", "target tokens/s",
                          "p50 ms", "p95 ms", "p99 ms", "mean batch", "model busy", "segments / server CPU-s"], rows)
         lines += [""]
+    return lines
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    memory = results.get("memory") or {}
+    online = results.get("online") or {}
+    rows = [[name, (online.get(name) or {}).get("backend", "-"), values.get("peak_rss_mib"), values.get("rss_mib")]
+            for name, values in memory.items()]
+    if not rows:
+        return []
+    lines = ["## Memory: server processes", ""]
+    lines += _table(["server", "engine", "peak RSS MiB (VmHWM)", "RSS MiB after the last level"], rows, left=2)
+    return lines + ["", "Read from /proc after each server's last load level: the peak covers loading the model "
+                    "and every batch it ran (up to max_batch_size sentences).", ""]
+
+
+def _idle_section(results: dict[str, Any]) -> list[str]:
     idle = results.get("idle") or {}
-    if idle:
-        lines += ["## Idle single-sentence latency (one client, same sentence, median)", ""]
-        rows = []
-        if idle.get("direct"):
-            rows.append(["direct backend.generate([sentence])", idle["direct"]["median_ms"], "-", "-"])
-        for key, name in (("service_http", "service over HTTP"), ("naive_http", "naive server over HTTP")):
-            if idle.get(key):
-                server = idle[key].get("server_timing_median_ms") or {}
-                detail = ", ".join(f"{k} {v:.1f}" for k, v in server.items()) or "-"
-                paired = idle[key].get("paired_ratio_to_direct")
-                rows.append([name, idle[key]["median_ms"], _fmt(paired, 3) if paired else "-", detail])
-        lines += _table(["path", "median ms", "median of per-round ratios to direct",
-                         "server-side timing_ms (median)"], rows, left=1)
-        lines += ["", f"{idle.get('repeats')} rounds, paths interleaved; sentence of "
-                  f"{idle.get('sentence_tokens', '?')} source tokens.", ""]
-    ratios = results.get("ratios") or {}
-    if ratios:
-        lines += ["## Ratios and targets", ""]
-        rows = [[t["description"], t["value"] if t["value"] is not None else "-", t["target"],
-                 {True: "yes", False: "**NO**", None: "-"}[t["met"]]] for t in results.get("targets") or []]
-        rows += [["same, per CPU-second: service / best offline (segments per CPU-s)",
-                  ratios.get("service_over_best_offline_per_cpu_s"), "-", "-"],
-                 ["same, per CPU-second: service / naive @ max clients", ratios.get("service_over_naive_per_cpu_s"),
-                  "-", "-"],
-                 ["median of per-round ratios, idle service HTTP / direct", ratios.get("idle_http_over_direct_paired"),
-                  "-", "-"],
-                 ["service / naive @ max clients, articles (tokens/s)", ratios.get("service_over_naive_articles"),
-                  "-", "-"],
-                 ["best offline batch / batch 1 (tokens/s): ceiling of any batching gain",
-                  ratios.get("best_offline_over_batch1"), "-", "-"],
-                 ["idle naive HTTP / direct", ratios.get("idle_naive_http_over_direct"), "-", "-"]]
-        lines += ["| ratio | value | target | met |", "|---|---:|---:|---:|"]
-        lines += [f"| {d} | {_fmt(v, 3) if isinstance(v, float) else (v if v is not None else '-')} | {t} | {m} |"
-                  for d, v, t, m in rows]
-        lines += [f"", f"Max clients = {ratios.get('max_concurrency')} (single sentences), "
-                  f"{ratios.get('max_article_concurrency')} (articles).", ""]
-    return "\n".join(lines) + "\n"
+    paths = [name for name, value in idle.items() if isinstance(value, dict) and "median_ms" in value]
+    if not paths:
+        return []
+    rows = []
+    for name in paths:
+        entry = idle[name]
+        label = f"{name.removeprefix('direct-')} backend.generate([sentence])" if name.startswith("direct-") \
+            else f"{name.removesuffix('_http')} over HTTP"
+        server = entry.get("server_timing_median_ms") or {}
+        detail = ", ".join(f"{k} {v:.1f}" for k, v in server.items()) or "-"
+        paired = entry.get("paired_ratio_to_direct")
+        rows.append([label, entry["median_ms"], _fmt(paired, 3) if paired else "-", detail])
+    lines = ["## Idle single-sentence latency (one client, same sentence, median)", ""]
+    lines += _table(["path", "median ms", "median of per-round ratios to its backend's direct call",
+                     "server-side timing_ms (median)"], rows, left=1)
+    return lines + ["", f"{idle.get('repeats')} rounds, paths interleaved; sentence of "
+                    f"{idle.get('sentence_tokens', '?')} source tokens.", ""]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +300,8 @@ def render_markdown(results: dict[str, Any]) -> str:
 def render_plots(results: dict[str, Any], stem: Path) -> list[Path]:
     """throughput and latency PNGs next to `stem` (a path without suffix); returns their paths."""
     online = results.get("online") or {}
-    if not online:
+    servers = [name for name, value in online.items() if isinstance(value, dict)]
+    if not servers:
         return []
     import matplotlib
 
@@ -208,23 +309,26 @@ def render_plots(results: dict[str, Any], stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     modes = [("single", "single sentences"), ("article", "whole articles")]
-    best = ((results.get("offline") or {}).get("best") or {}).get("target_tokens_per_s")
+    colors = {name: f"C{i}" for i, name in enumerate(servers)}
     paths = []
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, (mode, title) in zip(axes, modes):
-        for server, style, color in (("service", "o-", "C0"), ("naive", "s--", "C1")):
-            levels = (online.get(server) or {}).get(mode) or []
+        for name in servers:
+            levels = online[name].get(mode) or []
             if levels:
                 ax.plot([lv["concurrency"] for lv in levels], [lv["target_tokens_per_s"] for lv in levels],
-                        style, color=color, label=server)
-        if best:
-            ax.axhline(best, color="gray", linestyle=":", label="best offline batch")
+                        "s--" if online[name].get("kind") == "naive" else "o-", color=colors[name], label=name)
+        for backend, section in (results.get("offline") or {}).items():
+            best = _best(section)
+            if best:
+                ax.axhline(best, color=colors.get(f"service-{backend}", "gray"), linestyle=":", alpha=0.7,
+                           label=f"best offline batch, {backend}")
         ax.set(title=f"Throughput, {title}", xlabel="concurrent clients", ylabel="target tokens/s")
-        _client_axis(ax, online, mode)
+        _client_axis(ax, online, servers, mode)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(stem.with_name(stem.name + "-throughput.png"))
     fig.savefig(paths[-1], dpi=110)
@@ -232,19 +336,18 @@ def render_plots(results: dict[str, Any], stem: Path) -> list[Path]:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, (mode, title) in zip(axes, modes):
-        for server, style, colors in (("service", "-", ("C0", "tab:cyan", "navy")),
-                                      ("naive", "--", ("C1", "gold", "darkred"))):
-            levels = (online.get(server) or {}).get(mode) or []
-            levels = [lv for lv in levels if lv.get("latency_p50_ms") is not None]
-            for (pct, marker), color in zip((("p50", "o"), ("p95", "^"), ("p99", "v")), colors):
+        for name in servers:
+            levels = [lv for lv in online[name].get(mode) or [] if lv.get("latency_p50_ms") is not None]
+            style = "--" if online[name].get("kind") == "naive" else "-"
+            for pct, marker, alpha in (("p50", "o", 1.0), ("p95", "^", 0.7), ("p99", "v", 0.45)):
                 if levels:
                     ax.plot([lv["concurrency"] for lv in levels], [lv[f"latency_{pct}_ms"] for lv in levels],
-                            linestyle=style, marker=marker, color=color, label=f"{server} {pct}")
+                            linestyle=style, marker=marker, color=colors[name], alpha=alpha, label=f"{name} {pct}")
         ax.set(title=f"Latency, {title}", xlabel="concurrent clients", ylabel="ms (log scale)")
-        _client_axis(ax, online, mode)
+        _client_axis(ax, online, servers, mode)
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(stem.with_name(stem.name + "-latency.png"))
     fig.savefig(paths[-1], dpi=110)
@@ -252,12 +355,11 @@ def render_plots(results: dict[str, Any], stem: Path) -> list[Path]:
     return paths
 
 
-def _client_axis(ax, online: dict[str, Any], mode: str) -> None:
+def _client_axis(ax, online: dict[str, Any], servers: list[str], mode: str) -> None:
     """Log-2 x axis labelled with the measured client counts."""
     from matplotlib.ticker import NullFormatter
 
-    levels = sorted({lv["concurrency"] for server in ("service", "naive")
-                     for lv in (online.get(server) or {}).get(mode) or []})
+    levels = sorted({lv["concurrency"] for server in servers for lv in online[server].get(mode) or []})
     ax.set_xscale("log", base=2)
     if levels:
         ax.set_xticks(levels, [str(level) for level in levels])

@@ -1,5 +1,8 @@
 """Benchmark the translation service: offline engine, online service, naive baseline, idle latency.
 
+Every backend (torch and, when installed, CTranslate2) is measured in the same run: its raw engine
+call, the service's backend offline, and the service over HTTP, next to the naive server.
+
     python -m benchmarks.run                      # random real-shape opus-mt-ar-en, defaults
     python -m benchmarks.run --model tiny --quick # smoke run (seconds)
     python -m benchmarks.run --model /models/opus-mt-ar-en --device cuda
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -24,10 +28,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks import machine, online, report
-from benchmarks.models import RANDOM_OPUS_MT, resolve_model
+from benchmarks.models import RANDOM_OPUS_MT, ensure_ct2_conversion, resolve_model
 from benchmarks.workload import SAMPLE_ARTICLE, load_workload
 
 log = logging.getLogger("benchmarks")
+
+BACKENDS = ("torch", "ctranslate2")
 
 DEFAULTS = dict(batch_sizes="1,8,32,64", concurrency="1,8,32,64", article_concurrency=None, requests_per_client=3,
                 article_requests_per_client=None, naive_requests_per_client=None, warmup_requests=1,
@@ -67,10 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a model directory")
     p.add_argument("--models-dir", type=Path, default=Path("models"), help="where built models are kept")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
+    p.add_argument("--backends", default="auto",
+                   help="comma-separated service backends to measure, first = the one the batching targets use: "
+                        "torch, ctranslate2; auto = torch,ctranslate2 when ctranslate2 is installed, else torch")
+    p.add_argument("--ct2-compute-type", default="auto",
+                   help="CTranslate2 compute type (the service's ct2_compute_type): auto = int8 on cpu, "
+                        "int8_float16 on cuda; the model is converted once into --models-dir")
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                    help="auto = float32 on cpu, float16 on cuda (the service's rule)")
     p.add_argument("--torch-threads", type=int,
-                   help="torch intra-op threads for the offline phase and both servers [torch's choice; 1 with --quick]")
+                   help="intra-op threads of every engine (torch_threads and ct2_intra_threads), offline and in "
+                        "every server [the engines' own choice; 1 with --quick]")
     p.add_argument("--num-beams", type=int, default=1, help="beam size (greedy by default)")
     p.add_argument("--decode-tokens", type=int, help=f"every segment decodes exactly this many tokens "
                    f"[{DEFAULTS['decode_tokens']}]")
@@ -102,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-offline", action="store_true", help="no offline table and no direct idle probe")
     p.add_argument("--skip-online", action="store_true", help="no servers at all")
     p.add_argument("--skip-naive", action="store_true", help="no naive baseline server")
+    p.add_argument("--skip-raw", action="store_true", help="no raw engine rows (model.generate / translate_batch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random model and of torch")
     return p
 
@@ -125,10 +139,26 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
     for name in ("warmup_requests", "offline_warmup"):
         if getattr(args, name) < 0:
             raise SystemExit(f"benchmarks: --{name.replace('_', '-')} must be at least 0")
+    args.backends = _backends(args.backends)
     return args
 
 
-def service_settings(args: argparse.Namespace, model_path: Path, device: str, dtype: str) -> dict[str, Any]:
+def _backends(text: str) -> list[str]:
+    """'auto' -> torch (+ ctranslate2 when importable); else the listed backends, checked."""
+    if text.strip().lower() == "auto":
+        import importlib.util
+
+        return ["torch"] + (["ctranslate2"] if importlib.util.find_spec("ctranslate2") else [])
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in BACKENDS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise SystemExit(f"benchmarks: --backends {text!r}: expected distinct names from {', '.join(BACKENDS)} "
+                         "or 'auto'")
+    return names
+
+
+def service_settings(args: argparse.Namespace, model_path: Path, device: str, dtype: str, backend: str = "torch",
+                     ct2_dir: Path | None = None) -> dict[str, Any]:
     """The service's settings as MODEL_SERVER_* values (forced decode length: min = max = decode tokens).
 
     The quality retry (re-generating sentences flagged as cut or looping with beam search) is off: with
@@ -137,15 +167,20 @@ def service_settings(args: argparse.Namespace, model_path: Path, device: str, dt
     --server-setting retry_suspect_sentences=true. The translation cache is off: the benchmark re-sends
     the same 26 sentences, which a cache would answer without the model (and it persists across runs).
     The summarization model is not loaded: only translation is measured, and the service then owns the
-    machine the way the naive server does.
+    machine the way the naive server does. CTranslate2 gets the torch thread count as its intra_threads,
+    so both backends use the same cores.
     """
     values: dict[str, Any] = dict(translation_model=str(model_path), models_dir=str(args.models_dir), device=device,
                                   dtype=dtype, num_beams=args.num_beams, max_new_tokens=args.decode_tokens,
                                   min_new_tokens=args.decode_tokens, max_batch_size=args.max_batch_size,
                                   retry_suspect_sentences=False, cache_enabled=False, summarization_enabled=False,
-                                  log_level="warning")
+                                  log_level="warning", backend=backend)
     if args.torch_threads:
         values["torch_threads"] = args.torch_threads
+    if backend == "ctranslate2":
+        values.update(ct2_model_dir=str(ct2_dir), ct2_compute_type=args.ct2_compute_type)
+        if args.torch_threads:
+            values["ct2_intra_threads"] = args.torch_threads
     for item in args.server_setting:
         name, sep, value = item.partition("=")
         if not sep:
@@ -172,44 +207,48 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = resolve_device(Device(args.device))
     dtype = resolve_dtype(DType(args.dtype), device)
     model = resolve_model(args.model, args.models_dir, seed=args.seed)
-    values = service_settings(args, model.path, device, dtype)
+    ct2_dir = _ct2_conversion(args, model, device) if "ctranslate2" in args.backends else None
+    values = {backend: service_settings(args, model.path, device, dtype, backend, ct2_dir) for backend in args.backends}
     try:
-        settings = Settings(**values)  # validates (and adds MODEL_SERVER_* from the environment, as the server will)
+        # Validates (and adds MODEL_SERVER_* from the environment, as the servers will).
+        settings = {backend: Settings(**backend_values) for backend, backend_values in values.items()}
     except Exception as exc:  # noqa: BLE001 - pydantic's message names the setting
         raise SystemExit(f"benchmarks: invalid service settings: {exc}") from None
     workload = load_workload()
-    log.info("model %s (%s) on %s/%s; %d sentences in the sample article", model.label, model.path, device, dtype,
-             len(workload.sentences))
+    log.info("model %s (%s) on %s/%s, backends %s; %d sentences in the sample article", model.label, model.path,
+             device, dtype, ", ".join(args.backends), len(workload.sentences))
 
     results: dict[str, Any] = {
-        "schema": 1,
+        "schema": 2,
+        "backends": list(args.backends),
         "generation": {"num_beams": args.num_beams, "decode_tokens": args.decode_tokens,
                        "min_new_tokens": args.decode_tokens, "max_new_tokens": args.decode_tokens},
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "settings": settings.model_dump(mode="json"),
+        "settings": {backend: s.model_dump(mode="json") for backend, s in settings.items()},
         "workload": {"article": str(SAMPLE_ARTICLE), "sentences": len(workload.sentences),
                      "article_chars": len(workload.article)},
-        "offline": None, "idle": {}, "online": {},
+        "offline": {}, "raw": {}, "idle": {}, "online": {}, "memory": {},
     }
 
     with tempfile.TemporaryDirectory(prefix="bench-server-logs-") as logs, contextlib.ExitStack() as stack:
-        # Every model loads at once (servers and the in-process backend), then the phases run one at a
+        # Every model loads at once (servers and the in-process backends), then the phases run one at a
         # time: while one is measured the others are idle (an idle server uses no CPU or GPU time).
         servers = [] if args.skip_online else _start_servers(args, values, model, device, dtype, Path(logs), stack)
-        backend = None if args.skip_offline else _load_backend(settings)
-        for name, server, _ in servers:
-            ready_s = server.wait_ready(timeout_s=900)
-            results["online"][f"{name}_ready_s"] = round(ready_s, 2)
-            log.info("%s server ready %.1f s after start, at %s", name, ready_s, server.base_url)
+        backends = {} if args.skip_offline else {name: _load_backend(s) for name, s in settings.items()}
+        for server in servers:
+            ready_s = server.process.wait_ready(timeout_s=900)
+            results["online"][f"{server.name}_ready_s"] = round(ready_s, 2)
+            log.info("%s server ready %.1f s after start, at %s", server.name, ready_s, server.process.base_url)
         try:
-            _idle_phase(args, backend, servers, workload, device, results)
-            if backend is not None:
-                _offline_phase(args, backend, workload, device, results)
+            _idle_phase(args, backends, servers, workload, device, results)
+            for name, backend in backends.items():
+                _offline_phase(args, name, backend, workload, device, results)
         finally:
-            if backend is not None:
+            for backend in backends.values():
                 backend.close()  # free the device (and memory) before the servers are measured
-        for name, server, parse in servers:
-            _online_phase(args, name, server, parse, workload, results)
+        for server in servers:
+            _online_phase(args, server, workload, results)
+            results["memory"][server.name] = online.process_memory(server.process.proc.pid)
 
     results["ratios"] = report.compute_ratios(results)
     results["targets"] = report.evaluate_targets(results["ratios"])
@@ -227,6 +266,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def _ct2_conversion(args, model, device: str) -> Path:
+    """The model converted for CTranslate2 at the weight type `--ct2-compute-type` needs (once, then reused)."""
+    from model_server.backends.ct2_convert import quantization_for
+    from model_server.backends.ctranslate2_backend import resolve_compute_type, resolve_ct2_device
+
+    quantization = quantization_for(resolve_compute_type(args.ct2_compute_type, resolve_ct2_device(device)))
+    return ensure_ct2_conversion(model.path, args.models_dir, quantization)
+
+
 def _load_backend(settings):
     from model_server.services import load_translation_backend
 
@@ -240,79 +288,109 @@ def _options(args):
                              min_new_tokens=args.decode_tokens)
 
 
-def _idle_phase(args, backend, servers, workload, device: str, results: dict[str, Any]) -> None:
-    """Direct generate vs each server over HTTP, one request at a time, interleaved (benchmarks/idle.py)."""
+def _idle_phase(args, backends: dict, servers: list["Server"], workload, device: str,
+                results: dict[str, Any]) -> None:
+    """Direct generate per backend vs each server over HTTP, one request at a time, interleaved
+    (benchmarks/idle.py). Each service is paired with the direct call of its own backend."""
     from benchmarks.idle import http_probe, idle_client, run_idle
     from benchmarks.offline import synchronizer, timed_generate
 
-    if backend is not None:
-        sentence = workload.idle_sentence(backend.count_tokens)
-        results["idle"]["sentence_tokens"] = backend.count_tokens(sentence)
+    count_tokens = next(iter(backends.values())).count_tokens if backends else None
+    if count_tokens is not None:
+        sentence = workload.idle_sentence(count_tokens)
+        results["idle"]["sentence_tokens"] = count_tokens(sentence)
     else:
         sentence = sorted(workload.sentences, key=len)[len(workload.sentences) // 2]
-    probes = {}
-    if backend is not None:
-        options, sync = _options(args), synchronizer(device)
-        probes["direct"] = lambda: (timed_generate(backend, [sentence], options, sync)[0] * 1000, {})
+    options, sync = _options(args), synchronizer(device)
+    probes, pairs = {}, {}
+    for name, backend in backends.items():
+        probes[f"direct-{name}"] = (lambda b=backend: (timed_generate(b, [sentence], options, sync)[0] * 1000, {}))
     with contextlib.ExitStack() as stack:
-        for name, server, parse in servers:
+        for server in servers:
             client = stack.enter_context(idle_client(args.request_timeout_s))
-            probes[f"{name}_http"] = http_probe(client, server.base_url, {"text": sentence}, parse)
+            probes[f"{server.name}_http"] = http_probe(client, server.process.base_url, {"text": sentence},
+                                                       server.parse)
+            if server.backend in backends:
+                pairs[f"{server.name}_http"] = f"direct-{server.backend}"
         if not probes:
             return
-        results["idle"].update(run_idle(probes, repeats=args.idle_repeats, warmup=2))
+        results["idle"].update(run_idle(probes, repeats=args.idle_repeats, warmup=2, pairs=pairs))
     log.info("idle latency (median ms): %s", ", ".join(
         f"{name} {results['idle'][name]['median_ms']:.1f}" for name in probes))
 
 
-def _offline_phase(args, backend, workload, device: str, results: dict[str, Any]) -> None:
+def _offline_phase(args, name: str, backend, workload, device: str, results: dict[str, Any]) -> None:
+    """The service's backend on fixed batches, then (unless --skip-raw) the raw engine under it."""
     from benchmarks.offline import run_offline
+    from benchmarks.raw import raw_engine
 
-    results["offline"] = run_offline(backend, workload, _options(args), batch_sizes=args.batch_sizes,
-                                     warmup=args.offline_warmup, repeats=args.offline_repeats, device=device)
-    results["offline"]["backend"] = backend.info.model_dump(mode="json")
+    kwargs = dict(batch_sizes=args.batch_sizes, warmup=args.offline_warmup, repeats=args.offline_repeats,
+                  device=device)
+    log.info("offline: %s backend", name)
+    results["offline"][name] = run_offline(backend, workload, _options(args), **kwargs)
+    results["offline"][name]["backend"] = backend.info.model_dump(mode="json")
+    if not args.skip_raw:
+        engine = raw_engine(backend)
+        log.info("offline: raw %s", engine.info["engine"])
+        results["raw"][name] = run_offline(engine, workload, _options(args), **kwargs)
+        results["raw"][name]["engine"] = engine.info
 
 
-def _start_servers(args, values: dict[str, Any], model, device: str, dtype: str, log_dir: Path,
-                   stack: contextlib.ExitStack) -> list[tuple[str, online.ServerProcess, online.ResponseParser]]:
-    env = {f"MODEL_SERVER_{name.upper()}": str(value) for name, value in values.items() if value is not None}
-    servers = [("service", online.service_server(env, online.free_port(), log_dir / "service.log"),
-                online.service_parser(args.decode_tokens))]
+@dataclasses.dataclass
+class Server:
+    name: str                       # service-torch | service-ctranslate2 | naive
+    kind: str                       # service | naive
+    backend: str                    # the engine it runs
+    process: online.ServerProcess
+    parse: online.ResponseParser
+
+
+def _start_servers(args, values: dict[str, dict[str, Any]], model, device: str, dtype: str, log_dir: Path,
+                   stack: contextlib.ExitStack) -> list[Server]:
+    servers = []
+    for backend, backend_values in values.items():
+        env = {f"MODEL_SERVER_{name.upper()}": str(value) for name, value in backend_values.items()
+               if value is not None}
+        name = f"service-{backend}"
+        servers.append(Server(name, "service", backend,
+                              online.service_server(env, online.free_port(), log_dir / f"{name}.log", name=name),
+                              online.service_parser(args.decode_tokens)))
     if not args.skip_naive:
         naive_args = ["--model", str(model.path), "--device", device, "--dtype", dtype,
                       "--decode-tokens", str(args.decode_tokens), "--num-beams", str(args.num_beams)]
         if args.torch_threads:
             naive_args += ["--threads", str(args.torch_threads)]
-        servers.append(("naive", online.naive_server(naive_args, online.free_port(), log_dir / "naive.log"),
-                        online.naive_parser))
-    for _, server, _ in servers:
-        stack.enter_context(server)
+        servers.append(Server("naive", "naive", "torch",
+                              online.naive_server(naive_args, online.free_port(), log_dir / "naive.log"),
+                              online.naive_parser))
+    for server in servers:
+        stack.enter_context(server.process)
     return servers
 
 
-def _online_phase(args, name: str, server: online.ServerProcess, parse: online.ResponseParser, workload,
-                  results: dict[str, Any]) -> None:
+def _online_phase(args, server: Server, workload, results: dict[str, Any]) -> None:
     singles = [{"text": s} for s in workload.sentences]
     articles = [{"text": workload.article}]
     level_kwargs = dict(warmup=args.warmup_requests, duration_s=args.duration_s, timeout_s=args.request_timeout_s)
-    out: dict[str, list] = {"single": [], "article": []}
+    out: dict[str, Any] = {"kind": server.kind, "backend": server.backend, "single": [], "article": []}
     for mode, payloads, levels, requests in (
             ("single", singles, args.concurrency, args.requests_per_client),
             ("article", articles, args.article_concurrency, args.article_requests_per_client)):
-        if name == "naive" and args.naive_requests_per_client:
+        if server.kind == "naive" and args.naive_requests_per_client:
             requests = args.naive_requests_per_client
         for concurrency in levels:
-            level = online.run_level(server.base_url, payloads, parse, concurrency=concurrency,
-                                     requests=requests, batcher_stats=name == "service",
-                                     server_pid=server.proc.pid if server.proc else None, **level_kwargs)
+            level = online.run_level(server.process.base_url, payloads, server.parse, concurrency=concurrency,
+                                     requests=requests, batcher_stats=server.kind == "service",
+                                     server_pid=server.process.proc.pid if server.process.proc else None,
+                                     **level_kwargs)
             out[mode].append(level)
-            log.info("%s %-7s x%-3d: %7.2f req/s %8.1f tokens/s p50 %8.1f ms p99 %8.1f ms%s%s", name, mode,
+            log.info("%s %-7s x%-3d: %7.2f req/s %8.1f tokens/s p50 %8.1f ms p99 %8.1f ms%s%s", server.name, mode,
                      concurrency, level["requests_per_s"], level["target_tokens_per_s"],
                      level.get("latency_p50_ms") or 0, level.get("latency_p99_ms") or 0,
                      f" mean batch {level['batching']['mean_batch_size']:.1f}"
                      f" busy {level['batching']['model_utilization']:.2f}" if level.get("batching") else "",
                      f" ERRORS {level['errors']}: {level['first_error']}" if level["errors"] else "")
-    results["online"][name] = out
+    results["online"][server.name] = out
 
 
 def _write_outputs(out_dir: Path, results: dict[str, Any], started: datetime, device: str, label: str) -> None:

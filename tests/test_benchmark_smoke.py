@@ -11,6 +11,12 @@ import pytest
 from tests.conftest import MODELS_DIR
 
 
+def _has_ctranslate2() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ctranslate2") is not None
+
+
 @pytest.mark.slow
 def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     pytest.importorskip("matplotlib")
@@ -23,16 +29,27 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     results = json.loads(json_path.read_text(encoding="utf-8"))
     assert results["ratios"] == returned["ratios"]
     assert results["generation"] == {"num_beams": 1, "decode_tokens": 8, "min_new_tokens": 8, "max_new_tokens": 8}
-    assert results["settings"]["min_new_tokens"] == results["settings"]["max_new_tokens"] == 8
+    assert all(s["min_new_tokens"] == s["max_new_tokens"] == 8 for s in results["settings"].values())
 
-    offline = results["offline"]
-    assert [row["batch_size"] for row in offline["rows"]] == [1, 4]
-    for row in offline["rows"]:
-        assert row["segments_per_s"] > 0 and row["target_tokens_per_s"] > 0 and row["ms_per_batch"] > 0
-        assert row["forced_length_exact"], "min_new_tokens = max_new_tokens must fix the decode length"
-        assert row["cpu_s_per_batch"] > 0
+    backends = ["torch", "ctranslate2"] if _has_ctranslate2() else ["torch"]
+    assert results["backends"] == backends
+    for backend in backends:
+        assert results["settings"][backend]["backend"] == backend
+        for kind in ("offline", "raw"):  # the service's backend and the raw engine call under it
+            rows = results[kind][backend]["rows"]
+            assert [row["batch_size"] for row in rows] == [1, 4], (kind, backend)
+            for row in rows:
+                assert row["segments_per_s"] > 0 and row["target_tokens_per_s"] > 0 and row["ms_per_batch"] > 0
+                assert row["forced_length_exact"], "min_new_tokens = max_new_tokens must fix the decode length"
+                assert row["cpu_s_per_batch"] > 0
+    if "ctranslate2" in backends:
+        info = results["offline"]["ctranslate2"]["backend"]
+        assert info["backend"] == "ctranslate2" and info["extra"]["quantization"] == "int8"
+        assert results["raw"]["ctranslate2"]["engine"]["compute_type"].startswith("int8")
 
-    for server in ("service", "naive"):
+    servers = [f"service-{backend}" for backend in backends] + ["naive"]
+    for server in servers:
+        assert results["online"][server]["kind"] == ("naive" if server == "naive" else "service")
         for mode, levels in (("single", [1, 4]), ("article", [1, 2])):
             rows = results["online"][server][mode]
             assert [row["concurrency"] for row in rows] == levels
@@ -43,21 +60,32 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
                 assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"] <= row["latency_p99_ms"]
                 if Path("/proc/self/stat").exists():
                     assert row["server_cpu_s"] > 0
-    # Same work on both servers; every measured segment went through the service's model (no cache, no
+        if Path("/proc/self/status").exists():
+            memory = results["memory"][server]
+            assert 0 < memory["rss_mib"] <= memory["peak_rss_mib"]
+    # Same work on every server; every measured segment went through the service's model (no cache, no
     # quality retries: the batcher saw exactly the segments the responses report).
-    article_service = results["online"]["service"]["article"][0]
-    article_naive = results["online"]["naive"]["article"][0]
-    assert article_service["segments"] == article_naive["segments"] == results["workload"]["sentences"]
-    for row in results["online"]["service"]["single"] + results["online"]["service"]["article"]:
-        assert row["batching"]["segments"] == row["segments"]
-        assert row["batching"]["mean_batch_size"] >= 1
-    assert results["settings"]["retry_suspect_sentences"] is False
+    for server in servers:
+        assert results["online"][server]["article"][0]["segments"] == results["workload"]["sentences"]
+    for server in servers[:-1]:
+        for row in results["online"][server]["single"] + results["online"][server]["article"]:
+            assert row["batching"]["segments"] == row["segments"]
+            assert row["batching"]["mean_batch_size"] >= 1
+        assert results["settings"][server.removeprefix("service-")]["retry_suspect_sentences"] is False
 
     idle = results["idle"]
-    for key in ("direct", "service_http", "naive_http"):
-        assert idle[key]["median_ms"] > 0
-    for key in ("service_over_best_offline", "service_over_naive", "idle_http_over_direct"):
+    for backend in backends:
+        assert idle[f"direct-{backend}"]["median_ms"] > 0
+        assert idle[f"service-{backend}_http"]["direct_path"] == f"direct-{backend}"
+        assert idle[f"service-{backend}_http"]["paired_ratio_to_direct"] > 0
+    assert idle["naive_http"]["median_ms"] > 0
+    for key in ("service_over_best_offline", "service_over_naive", "idle_http_over_direct", "torch_backend_over_raw"):
         assert results["ratios"][key] > 0
+    if "ctranslate2" in backends:
+        for key in ("ct2_service_over_torch_service", "ct2_service_over_raw_ct2", "raw_ct2_over_raw_torch"):
+            assert results["ratios"][key] > 0
+    assert [t["name"] for t in results["targets"]][:3] == [
+        "service_over_best_offline", "service_over_naive", "idle_http_over_direct"]
 
     meta = results["meta"]
     assert meta["machine"]["cpu_count"] >= 1 and meta["machine"]["torch"]
@@ -65,7 +93,8 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
 
     markdown = json_path.with_suffix(".md").read_text(encoding="utf-8")
     assert "## Offline engine" in markdown and "## Ratios and targets" in markdown
-    assert "| 4 | service |" in markdown and "| 4 | naive |" in markdown
+    assert "| 4 | service-torch |" in markdown and "| 4 | naive |" in markdown
+    assert "## Memory: server processes" in markdown and "torch raw model.generate" in markdown
     for suffix in ("-throughput.png", "-latency.png"):
         png = json_path.with_name(json_path.stem + suffix)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,83 @@
+"""Raw engine calls: the loaded model driven directly, without the service's backend code around it.
+
+A raw engine wraps the objects a loaded service backend already holds (same weights, device, dtype,
+threads) and calls the engine the way a hand-written script would: `model.generate(...)` for torch,
+`ctranslate2.Translator.translate_batch(...)` for CTranslate2. Inputs are tokenized once, outside the
+timed call, and no scores, decoding or result objects are made, so `backend row / raw row` is the cost
+of the backend layer itself. The offline phase times raw engines with the same code as backends
+(`benchmarks.offline.run_offline`), so rows line up batch size for batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from model_server.backends.base import GenerationOptions
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    num_tokens: int  # target tokens produced (what run_offline counts)
+
+
+class RawTorchEngine:
+    """`model.generate` on pre-tokenized inputs: greedy or beam search, no score bookkeeping."""
+
+    def __init__(self, backend: Any) -> None:
+        self.model, self.tokenizer, self.device = backend.model, backend.tokenizer, backend.device
+        self._encoded: dict[tuple[str, ...], Any] = {}
+        self.info = {"engine": "transformers generate()", "device": backend.info.device, "dtype": backend.info.dtype}
+
+    def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[RawOutput]:
+        import torch
+
+        key = tuple(texts)
+        if key not in self._encoded:  # tokenized once per distinct batch, outside later timed calls
+            self._encoded[key] = self.tokenizer(list(texts), return_tensors="pt", padding=True).to(self.device)
+        with torch.inference_mode():
+            sequences = self.model.generate(**self._encoded[key], num_beams=options.num_beams, do_sample=False,
+                                            max_new_tokens=options.max_new_tokens,
+                                            min_new_tokens=options.min_new_tokens or None)
+        generated = sequences.shape[1] - 1  # minus the decoder start token; forced lengths: no padding
+        return [RawOutput(generated)] * len(texts)
+
+
+class RawCTranslate2Engine:
+    """`Translator.translate_batch` on pre-tokenized inputs, with the decode lengths the backend uses.
+
+    opus-mt forces EOS as the last allowed token; transformers computes that step and then overrides
+    it, CTranslate2 (which has no such option) is asked for one token less and the EOS is appended
+    without a model step (`CTranslate2Seq2SeqBackend.generate`). The raw call does exactly that many
+    steps, so backend and raw rows do the same model work and count the same tokens.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        import ctranslate2
+
+        self.translator, self.tokenizer = backend.translator, backend.tokenizer
+        self._forced_eos = backend._forced_eos
+        self._tokens: dict[str, list[str]] = {}
+        self.info = {"engine": "ctranslate2 Translator.translate_batch()", "device": backend.info.device,
+                     "compute_type": self.translator.compute_type, "ctranslate2": ctranslate2.__version__}
+
+    def _source(self, text: str) -> list[str]:
+        if text not in self._tokens:
+            self._tokens[text] = self.tokenizer.convert_ids_to_tokens(self.tokenizer(text)["input_ids"])
+        return self._tokens[text]
+
+    def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[RawOutput]:
+        sources = [self._source(text) for text in texts]
+        steps = max(options.max_new_tokens - 1, 1) if self._forced_eos else options.max_new_tokens
+        results = self.translator.translate_batch(sources, beam_size=options.num_beams, max_decoding_length=steps,
+                                                  min_decoding_length=min(options.min_new_tokens, steps),
+                                                  max_input_length=0, return_end_token=True)
+        appended = 1 if self._forced_eos else 0
+        return [RawOutput(len(result.hypotheses[0]) + appended) for result in results]
+
+
+def raw_engine(backend: Any) -> RawTorchEngine | RawCTranslate2Engine:
+    """The raw engine under a loaded translation backend (torch or ctranslate2)."""
+    if backend.info.backend == "ctranslate2":
+        return RawCTranslate2Engine(backend)
+    return RawTorchEngine(backend)

@@ -42,7 +42,8 @@ def load_translation_backend(settings: Settings, model: str | None = None) -> Se
         # ct2_model_dir is the conversion of the default model; extra models are converted on start.
         converted = settings.ct2_model_dir if model is None else None
         return load_ctranslate2_backend(settings, name, converted_dir=converted, task="translation",
-                                        architectures=TRANSLATION_ARCHITECTURES)
+                                        architectures=TRANSLATION_ARCHITECTURES,
+                                        max_input_tokens=settings.max_input_tokens)
     source = resolve_model_source(name, settings.models_dir)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)

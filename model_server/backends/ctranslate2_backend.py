@@ -29,6 +29,11 @@ CUDA_ONLY_COMPUTE_TYPES = frozenset({"float16", "int8_float16", "bfloat16", "int
 # `auto`: int8 weights with float32 activations on CPU (the fast path there), int8 weights with
 # float16 activations on CUDA (half the memory of float16, about the same speed).
 AUTO_COMPUTE_TYPE = {"cpu": "int8", "cuda": "int8_float16"}
+# `auto` for summarization on CUDA, best first: mT5's feed-forward activations overflow float16 (inf/NaN,
+# garbage summaries; the torch backend swaps float16 for bfloat16 for the same reason), so its activations
+# run in bfloat16 (float32's range) or, on GPUs without bfloat16, in float32. On CPU `auto` stays int8
+# (int8 weights, float32 activations: no overflow).
+AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES = ("int8_bfloat16", "int8_float32")
 
 
 def import_ctranslate2():
@@ -53,11 +58,19 @@ def resolve_ct2_device(device: str) -> str:
     return device
 
 
-def resolve_compute_type(compute_type: str, device: str) -> str:
-    """`auto` -> AUTO_COMPUTE_TYPE[device]; anything else must be supported by this machine."""
+def resolve_compute_type(compute_type: str, device: str, task: str = "translation") -> str:
+    """`auto` -> AUTO_COMPUTE_TYPE[device] (for summarization on cuda: the first supported of
+    AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES); anything else must be supported by this machine."""
     ctranslate2 = import_ctranslate2()
-    resolved = AUTO_COMPUTE_TYPE[device] if compute_type == "auto" else compute_type
     supported = ctranslate2.get_supported_compute_types(device)
+    if compute_type == "auto" and task == "summarization" and device == "cuda":
+        resolved = next((t for t in AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES if t in supported),
+                        AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES[-1])
+    else:
+        resolved = AUTO_COMPUTE_TYPE[device] if compute_type == "auto" else compute_type
+    if task == "summarization" and "float16" in resolved.split("_"):
+        log.warning("ct2_compute_type=%s for the summarizer: mT5's activations overflow float16 (empty or garbage "
+                    "summaries); prefer auto, int8_bfloat16 or bfloat16", resolved)
     if resolved not in supported:
         raise ServiceError("model_unavailable", f"ct2_compute_type={resolved} is not supported on {device} here "
                                                 f"(supported: {', '.join(sorted(supported))})")
@@ -163,13 +176,16 @@ class CTranslate2Seq2SeqBackend:
 
 
 def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: Path | None, task: str,
-                             architectures: Sequence[str]) -> CTranslate2Seq2SeqBackend:
+                             architectures: Sequence[str], max_input_tokens: int | None) -> CTranslate2Seq2SeqBackend:
     """The configured model on CTranslate2: `converted_dir` (checked against `name`) or, with
-    ct2_convert_on_start, a converted copy in the cache (converted now if missing)."""
+    ct2_convert_on_start, a converted copy in the cache (converted now if missing).
+
+    `max_input_tokens` is the task's own limit (max_input_tokens or summary_max_input_tokens; None = the
+    model's); `task` also picks what ct2_compute_type=auto means (see resolve_compute_type)."""
     from model_server.backends.ct2_convert import cached_conversion, quantization_for, verify_converted
 
     device = resolve_ct2_device(settings.device.value)
-    compute_type = resolve_compute_type(settings.ct2_compute_type.value, device)
+    compute_type = resolve_compute_type(settings.ct2_compute_type.value, device, task)
     if converted_dir is not None:
         model_dir = verify_converted(converted_dir, name, settings.models_dir)
     else:
@@ -180,7 +196,7 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
         compute_type=compute_type, intra_threads=settings.ct2_intra_threads,
         inter_threads=settings.ct2_inter_threads, max_batch_size=settings.ct2_max_batch_size,
         batch_type=settings.ct2_batch_type.value, beam_patience=settings.ct2_beam_patience,
-        max_input_tokens=settings.max_input_tokens)
+        max_input_tokens=max_input_tokens)
 
 
 def _load_hf_side(hf_dir: Path, name: str) -> tuple[Any, Any, Any]:

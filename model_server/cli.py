@@ -153,14 +153,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from model_server.backends.ct2_convert import convert
+    from model_server.backends.ct2_convert import convert, read_metadata
 
     try:
         path = convert(args.model, args.out_dir, args.quantization, force=args.force, models_dir=Path(args.models_dir))
     except ServiceError as exc:
         raise SystemExit(f"model-server: {exc.message}") from None
-    print(f"converted {args.model} to {path} ({args.quantization}). Serve it with MODEL_SERVER_BACKEND=ctranslate2 "
-          f"MODEL_SERVER_CT2_MODEL_DIR={path} MODEL_SERVER_TRANSLATION_MODEL={args.model}", file=sys.stderr)
+    if read_metadata(path)["architecture"] == "marian":
+        serve = (f"MODEL_SERVER_BACKEND=ctranslate2 MODEL_SERVER_CT2_MODEL_DIR={path} "
+                 f"MODEL_SERVER_TRANSLATION_MODEL={args.model}")
+    else:  # (m)T5: a summarizer
+        serve = (f"MODEL_SERVER_SUMMARIZATION_BACKEND=ctranslate2 MODEL_SERVER_CT2_SUMMARIZATION_MODEL_DIR={path} "
+                 f"MODEL_SERVER_SUMMARIZATION_MODEL={args.model}")
+    print(f"converted {args.model} to {path} ({args.quantization}). Serve it with {serve}", file=sys.stderr)
     return 0
 
 
@@ -207,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = sub.add_parser("convert", help="convert a model for backend=ctranslate2 (docs/ctranslate2.md)")
     convert.add_argument("model", help="model directory or hub id, e.g. Helsinki-NLP/opus-mt-ar-en")
-    convert.add_argument("out_dir", help="directory to write; point MODEL_SERVER_CT2_MODEL_DIR at it")
+    convert.add_argument("out_dir", help="directory to write; point MODEL_SERVER_CT2_MODEL_DIR (or, for mT5, "
+                         "MODEL_SERVER_CT2_SUMMARIZATION_MODEL_DIR) at it")
     convert.add_argument("--quantization", choices=CT2_QUANTIZATIONS, default="int8",
                          help="weight type stored (default: int8; CTranslate2 converts at load time to ct2_compute_type)")
     convert.add_argument("--force", action="store_true", help="replace OUT_DIR if it holds a previous conversion")

@@ -55,14 +55,31 @@ def load_translation_backend(settings: Settings, model: str | None = None) -> Se
 
 
 def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
-    """Load the configured summarization model (building the tiny test mT5 first in the tiny profile).
+    """Load the configured summarization model (building the tiny test mT5 first in the tiny profile) on
+    the engine `summarization_backend` names, independent of the translation `backend`: on ctranslate2
+    from ct2_summarization_model_dir or, with ct2_convert_on_start, a conversion in ct2_cache_dir.
 
-    Runs on torch whatever `backend` says (a CTranslate2 summarizer is not wired yet)."""
+    mT5 overflows float16, so `auto` never means float16 here: torch runs bfloat16 (float32 without it)
+    on CUDA, CTranslate2 int8_bfloat16 (int8_float32 without it)."""
     if settings.profile is Profile.tiny:
         from model_server.tiny_models import ensure_tiny_mt5
 
         ensure_tiny_mt5(settings.tiny_mt5_dir())
     name = settings.summarization_model_source()
+    if settings.summarization_backend is Backend.ctranslate2:
+        if settings.ct2_summarization_model_dir is None and not settings.ct2_convert_on_start:
+            # Settings only check this when summarization_enabled; CLI summary commands load it regardless.
+            raise ServiceError("model_unavailable", "summarization_backend=ctranslate2 needs "
+                               "MODEL_SERVER_CT2_SUMMARIZATION_MODEL_DIR (made by `model-server convert`) or "
+                               "MODEL_SERVER_CT2_CONVERT_ON_START=true")
+        from model_server.backends.ctranslate2_backend import load_ctranslate2_backend
+
+        try:
+            return load_ctranslate2_backend(settings, name, converted_dir=settings.ct2_summarization_model_dir,
+                                            task="summarization", architectures=SUMMARIZATION_ARCHITECTURES,
+                                            max_input_tokens=settings.summary_max_input_tokens)
+        except ServiceError as exc:
+            raise ServiceError(exc.code, f"summarization model: {exc.message}") from None
     try:
         source = resolve_model_source(name, settings.models_dir,
                                       setting_example="MODEL_SERVER_SUMMARIZATION_MODEL=/models/mt5-xlsum")

@@ -47,7 +47,8 @@ class Backend(str, Enum):
 
 
 class CT2ComputeType(str, Enum):
-    """CTranslate2 compute types (docs/ctranslate2.md). `auto` = int8 on cpu, int8_float16 on cuda."""
+    """CTranslate2 compute types (docs/ctranslate2.md). `auto` = int8 on cpu, int8_float16 on cuda (the mT5
+    summarizer: int8_bfloat16, or int8_float32 where the GPU lacks bfloat16)."""
 
     auto = "auto"
     int8 = "int8"
@@ -95,7 +96,8 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         Path("models"), description="where `download` stores models and where hub ids are looked up first"
     )
-    backend: Backend = Field(Backend.torch, description="inference engine: torch | ctranslate2")
+    backend: Backend = Field(Backend.torch, description="inference engine of the translation models: torch | "
+                             "ctranslate2")
     device: Device = Field(Device.auto, description="auto picks cuda when available, else cpu")
     dtype: DType = Field(
         DType.auto, description="auto = float32 on cpu, float16 on cuda; bfloat16 allowed on both, float16 cuda only"
@@ -105,14 +107,16 @@ class Settings(BaseSettings):
     # --- CTranslate2 backend (backend=ctranslate2; docs/ctranslate2.md) ---
     ct2_compute_type: CT2ComputeType = Field(
         CT2ComputeType.auto, description="CTranslate2 compute type (replaces dtype): auto = int8 on cpu, "
-        "int8_float16 on cuda; float16, bfloat16 and their int8_ variants need cuda"
+        "int8_float16 on cuda (int8_bfloat16 for the summarizer: mT5 overflows float16); float16, bfloat16 and "
+        "their int8_ variants need cuda"
     )
     ct2_model_dir: Path | None = Field(
         None, description="a directory written by `model-server convert` from translation_model; refused if it "
         "was converted from another model"
     )
     ct2_convert_on_start: bool = Field(
-        False, description="convert translation_model into ct2_cache_dir at start-up unless a conversion of the same "
+        False, description="convert every model served on ctranslate2 (translation_model, and summarization_model "
+        "with summarization_backend=ctranslate2) into ct2_cache_dir at start-up unless a conversion of the same "
         "files and quantization is already there (needs the source model; conversion takes seconds to minutes)"
     )
     ct2_cache_dir: Path | None = Field(
@@ -186,6 +190,13 @@ class Settings(BaseSettings):
     prompts_dir: Path | None = Field(
         None, description="directory of preset YAML files, validated at start-up (default: ./prompts when it exists, "
         "else the prompts/ directory next to the installed package)")
+    summarization_backend: Backend = Field(
+        Backend.torch, description="inference engine of the summarizer: torch | ctranslate2. Separate from backend "
+        "because mT5 needs its own conversion (ct2_summarization_model_dir or ct2_convert_on_start); on cuda "
+        "ct2_compute_type=auto runs it in int8_bfloat16 (int8_float32 without bfloat16), never float16")
+    ct2_summarization_model_dir: Path | None = Field(
+        None, description="a directory written by `model-server convert` from summarization_model, for "
+        "summarization_backend=ctranslate2; refused if it was converted from another model")
     summary_max_input_tokens: int | None = Field(
         None, ge=32, description="longest input given to the summarizer, in tokens (default: the model's limit, 512 "
         "for mT5); longer articles are summarized in chunks of whole paragraphs, then the summaries are summarized")
@@ -261,6 +272,14 @@ class Settings(BaseSettings):
         if self.backend is Backend.ctranslate2 and self.ct2_model_dir is None and not self.ct2_convert_on_start:
             raise ValueError("backend=ctranslate2 needs ct2_model_dir (made by `model-server convert`) "
                              "or ct2_convert_on_start=true")
+        if self.ct2_summarization_model_dir is not None and self.ct2_convert_on_start:
+            raise ValueError("set either ct2_summarization_model_dir (a converted summarizer) or ct2_convert_on_start, "
+                             "not both")
+        if (self.summarization_enabled and self.summarization_backend is Backend.ctranslate2
+                and self.ct2_summarization_model_dir is None and not self.ct2_convert_on_start):
+            raise ValueError("summarization_backend=ctranslate2 needs ct2_summarization_model_dir (made by "
+                             "`model-server convert` from summarization_model) or ct2_convert_on_start=true "
+                             "(or summarization_backend=torch)")
 
     def cache_file(self) -> Path:
         return self.cache_path if self.cache_path is not None else self.models_dir / "model-server.sqlite3"

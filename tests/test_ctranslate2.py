@@ -4,6 +4,7 @@ same HTTP API on top."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sys
@@ -15,11 +16,12 @@ pytest.importorskip("ctranslate2")
 
 from model_server.backends.base import GenerationOptions  # noqa: E402
 from model_server.backends.ct2_convert import METADATA_FILE, convert, read_metadata, verify_converted  # noqa: E402
-from model_server.backends.ctranslate2_backend import CTranslate2Seq2SeqBackend, import_ctranslate2  # noqa: E402
+from model_server.backends.ctranslate2_backend import (  # noqa: E402
+    CTranslate2Seq2SeqBackend, import_ctranslate2, resolve_compute_type)
 from model_server.errors import ServiceError  # noqa: E402
-from model_server.services import Services, load_translation_backend  # noqa: E402
+from model_server.services import Services, load_summarization_backend, load_translation_backend  # noqa: E402
 from model_server.text import normalize_text, segment  # noqa: E402
-from model_server.tiny_models import MEMORISED_PAIRS  # noqa: E402
+from model_server.tiny_models import MEMORISED_PAIRS, MEMORISED_SUMMARIES  # noqa: E402
 from tests.conftest import MODELS_DIR, SAMPLE_AR, serve_services, tiny_settings  # noqa: E402
 
 MEMORISED = dict(MEMORISED_PAIRS)
@@ -218,6 +220,60 @@ def test_convert_on_start_converts_once_into_the_cache(tiny_marian_dir, tmp_path
     assert (entries[0] / METADATA_FILE).stat().st_mtime_ns == stamp
 
 
+def test_convert_on_start_converts_the_summarizer_too(tiny_marian_dir, tiny_mt5_dir, tmp_path):
+    """backend=torch, summarization_backend=ctranslate2: only mT5 lands in the cache, int8 on cpu (auto)."""
+    settings = tiny_settings(tiny_marian_dir, summarization_enabled=True, summarization_model=str(tiny_mt5_dir),
+                             summarization_backend="ctranslate2", ct2_convert_on_start=True,
+                             ct2_cache_dir=tmp_path / "cache", summary_max_input_tokens=256)
+    services = Services.load(settings)
+    try:
+        translation, summarization = services.translation.backend.info, services.summarization.backend.info
+    finally:
+        asyncio.run(services.close())
+    entries = list((tmp_path / "cache").iterdir())
+    assert len(entries) == 1 and entries[0].name.startswith("tiny-mt5-sum-int8-")
+    assert read_metadata(entries[0])["architecture"] == "mt5"
+    assert translation.backend == "torch"
+    assert (summarization.backend, summarization.task, summarization.dtype) == ("ctranslate2", "summarization",
+                                                                                "int8_float32")
+    assert summarization.extra["quantization"] == "int8" and summarization.source == str(entries[0])
+    assert summarization.max_input_tokens == 256  # summary_max_input_tokens, not max_input_tokens
+    stamp = (entries[0] / METADATA_FILE).stat().st_mtime_ns
+    again = load_summarization_backend(settings)  # the next start reuses the conversion
+    try:
+        assert list((tmp_path / "cache").iterdir()) == entries
+        assert (entries[0] / METADATA_FILE).stat().st_mtime_ns == stamp
+        documents = [document for document, _ in MEMORISED_SUMMARIES]
+        results = again.generate(documents, again.default_options())
+        # int8 moves the tiny mT5's numbers enough to change a token here and there (one summary repeats a
+        # word), so only the shape is checked; float32 equality is tested over HTTP below.
+        assert len(results) == len(documents)
+        assert all(r.text and not r.hit_max_length and r.score <= 0 for r in results)
+    finally:
+        again.close()
+
+
+def test_summarizer_auto_compute_type_never_runs_float16():
+    assert resolve_compute_type("auto", "cpu", "summarization") == "int8"  # int8 weights, float32 activations
+    assert resolve_compute_type("auto", "cpu", "translation") == "int8"
+    if import_ctranslate2().get_cuda_device_count() == 0:
+        pytest.skip("no CUDA device for the cuda half")
+    supported = import_ctranslate2().get_supported_compute_types("cuda")
+    want = "int8_bfloat16" if "int8_bfloat16" in supported else "int8_float32"
+    assert resolve_compute_type("auto", "cuda", "summarization") == want
+    assert resolve_compute_type("auto", "cuda", "translation") == "int8_float16"
+
+
+def test_a_conversion_of_the_translation_model_is_refused_as_summarizer(tiny_marian_dir, tiny_mt5_dir,
+                                                                        converted_f32):
+    settings = tiny_settings(tiny_marian_dir, summarization_enabled=True, summarization_model=str(tiny_mt5_dir),
+                             summarization_backend="ctranslate2", ct2_summarization_model_dir=converted_f32)
+    with pytest.raises(ServiceError) as excinfo:
+        load_summarization_backend(settings)
+    assert excinfo.value.message.startswith("summarization model: ")
+    assert str(tiny_marian_dir) in excinfo.value.message and str(tiny_mt5_dir) in excinfo.value.message
+
+
 # --- settings and installation ------------------------------------------------------------------
 
 
@@ -226,6 +282,11 @@ def test_convert_on_start_converts_once_into_the_cache(tiny_marian_dir, tmp_path
     ({"device": "cpu", "ct2_compute_type": "int8_float16"}, "needs device=cuda"),
     ({"backend": "ctranslate2"}, "needs ct2_model_dir"),
     ({"ct2_model_dir": "x", "ct2_convert_on_start": True}, "not both"),
+    ({"summarization_backend": "ctranslate2"},
+     r"summarization_backend=ctranslate2 needs ct2_summarization_model_dir .* or ct2_convert_on_start"),
+    ({"summarization_backend": "ctranslate2", "backend": "ctranslate2", "ct2_model_dir": "x"},
+     "summarization_backend=ctranslate2 needs ct2_summarization_model_dir"),  # the translation dir is not mT5's
+    ({"ct2_summarization_model_dir": "x", "ct2_convert_on_start": True}, "ct2_summarization_model_dir .*not both"),
 ])
 def test_contradictory_ct2_settings_fail_at_start(overrides, message):
     from pydantic import ValidationError
@@ -234,6 +295,27 @@ def test_contradictory_ct2_settings_fail_at_start(overrides, message):
 
     with pytest.raises(ValidationError, match=message):
         Settings(**overrides)
+
+
+def test_summarization_backend_settings_that_start():
+    from model_server.settings import Backend, Settings
+
+    assert Settings().summarization_backend is Backend.torch  # existing deployments keep torch
+    # Translation only: the summarizer's engine is never loaded, so it needs no conversion.
+    assert not Settings(summarization_backend="ctranslate2", summarization_enabled=False).summarization_enabled
+    both = Settings(backend="ctranslate2", summarization_backend="ctranslate2", ct2_convert_on_start=True)
+    assert both.ct2_model_dir is None and both.ct2_summarization_model_dir is None
+
+
+def test_summarization_backend_is_a_cli_flag(tmp_path):
+    from model_server.cli import _settings_from, build_parser
+
+    args = build_parser().parse_args(["serve", "--summarization-backend", "ctranslate2",
+                                      "--ct2-summarization-model-dir", str(tmp_path)])
+    settings = _settings_from(args)
+    assert (settings.summarization_backend.value, settings.ct2_summarization_model_dir) == ("ctranslate2", tmp_path)
+    with pytest.raises(SystemExit, match="summarization_backend=ctranslate2 needs ct2_summarization_model_dir"):
+        _settings_from(build_parser().parse_args(["serve", "--summarization-backend", "ctranslate2"]))
 
 
 def test_missing_ctranslate2_says_how_to_install(monkeypatch):
@@ -255,3 +337,34 @@ def test_http_translate_and_models_on_ctranslate2(tiny_marian_dir, converted_f32
         models = client.get("/v1/models").json()["models"]
     assert [(m["backend"], m["dtype"], m["extra"]["requested_compute_type"]) for m in models] == [
         ("ctranslate2", "int8_float32", "int8")]
+
+
+def test_http_summarize_on_ctranslate2_matches_torch(tiny_marian_dir, tiny_mt5_dir, tmp_path, capsys):
+    from model_server.cli import main
+
+    assert main(["convert", str(tiny_mt5_dir), str(tmp_path / "mt5-f32"), "--quantization", "float32"]) == 0
+    assert f"MODEL_SERVER_CT2_SUMMARIZATION_MODEL_DIR={tmp_path / 'mt5-f32'}" in capsys.readouterr().err
+    common = dict(summarization_enabled=True, summarization_model=str(tiny_mt5_dir), summary_max_input_tokens=256,
+                  max_input_tokens=64, max_body_bytes=200_000, max_text_chars=20_000)
+    requests = [{"text": MEMORISED_SUMMARIES[0][0]}, {"text": MEMORISED_SUMMARIES[1][0], "lang": "en"},
+                {"text": SAMPLE_AR}]  # the sample article needs several chunks of at most 256 tokens
+    answers = {}
+    for backend, extra in [("torch", {}), ("ctranslate2", {"ct2_summarization_model_dir": tmp_path / "mt5-f32",
+                                                           "ct2_compute_type": "float32"})]:
+        settings = tiny_settings(tiny_marian_dir, summarization_backend=backend, **common, **extra)
+        with serve_services(Services.load(settings)) as server, server.client() as client:
+            bodies = []
+            for request in requests:
+                response = client.post("/summarize", json=request)
+                assert response.status_code == 200, response.text
+                bodies.append(response.json())
+            models = client.get("/v1/models").json()["models"]
+        answers[backend] = bodies
+        assert [(m["task"], m["backend"]) for m in models] == [("translation", "torch"), ("summarization", backend)]
+        assert [m["max_input_tokens"] for m in models] == [64, 256]
+        assert [b["model"]["backend"] for b in bodies] == [backend] * len(requests)
+    torch_bodies, ct2_bodies = answers["torch"], answers["ctranslate2"]
+    assert [b["summary"]["text"] for b in ct2_bodies[:2]] == [summary for _, summary in MEMORISED_SUMMARIES[:2]]
+    assert ct2_bodies[2]["long_article"]["chunked"] and ct2_bodies[2]["long_article"]["chunks"] > 1
+    assert [b["summary"] for b in ct2_bodies] == [b["summary"] for b in torch_bodies]
+    assert ct2_bodies[0]["model"]["dtype"] == "float32"

@@ -115,9 +115,10 @@ class Settings(BaseSettings):
         "was converted from another model"
     )
     ct2_convert_on_start: bool = Field(
-        False, description="convert every model served on ctranslate2 (translation_model, and summarization_model "
-        "with summarization_backend=ctranslate2) into ct2_cache_dir at start-up unless a conversion of the same "
-        "files and quantization is already there (needs the source model; conversion takes seconds to minutes)"
+        False, description="convert every model served on ctranslate2 that has no converted directory set "
+        "(translation_model without ct2_model_dir, summarization_model without ct2_summarization_model_dir) into "
+        "ct2_cache_dir at start-up unless a conversion of the same files and quantization is already there (needs "
+        "the source model; conversion takes seconds to minutes)"
     )
     ct2_cache_dir: Path | None = Field(
         None, description="where ct2_convert_on_start keeps conversions (default: MODELS_DIR/ct2-cache)"
@@ -267,14 +268,9 @@ class Settings(BaseSettings):
                                                                          "int8_bfloat16"}:
             raise ValueError(f"ct2_compute_type={self.ct2_compute_type.value} needs device=cuda "
                              "(on cpu use int8, int8_float32 or float32)")
-        if self.ct2_model_dir is not None and self.ct2_convert_on_start:
-            raise ValueError("set either ct2_model_dir (a converted model) or ct2_convert_on_start, not both")
         if self.backend is Backend.ctranslate2 and self.ct2_model_dir is None and not self.ct2_convert_on_start:
             raise ValueError("backend=ctranslate2 needs ct2_model_dir (made by `model-server convert`) "
                              "or ct2_convert_on_start=true")
-        if self.ct2_summarization_model_dir is not None and self.ct2_convert_on_start:
-            raise ValueError("set either ct2_summarization_model_dir (a converted summarizer) or ct2_convert_on_start, "
-                             "not both")
         if (self.summarization_enabled and self.summarization_backend is Backend.ctranslate2
                 and self.ct2_summarization_model_dir is None and not self.ct2_convert_on_start):
             raise ValueError("summarization_backend=ctranslate2 needs ct2_summarization_model_dir (made by "

@@ -281,12 +281,10 @@ def test_a_conversion_of_the_translation_model_is_refused_as_summarizer(tiny_mar
     ({"device": "cpu", "ct2_compute_type": "float16"}, "needs device=cuda"),
     ({"device": "cpu", "ct2_compute_type": "int8_float16"}, "needs device=cuda"),
     ({"backend": "ctranslate2"}, "needs ct2_model_dir"),
-    ({"ct2_model_dir": "x", "ct2_convert_on_start": True}, "not both"),
     ({"summarization_backend": "ctranslate2"},
      r"summarization_backend=ctranslate2 needs ct2_summarization_model_dir .* or ct2_convert_on_start"),
     ({"summarization_backend": "ctranslate2", "backend": "ctranslate2", "ct2_model_dir": "x"},
      "summarization_backend=ctranslate2 needs ct2_summarization_model_dir"),  # the translation dir is not mT5's
-    ({"ct2_summarization_model_dir": "x", "ct2_convert_on_start": True}, "ct2_summarization_model_dir .*not both"),
 ])
 def test_contradictory_ct2_settings_fail_at_start(overrides, message):
     from pydantic import ValidationError
@@ -305,6 +303,10 @@ def test_summarization_backend_settings_that_start():
     assert not Settings(summarization_backend="ctranslate2", summarization_enabled=False).summarization_enabled
     both = Settings(backend="ctranslate2", summarization_backend="ctranslate2", ct2_convert_on_start=True)
     assert both.ct2_model_dir is None and both.ct2_summarization_model_dir is None
+    # A converted directory wins for its model; convert-on-start covers the model without one.
+    mixed = Settings(backend="ctranslate2", ct2_model_dir="opus-ct2", summarization_backend="ctranslate2",
+                     ct2_convert_on_start=True)
+    assert mixed.ct2_model_dir is not None and mixed.ct2_summarization_model_dir is None
 
 
 def test_summarization_backend_is_a_cli_flag(tmp_path):

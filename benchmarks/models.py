@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +108,25 @@ def ensure_random_opus_mt(out_dir: Path, models_dir: Path, *, seed: int = 0) -> 
 
     tiny = ensure_tiny_marian(Path(models_dir) / "tiny-marian-ar-en")
     log.info("building the benchmark-only random opus-mt-ar-en model into %s (once)", out_dir)
+    return build_atomically(out_dir, lambda tmp: _build_into(tmp, Path(tiny), seed))
+
+
+def build_atomically(out_dir: Path, build_into: Callable[[Path], None]) -> Path:
+    """Build a model into a temporary sibling of `out_dir` (markers written last by `build_into`), then
+    rename it into place, replacing only a previous (stale or incomplete) model directory."""
+    out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        _build_into(tmp, Path(tiny), seed)
-        if out_dir.exists():  # stale or incomplete: only ever one of ours (checked by the marker)
+        build_into(tmp)
+        if out_dir.exists():
             if any(out_dir.iterdir()) and not (out_dir / BENCH_MARKER_FILE).exists() \
                     and not (out_dir / "config.json").exists():
                 raise FileExistsError(f"refusing to replace {out_dir}: it does not look like a model directory")
             shutil.rmtree(out_dir)
         os.rename(tmp, out_dir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed
     return out_dir
 
 

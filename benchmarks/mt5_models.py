@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.models import BENCH_MARKER_FILE, TINY, ModelUnderTest
+from benchmarks.models import BENCH_MARKER_FILE, TINY, ModelUnderTest, build_atomically
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +95,7 @@ def ensure_random_mt5_xlsum(out_dir: Path, *, seed: int = 0) -> Path:
 def build_random_mt5_xlsum(out_dir: Path, *, seed: int = 0, shape_overrides: dict[str, Any] | None = None) -> Path:
     """Build into a temporary sibling, write the markers last, then rename it to `out_dir` (replacing only a
     previous model directory). `shape_overrides` (tests only) shrink the model; the marker records them."""
-    out_dir = Path(out_dir).absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
-        _build_into(tmp, seed, shape_overrides or {})
-        if out_dir.exists():  # stale or incomplete: only ever replace a model directory
-            if any(out_dir.iterdir()) and not (out_dir / BENCH_MARKER_FILE).exists() \
-                    and not (out_dir / "config.json").exists():
-                raise FileExistsError(f"refusing to replace {out_dir}: it does not look like a model directory")
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return build_atomically(out_dir, lambda tmp: _build_into(tmp, seed, shape_overrides or {}))
 
 
 def _is_complete(model_dir: Path, seed: int) -> bool:
@@ -158,12 +142,12 @@ def _build_into(model_dir: Path, seed: int, shape_overrides: dict[str, Any]) -> 
     from transformers import AutoTokenizer, MT5ForConditionalGeneration
 
     from model_server.tiny_models import (
-        _MT5_TOKENIZER_CONFIG, _XLSUM_GENERATION, TINY_MARKER_FILE, _to_xlsum_config_layout)
+        MT5_TOKENIZER_CONFIG, XLSUM_GENERATION, TINY_MARKER_FILE, to_xlsum_config_layout)
 
     (model_dir / "spiece.model").write_bytes(padded_spiece_model())
-    _write_json(model_dir / "tokenizer_config.json", _MT5_TOKENIZER_CONFIG)
+    _write_json(model_dir / "tokenizer_config.json", MT5_TOKENIZER_CONFIG)
     _write_json(model_dir / "special_tokens_map.json",
-                {key: _MT5_TOKENIZER_CONFIG[key] for key in ("eos_token", "unk_token", "pad_token")})
+                {key: MT5_TOKENIZER_CONFIG[key] for key in ("eos_token", "unk_token", "pad_token")})
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     config = mt5_xlsum_config(**shape_overrides)
     if (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) != (0, 1, 2) \
@@ -181,10 +165,10 @@ def _build_into(model_dir: Path, seed: int, shape_overrides: dict[str, Any]) -> 
         model.all_tied_weights_keys.pop("lm_head.weight", None)
     model.eval()
     model.save_pretrained(model_dir)
-    _to_xlsum_config_layout(model_dir)  # generation defaults in config.json, tie_word_embeddings false
+    to_xlsum_config_layout(model_dir)  # generation defaults in config.json, tie_word_embeddings false
     marker = {"test_model": True, "kind": "benchmark-random-mt5-xlsum", "benchmark_only": True,
               "random_weights": True, "builder_version": MT5_BUILDER_VERSION, "seed": seed,
-              "architecture_of": ARCHITECTURE_OF, "generation_config_of": dict(_XLSUM_GENERATION),
+              "architecture_of": ARCHITECTURE_OF, "generation_config_of": dict(XLSUM_GENERATION),
               "tokenizer": f"{SPIECE_LEARNED_PIECES} BPE pieces learned from the sample article (as a unigram "
                            f"model), padded to {SPIECE_SIZE} pieces with placeholders",
               **({"shape_overrides": shape_overrides} if shape_overrides else {}),

@@ -158,6 +158,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += _online_section(results)
     lines += _memory_section(results)
     lines += _idle_section(results)
+    if results.get("summarization"):
+        from benchmarks.summarization import render_markdown as summarization_markdown
+
+        lines += summarization_markdown(results["summarization"])
     ratios = results.get("ratios") or {}
     if ratios:
         lines += ["## Ratios and targets", ""]
@@ -167,7 +171,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += ["| ratio | value | target | met |", "|---|---:|---:|---:|"]
         lines += [f"| {d} | {_fmt(v, 3) if isinstance(v, float) else (v if v is not None else '-')} | {t} | {m} |"
                   for d, v, t, m in rows]
-        lines += [f"", f"Max clients = {ratios.get('max_concurrency')} (single sentences), "
+        lines += ["", f"Max clients = {ratios.get('max_concurrency')} (single sentences), "
                   f"{ratios.get('max_article_concurrency')} (articles). The batching targets (first three) use "
                   f"the {ratios.get('primary_backend')} service.", ""]
     return "\n".join(lines) + "\n"

@@ -37,12 +37,14 @@ BACKENDS = ("torch", "ctranslate2")
 
 DEFAULTS = dict(batch_sizes="1,8,32,64", concurrency="1,8,32,64", article_concurrency=None, requests_per_client=3,
                 article_requests_per_client=None, naive_requests_per_client=None, warmup_requests=1,
-                decode_tokens=40, idle_repeats=20, offline_repeats=3, offline_warmup=1, torch_threads=None)
+                decode_tokens=40, idle_repeats=20, offline_repeats=3, offline_warmup=1, torch_threads=None,
+                summary_models="tiny,random-mt5-xlsum", summary_repeats=3, summary_warmup=1)
 # --quick: a smoke run of seconds on the tiny model (any value given explicitly still wins).
 # One torch thread: tiny ops gain nothing from two, and on a busy machine two threads are several times slower.
 QUICK = dict(batch_sizes="1,4", concurrency="1,4", article_concurrency="1,2", requests_per_client=2,
              article_requests_per_client=1, warmup_requests=1, decode_tokens=8, idle_repeats=5, offline_repeats=2,
-             offline_warmup=1, torch_threads=1)
+             offline_warmup=1, torch_threads=1, summary_models="tiny", summary_repeats=1, summary_warmup=0,
+             summary_decode_tokens=8, summary_num_beams=2)
 
 
 def _ints(text: str) -> list[int]:
@@ -116,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-online", action="store_true", help="no servers at all")
     p.add_argument("--skip-naive", action="store_true", help="no naive baseline server")
     p.add_argument("--skip-raw", action="store_true", help="no raw engine rows (model.generate / translate_batch)")
+    p.add_argument("--summary-models",
+                   help="summarization rows: comma-separated 'tiny', 'random-mt5-xlsum' (real XLSum architecture, "
+                        f"random weights, built once), mT5 model dirs, or 'none' [{DEFAULTS['summary_models']}]")
+    p.add_argument("--summary-decode-tokens", type=int,
+                   help="every summary decodes exactly this many tokens [the default preset's max_new_tokens]")
+    p.add_argument("--summary-num-beams", type=int, help="beam size of the summaries [the default preset's]")
+    p.add_argument("--summary-repeats", type=int, help=f"measured articles per summarizer "
+                                                      f"[{DEFAULTS['summary_repeats']}]")
+    p.add_argument("--summary-warmup", type=int, help=f"unrecorded articles per summarizer "
+                                                     f"[{DEFAULTS['summary_warmup']}]")
     p.add_argument("--seed", type=int, default=0, help="seed of the random model and of torch")
     return p
 
@@ -136,7 +148,14 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
                  "decode_tokens", "num_beams"):
         if getattr(args, name) < 1:
             raise SystemExit(f"benchmarks: --{name.replace('_', '-')} must be at least 1")
-    for name in ("warmup_requests", "offline_warmup"):
+    args.summary_models = [] if args.summary_models.strip().lower() == "none" else \
+        [part.strip() for part in args.summary_models.split(",") if part.strip()]
+    for name in ("summary_decode_tokens", "summary_num_beams"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise SystemExit(f"benchmarks: --{name.replace('_', '-')} must be at least 1")
+    if args.summary_repeats < 1:
+        raise SystemExit("benchmarks: --summary-repeats must be at least 1")
+    for name in ("warmup_requests", "offline_warmup", "summary_warmup"):
         if getattr(args, name) < 0:
             raise SystemExit(f"benchmarks: --{name.replace('_', '-')} must be at least 0")
     args.backends = _backends(args.backends)
@@ -227,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "settings": {backend: s.model_dump(mode="json") for backend, s in settings.items()},
         "workload": {"article": str(SAMPLE_ARTICLE), "sentences": len(workload.sentences),
                      "article_chars": len(workload.article)},
-        "offline": {}, "raw": {}, "idle": {}, "online": {}, "memory": {},
+        "offline": {}, "raw": {}, "idle": {}, "online": {}, "memory": {}, "summarization": None,
     }
 
     with tempfile.TemporaryDirectory(prefix="bench-server-logs-") as logs, contextlib.ExitStack() as stack:
@@ -246,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         finally:
             for backend in backends.values():
                 backend.close()  # free the device (and memory) before the servers are measured
+        if args.summary_models:
+            _summarization_phase(args, device, workload, results)
         for server in servers:
             _online_phase(args, server, workload, results)
             results["memory"][server.name] = online.process_memory(server.process.proc.pid)
@@ -334,6 +355,20 @@ def _offline_phase(args, name: str, backend, workload, device: str, results: dic
         log.info("offline: raw %s", engine.info["engine"])
         results["raw"][name] = run_offline(engine, workload, _options(args), **kwargs)
         results["raw"][name]["engine"] = engine.info
+
+
+def _summarization_phase(args, device: str, workload, results: dict[str, Any]) -> None:
+    """The sample article through each summarizer's backend as the service would (benchmarks/summarization.py):
+    chunks batched, then the final pass; one model loaded at a time, while the servers are idle."""
+    from benchmarks.summarization import load_preset, measure_models
+
+    preset = load_preset()
+    rows = measure_models(args.summary_models, workload.article, models_dir=args.models_dir, device=device,
+                          dtype=args.dtype, torch_threads=args.torch_threads, preset=preset,
+                          decode_tokens=args.summary_decode_tokens, num_beams=args.summary_num_beams,
+                          max_input_tokens=None, repeats=args.summary_repeats, warmup=args.summary_warmup,
+                          seed=args.seed)
+    results["summarization"] = {"rows": rows}
 
 
 @dataclasses.dataclass

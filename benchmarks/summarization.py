@@ -278,15 +278,44 @@ def load_backend(model_path: Path, *, models_dir: Path, device: str, dtype: str,
     return load_summarization_backend(Settings(**values))
 
 
+def measure_models(specs: Sequence[str], article: str, *, models_dir: Path, device: str, dtype: str,
+                   torch_threads: int | None, preset, decode_tokens: int | None, num_beams: int | None,
+                   max_input_tokens: int | None, repeats: int, warmup: int, seed: int) -> list[dict[str, Any]]:
+    """One `run_summarization` row per model spec (tiny | random-mt5-xlsum | a directory), each model loaded
+    as the service loads it and freed before the next. None for decode_tokens / num_beams / max_input_tokens
+    = the preset's max_new_tokens / num_beams / the service's input limit."""
+    import torch
+
+    from benchmarks.mt5_models import resolve_summarization_model
+
+    decode_tokens = decode_tokens or preset.generation.max_new_tokens
+    num_beams = num_beams or preset.generation.num_beams
+    rows = []
+    for spec in specs:
+        torch.manual_seed(seed)
+        model = resolve_summarization_model(spec, models_dir, seed=seed)
+        backend = load_backend(model.path, models_dir=models_dir, device=device, dtype=dtype,
+                               torch_threads=torch_threads)
+        try:
+            row = run_summarization(backend, article, decode_tokens=decode_tokens, num_beams=num_beams,
+                                    max_input_tokens=max_input_tokens or service_input_limit(backend, preset),
+                                    repeats=repeats, warmup=warmup, device=device, preset=preset,
+                                    label=model.label)
+        finally:
+            backend.close()
+        row["model_under_test"] = {"label": model.label, "path": str(model.path), "kind": model.kind,
+                                   "note": model.note}
+        rows.append(row)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
     from benchmarks import machine
-    from benchmarks.mt5_models import RANDOM_MT5_XLSUM, resolve_summarization_model
+    from benchmarks.mt5_models import RANDOM_MT5_XLSUM
     from benchmarks.workload import SAMPLE_ARTICLE
     from model_server.backends.loading import resolve_device
     from model_server.settings import Device
@@ -295,25 +324,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     load_before = machine.load_average()
     device = resolve_device(Device(args.device))
     preset = load_preset(args.preset, args.prompts_dir)
-    decode_tokens = args.decode_tokens or preset.generation.max_new_tokens
-    num_beams = args.num_beams or preset.generation.num_beams
     article = SAMPLE_ARTICLE.read_text(encoding="utf-8")
-    rows = []
-    for spec in args.model or [RANDOM_MT5_XLSUM]:
-        torch.manual_seed(args.seed)
-        model = resolve_summarization_model(spec, args.models_dir, seed=args.seed)
-        backend = load_backend(model.path, models_dir=args.models_dir, device=device, dtype=args.dtype,
-                               torch_threads=args.torch_threads)
-        try:
-            row = run_summarization(backend, article, decode_tokens=decode_tokens, num_beams=num_beams,
-                                    max_input_tokens=args.max_input_tokens or service_input_limit(backend, preset),
-                                    repeats=args.repeats, warmup=args.warmup, device=device, preset=preset,
-                                    label=model.label)
-        finally:
-            backend.close()
-        row["model_under_test"] = {"label": model.label, "path": str(model.path), "kind": model.kind,
-                                   "note": model.note}
-        rows.append(row)
+    rows = measure_models(args.model or [RANDOM_MT5_XLSUM], article, models_dir=args.models_dir, device=device,
+                          dtype=args.dtype, torch_threads=args.torch_threads, preset=preset,
+                          decode_tokens=args.decode_tokens, num_beams=args.num_beams,
+                          max_input_tokens=args.max_input_tokens, repeats=args.repeats, warmup=args.warmup,
+                          seed=args.seed)
     section = {
         "rows": rows,
         "meta": {"started_utc": started_wall.isoformat(timespec="seconds"),

@@ -109,7 +109,7 @@ MEMORISED_SUMMARIES: tuple[tuple[str, str], ...] = (
 
 # What google/mt5-* and XLSum ship: spiece.model only, no sentinels (extra_ids 0) and no
 # model_max_length, so `tokenizer.model_max_length` is "unlimited" exactly as with the real model.
-_MT5_TOKENIZER_CONFIG: dict[str, Any] = {
+MT5_TOKENIZER_CONFIG: dict[str, Any] = {
     "tokenizer_class": "T5Tokenizer",
     "eos_token": "</s>",
     "unk_token": "<unk>",
@@ -120,7 +120,7 @@ _MT5_TOKENIZER_CONFIG: dict[str, Any] = {
 }
 
 # csebuetnlp/mT5_multilingual_XLSum's generation defaults.
-_XLSUM_GENERATION: dict[str, Any] = {"max_length": 84, "num_beams": 4, "no_repeat_ngram_size": 2, "length_penalty": 0.6}
+XLSUM_GENERATION: dict[str, Any] = {"max_length": 84, "num_beams": 4, "no_repeat_ngram_size": 2, "length_penalty": 0.6}
 
 _MARIAN_SPM_VOCAB = 300  # per language; an upper bound (hard_vocab_limit=False)
 _MT5_SPM_VOCAB = 500
@@ -310,8 +310,8 @@ def _build_mt5_into(model_dir: Path, seed: int) -> list[tuple[str, str]]:
     (model_dir / "spiece.model").write_bytes(
         train_sentencepiece(lines, _MT5_SPM_VOCAB, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
     )
-    _write_json(model_dir / "tokenizer_config.json", _MT5_TOKENIZER_CONFIG)
-    special_tokens = {key: _MT5_TOKENIZER_CONFIG[key] for key in ("eos_token", "unk_token", "pad_token")}
+    _write_json(model_dir / "tokenizer_config.json", MT5_TOKENIZER_CONFIG)
+    special_tokens = {key: MT5_TOKENIZER_CONFIG[key] for key in ("eos_token", "unk_token", "pad_token")}
     _write_json(model_dir / "special_tokens_map.json", special_tokens)
     # Train on exactly what the service will see: the tokenizer as loaded from disk.
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -320,11 +320,11 @@ def _build_mt5_into(model_dir: Path, seed: int) -> list[tuple[str, str]]:
         model = MT5ForConditionalGeneration(_mt5_config(len(tokenizer)))
         _untie_lm_head(model)
         model.generation_config = GenerationConfig(
-            decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, **_XLSUM_GENERATION
+            decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, **XLSUM_GENERATION
         )
         _memorise(model, tokenizer, MEMORISED_SUMMARIES)
     model.save_pretrained(model_dir)
-    _to_xlsum_config_layout(model_dir)
+    to_xlsum_config_layout(model_dir)
 
     _verify_or_raise(
         MT5ForConditionalGeneration.from_pretrained(model_dir),
@@ -368,7 +368,7 @@ def _untie_lm_head(model: MT5ForConditionalGeneration) -> None:
     model.all_tied_weights_keys.pop("lm_head.weight", None)
 
 
-def _to_xlsum_config_layout(model_dir: Path) -> None:
+def to_xlsum_config_layout(model_dir: Path) -> None:
     """Rewrite the saved config the way the XLSum repo has it.
 
     Generation defaults live in config.json (there is no generation_config.json; transformers lifts
@@ -376,7 +376,7 @@ def _to_xlsum_config_layout(model_dir: Path) -> None:
     """
     config_path = model_dir / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    config.update(_XLSUM_GENERATION, tie_word_embeddings=False)
+    config.update(XLSUM_GENERATION, tie_word_embeddings=False)
     _write_json(config_path, dict(sorted(config.items())))
     (model_dir / "generation_config.json").unlink()
 

@@ -87,6 +87,12 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     assert [t["name"] for t in results["targets"]][:3] == [
         "service_over_best_offline", "service_over_naive", "idle_http_over_direct"]
 
+    # The summarization row: the tiny mT5 through the service's summarization backend, forced lengths.
+    [summary] = results["summarization"]["rows"]
+    assert summary["label"] == "tiny" and summary["chunks"] >= 1 and summary["forced_length_exact"]
+    assert summary["generation"]["decode_tokens"] == 8 and summary["generation"]["num_beams"] == 2
+    assert summary["s_per_article"] > 0 and summary["generated_tokens_per_s"] > 0
+
     meta = results["meta"]
     assert meta["machine"]["cpu_count"] >= 1 and meta["machine"]["torch"]
     assert meta["model"]["kind"] == "tiny-test-model"
@@ -94,7 +100,7 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     markdown = json_path.with_suffix(".md").read_text(encoding="utf-8")
     assert "## Offline engine" in markdown and "## Ratios and targets" in markdown
     assert "| 4 | service-torch |" in markdown and "| 4 | naive |" in markdown
-    assert "## Memory: server processes" in markdown and "torch raw model.generate" in markdown
+    assert "## Memory: server processes" in markdown and "## Summarization" in markdown and "torch raw model.generate" in markdown
     for suffix in ("-throughput.png", "-latency.png"):
         png = json_path.with_name(json_path.stem + suffix)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -122,7 +122,7 @@ class ModelRunner:
         batcher: DynamicBatcher[str, Generated] = DynamicBatcher(
             process, max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
             max_wait_ms=settings.max_wait_ms, max_queue_items=settings.max_queue_segments, name=f"batcher-{name}",
-            rebatch_wait_fraction=settings.rebatch_wait_fraction)
+            rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms)
         return cls(backend=backend, batcher=batcher, executor=executor, name=name)
 
     def start(self) -> None:

@@ -208,8 +208,12 @@ class Settings(BaseSettings):
         16384, ge=1, description="token budget of one model call: batch size x longest input (padded tokens)"
     )
     rebatch_wait_fraction: float = Field(
-        0.05, ge=0, le=1, description="after a batch, wait this fraction of its duration (at most 0.5 s) for its "
-        "clients' next requests before starting a partial batch; keeps closed-loop clients in one batch"
+        0.25, ge=0, le=1, description="after a batch, wait at most this fraction of its duration (and 2 s) for its "
+        "clients' next requests before starting a partial batch; keeps closed-loop clients in one batch (0 = off)"
+    )
+    rebatch_gap_ms: float = Field(
+        300.0, ge=0, description="while waiting for the last batch's clients, stop once no segment arrived for "
+        "this long (they are not coming back)"
     )
     max_wait_ms: float = Field(5.0, ge=0, description="how long a non-full batch waits for more segments")
     max_queue_segments: int = Field(

@@ -2,6 +2,7 @@
 priority and shutdown. Long max_wait plus 'nothing released yet' checks instead of timing sleeps."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -255,19 +256,57 @@ class SlowRecorder(Recorder):
         return await super().__call__(group, payloads)
 
 
-@pytest.mark.parametrize("fraction,expected_batches", [(0.5, [["a"], ["b", "c"]]), (0.0, [["a"], ["b"], ["c"]])])
+@pytest.mark.parametrize("fraction,expected_batches", [
+    (0.5, [["a1", "a2"], ["b1", "b2"]]),   # waits until both clients of the first batch are back
+    (0.0, [["a1", "a2"], ["b1"], ["b2"]]),  # off: the first returning client runs alone
+])
 def test_after_a_batch_the_batcher_waits_for_its_clients_to_come_back(fraction, expected_batches):
     """Closed-loop clients return right after their batch: with a rebatch wait they share the next batch."""
     async def scenario():
         recorder = SlowRecorder(0.4)
-        batcher = make(recorder, max_wait_ms=0, rebatch_wait_fraction=fraction)
+        batcher = make(recorder, max_wait_ms=0, rebatch_wait_fraction=fraction, rebatch_gap_ms=1000)
         batcher.start()
-        await batcher.submit_many(["a"], costs=[1], group="g")[0]
-        second = batcher.submit_many(["b"], costs=[1], group="g")           # right after the batch
+        await asyncio.gather(*batcher.submit_many(["a1", "a2"], costs=[1, 1], group="g"))
+        first = batcher.submit_many(["b1"], costs=[1], group="g")            # right after the batch
         await asyncio.sleep(0.05)
-        third = batcher.submit_many(["c"], costs=[1], group="g")            # within 0.5 x 0.4 s = 0.2 s
-        await asyncio.gather(*second, *third)
+        second = batcher.submit_many(["b2"], costs=[1], group="g")           # within 0.5 x 0.4 s = 0.2 s
+        await asyncio.gather(*first, *second)
         assert [payloads for _, payloads in recorder.calls] == expected_batches
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_a_lone_returning_client_is_not_kept_waiting():
+    """One closed-loop client: once it is back, as many segments wait as the last batch had: run at once."""
+    async def scenario():
+        recorder = SlowRecorder(0.4)
+        batcher = make(recorder, max_wait_ms=0, rebatch_wait_fraction=1.0, rebatch_gap_ms=1000)
+        batcher.start()
+        await asyncio.gather(*batcher.submit_many(["a"], costs=[1], group="g"))
+        started = time.monotonic()
+        await asyncio.gather(*batcher.submit_many(["b"], costs=[1], group="g"))
+        assert time.monotonic() - started < 0.4 + 0.15  # its own batch, no rebatch wait (up to 0.4 s)
+        await batcher.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("gap_ms,cap_fraction,max_wait_s", [
+    (100, 1.0, 0.3),    # the gap ends the wait: the second client is not coming back
+    (5000, 0.25, 0.3),  # the cap ends it: 0.25 x 0.4 s = 0.1 s after the batch
+])
+def test_the_rebatch_wait_ends_when_clients_stop_arriving_or_at_the_cap(gap_ms, cap_fraction, max_wait_s):
+    async def scenario():
+        recorder = SlowRecorder(0.4)
+        batcher = make(recorder, max_wait_ms=0, rebatch_wait_fraction=cap_fraction, rebatch_gap_ms=gap_ms)
+        batcher.start()
+        await asyncio.gather(*batcher.submit_many(["a1", "a2"], costs=[1, 1], group="g"))
+        started = time.monotonic()
+        await asyncio.gather(*batcher.submit_many(["b1"], costs=[1], group="g"))  # a2's client never returns
+        waited = time.monotonic() - started - 0.4
+        assert 0.05 <= waited <= max_wait_s, waited
+        assert [payloads for _, payloads in recorder.calls] == [["a1", "a2"], ["b1"]]
         await batcher.close()
 
     run(scenario())

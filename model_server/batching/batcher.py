@@ -38,7 +38,7 @@ ProcessFn = Callable[[Hashable, list[T]], Awaitable[list[R]]]
 
 log = logging.getLogger(__name__)
 
-MAX_REBATCH_WAIT_S = 0.5  # cap on the wait after a batch, however long the batch took
+MAX_REBATCH_WAIT_S = 2.0  # cap on the wait after a batch, however long the batch took
 
 
 class Lane(str, Enum):
@@ -95,6 +95,7 @@ class DynamicBatcher(Generic[T, R]):
         name: str = "batcher",
         observer: BatchObserver | None = None,
         rebatch_wait_fraction: float = 0.0,
+        rebatch_gap_ms: float = 300.0,
     ) -> None:
         check_limits(max_batch_size, max_batch_tokens)
         if max_wait_ms < 0:
@@ -103,10 +104,15 @@ class DynamicBatcher(Generic[T, R]):
             raise ValueError(f"max_queue_items must be >= 1, got {max_queue_items}")
         if not 0 <= rebatch_wait_fraction <= 1:
             raise ValueError(f"rebatch_wait_fraction must be within [0, 1], got {rebatch_wait_fraction}")
+        if rebatch_gap_ms < 0:
+            raise ValueError(f"rebatch_gap_ms must be >= 0, got {rebatch_gap_ms}")
         self._process = process
         self.rebatch_wait_fraction = rebatch_wait_fraction
+        self.rebatch_gap_s = rebatch_gap_ms / 1000.0
         self._last_batch_end = 0.0
         self._last_batch_s = 0.0
+        self._last_arrival = 0.0
+        self._expected_back = 0  # segments the last batch answered plus those left waiting when it ended
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000.0
@@ -164,6 +170,7 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         items = [_Pending(p, c, group, loop.create_future()) for p, c in zip(payloads, costs)]
         self._lanes[lane].extend(items)
+        self._last_arrival = time.monotonic()
         self._wakeup.set()
         return [item.future for item in items]
 
@@ -211,12 +218,25 @@ class DynamicBatcher(Generic[T, R]):
             len(same), longest, max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens)
         if full:
             return 0.0
-        # Wait max_wait from the oldest arrival, and also a little after the last batch ended: its clients
-        # are about to send their next requests, which would otherwise miss this batch and leave the
-        # closed loop split in two half-size batches that never line up again.
-        settle_s = min(self.rebatch_wait_fraction * self._last_batch_s, MAX_REBATCH_WAIT_S)
-        ready_at = max(queue[0].enqueued_at + self.max_wait_s, self._last_batch_end + settle_s)
+        ready_at = max(queue[0].enqueued_at + self.max_wait_s, self._rebatch_ready_at(len(queue)))
         return max(0.0, ready_at - time.monotonic())
+
+    def _rebatch_ready_at(self, queued: int) -> float:
+        """When to stop waiting for the clients of the last batch (0.0: do not wait).
+
+        Clients answered by a batch send their next requests right away; a partial batch started before
+        they are back splits them into a small batch and a large one that keep alternating (measured on
+        a 2-core CPU with 64 clients: batches of 10 and 54; the 64 answers of a batch came back
+        over 1.4 s, after a 225 ms pause while the event loop wrote them out, hence the 300 ms default gap).
+        So after a batch, keep collecting while they arrive: until as many segments wait as the batch had
+        plus those left waiting, or no segment arrived for rebatch_gap, or at the latest a fraction of
+        the batch's duration after it (a waiting batch never costs more than that share of throughput).
+        """
+        if self.rebatch_wait_fraction == 0 or queued >= self._expected_back:
+            return 0.0
+        cap = self._last_batch_end + min(self.rebatch_wait_fraction * self._last_batch_s, MAX_REBATCH_WAIT_S)
+        quiet_until = max(self._last_batch_end, self._last_arrival) + self.rebatch_gap_s
+        return min(cap, quiet_until)
 
     async def _sleep_unless_woken(self, seconds: float) -> None:
         self._wakeup.clear()
@@ -247,7 +267,11 @@ class DynamicBatcher(Generic[T, R]):
                 self._notify(self.observer.on_queue_wait, lane=lane, seconds=started - item.enqueued_at)
         await self._process_isolating_failures(batch)
         seconds = time.monotonic() - started
+        log.debug("%s: batch of %d segments (%d padded tokens) ran %.0f ms; oldest waited %.0f ms; %d left queued",
+                  self.name, len(batch), padded_tokens, seconds * 1000,
+                  (started - min(item.enqueued_at for item in batch)) * 1000, len(self._lanes[lane]))
         self._last_batch_end, self._last_batch_s = started + seconds, seconds
+        self._expected_back = len(batch) + len(self._lanes[lane])
         self.stats.busy_s += seconds
         if self.observer is not None:
             self._notify(self.observer.on_batch, lane=lane, size=len(batch), padded_tokens=padded_tokens,

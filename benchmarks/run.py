@@ -260,16 +260,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             log.info("%s server ready %.1f s after start, at %s", server.name, ready_s, server.process.base_url)
         try:
             _idle_phase(args, backends, servers, workload, device, results)
-            for name, backend in backends.items():
-                _offline_phase(args, name, backend, workload, device, results)
+            if backends:
+                _offline_phase(args, backends, workload, device, results)
         finally:
             for backend in backends.values():
                 backend.close()  # free the device (and memory) before the servers are measured
         if args.summary_models:
             _summarization_phase(args, device, workload, results)
-        for server in servers:
-            _online_phase(args, server, workload, results)
-            results["memory"][server.name] = online.process_memory(server.process.proc.pid)
+        if servers:
+            _online_phase(args, servers, workload, results)
 
     results["ratios"] = report.compute_ratios(results)
     results["targets"] = report.evaluate_targets(results["ratios"])
@@ -340,21 +339,23 @@ def _idle_phase(args, backends: dict, servers: list["Server"], workload, device:
         f"{name} {results['idle'][name]['median_ms']:.1f}" for name in probes))
 
 
-def _offline_phase(args, name: str, backend, workload, device: str, results: dict[str, Any]) -> None:
-    """The service's backend on fixed batches, then (unless --skip-raw) the raw engine under it."""
+def _offline_phase(args, backends: dict, workload, device: str, results: dict[str, Any]) -> None:
+    """Every backend and (unless --skip-raw) the raw engine under it on the same fixed batches, interleaved."""
     from benchmarks.offline import run_offline
     from benchmarks.raw import raw_engine
 
-    kwargs = dict(batch_sizes=args.batch_sizes, warmup=args.offline_warmup, repeats=args.offline_repeats,
-                  device=device)
-    log.info("offline: %s backend", name)
-    results["offline"][name] = run_offline(backend, workload, _options(args), **kwargs)
-    results["offline"][name]["backend"] = backend.info.model_dump(mode="json")
-    if not args.skip_raw:
-        engine = raw_engine(backend)
-        log.info("offline: raw %s", engine.info["engine"])
-        results["raw"][name] = run_offline(engine, workload, _options(args), **kwargs)
-        results["raw"][name]["engine"] = engine.info
+    engines: dict[str, Any] = {}
+    for name, backend in backends.items():
+        engines[f"{name} backend"] = backend
+        if not args.skip_raw:
+            engines[f"{name} raw"] = raw_engine(backend)
+    log.info("offline: %s, interleaved", ", ".join(engines))
+    sections = run_offline(engines, workload, _options(args), batch_sizes=args.batch_sizes,
+                           warmup=args.offline_warmup, repeats=args.offline_repeats, device=device)
+    for name, backend in backends.items():
+        results["offline"][name] = {**sections[f"{name} backend"], "backend": backend.info.model_dump(mode="json")}
+        if not args.skip_raw:
+            results["raw"][name] = {**sections[f"{name} raw"], "engine": engines[f"{name} raw"].info}
 
 
 def _summarization_phase(args, device: str, workload, results: dict[str, Any]) -> None:
@@ -403,29 +404,35 @@ def _start_servers(args, values: dict[str, dict[str, Any]], model, device: str, 
     return servers
 
 
-def _online_phase(args, server: Server, workload, results: dict[str, Any]) -> None:
+def _online_phase(args, servers: list[Server], workload, results: dict[str, Any]) -> None:
+    """Each load level runs on every server back to back (levels outer, servers inner), so servers compared
+    at one level are measured minutes apart at most, whatever the background load does meanwhile."""
     singles = [{"text": s} for s in workload.sentences]
     articles = [{"text": workload.article}]
     level_kwargs = dict(warmup=args.warmup_requests, duration_s=args.duration_s, timeout_s=args.request_timeout_s)
-    out: dict[str, Any] = {"kind": server.kind, "backend": server.backend, "single": [], "article": []}
+    for server in servers:
+        results["online"][server.name] = {"kind": server.kind, "backend": server.backend, "single": [], "article": []}
     for mode, payloads, levels, requests in (
             ("single", singles, args.concurrency, args.requests_per_client),
             ("article", articles, args.article_concurrency, args.article_requests_per_client)):
-        if server.kind == "naive" and args.naive_requests_per_client:
-            requests = args.naive_requests_per_client
         for concurrency in levels:
-            level = online.run_level(server.process.base_url, payloads, server.parse, concurrency=concurrency,
-                                     requests=requests, batcher_stats=server.kind == "service",
-                                     server_pid=server.process.proc.pid if server.process.proc else None,
-                                     **level_kwargs)
-            out[mode].append(level)
-            log.info("%s %-7s x%-3d: %7.2f req/s %8.1f tokens/s p50 %8.1f ms p99 %8.1f ms%s%s", server.name, mode,
-                     concurrency, level["requests_per_s"], level["target_tokens_per_s"],
-                     level.get("latency_p50_ms") or 0, level.get("latency_p99_ms") or 0,
-                     f" mean batch {level['batching']['mean_batch_size']:.1f}"
-                     f" busy {level['batching']['model_utilization']:.2f}" if level.get("batching") else "",
-                     f" ERRORS {level['errors']}: {level['first_error']}" if level["errors"] else "")
-    results["online"][server.name] = out
+            for server in servers:
+                count = args.naive_requests_per_client if server.kind == "naive" and \
+                    args.naive_requests_per_client else requests
+                level = online.run_level(server.process.base_url, payloads, server.parse, concurrency=concurrency,
+                                         requests=count, batcher_stats=server.kind == "service",
+                                         server_pid=server.process.proc.pid if server.process.proc else None,
+                                         **level_kwargs)
+                results["online"][server.name][mode].append(level)
+                log.info("%s %-7s x%-3d: %7.2f req/s %8.1f tokens/s p50 %8.1f ms p99 %8.1f ms%s%s", server.name,
+                         mode, concurrency, level["requests_per_s"], level["target_tokens_per_s"],
+                         level.get("latency_p50_ms") or 0, level.get("latency_p99_ms") or 0,
+                         f" mean batch {level['batching']['mean_batch_size']:.1f}"
+                         f" busy {level['batching']['model_utilization']:.2f}" if level.get("batching") else "",
+                         f" ERRORS {level['errors']}: {level['first_error']}" if level["errors"] else "")
+    for server in servers:
+        results["memory"][server.name] = online.process_memory(server.process.proc.pid if server.process.proc
+                                                               else None)
 
 
 def _write_outputs(out_dir: Path, results: dict[str, Any], started: datetime, device: str, label: str) -> None:

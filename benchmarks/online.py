@@ -1,10 +1,15 @@
-"""Online load: a server as a subprocess, and an asyncio + httpx closed-loop load generator.
+"""Online load: a server as a subprocess, and an asyncio + aiohttp closed-loop load generator.
 
 Each level has N clients. Every client first sends `warmup` unrecorded requests; once all clients have
 finished warming up (a barrier), they start together and each sends `requests` recorded requests back
 to back (or keeps sending until `duration_s` has passed). Throughput = recorded requests (segments,
 target tokens) / span from the common start to the last response. Latency = per request, send to
 response parsed, monotonic clock.
+
+The load generator runs on the same machine as the server, so its own CPU per request counts: aiohttp,
+not httpx, because httpx's connection pool cost 12-19 ms of CPU per request at 64 concurrent connections
+(measured on the 2-core CPU; `client_cpu_ms_per_request` in each level), taken from the cores the server
+needs exactly when a batch's answers go out and its clients send their next requests.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import aiohttp
 import httpx
 
 log = logging.getLogger(__name__)
@@ -173,30 +179,32 @@ def naive_parser(body: dict[str, Any]) -> tuple[int, int, dict[str, float]]:
     return int(body["segments"]), int(body["generated_tokens"]), dict(body.get("timing_ms") or {})
 
 
-async def _one_request(client: httpx.AsyncClient, url: str, payload: dict[str, Any], index: int,
+async def _one_request(client: aiohttp.ClientSession, url: str, payload: dict[str, Any], index: int,
                        parse: ResponseParser) -> Record:
     start = time.perf_counter()
     try:
-        response = await client.post(url, json=payload)
-        body = response.json()
+        async with client.post(url, json=payload) as response:
+            status = response.status
+            body = await response.json(content_type=None)
         end = time.perf_counter()
-    except (httpx.HTTPError, ValueError) as exc:
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
         return Record(index, start, time.perf_counter(), 0, error=f"{type(exc).__name__}: {exc}")
-    if response.status_code != 200:
-        return Record(index, start, end, response.status_code, error=str(body)[:300])
+    if status != 200:
+        return Record(index, start, end, status, error=str(body)[:300])
     try:
         segments, tokens, server_ms = parse(body)
     except (KeyError, TypeError, ValueError) as exc:
-        return Record(index, start, end, response.status_code, error=f"bad response: {exc}")
+        return Record(index, start, end, status, error=f"bad response: {exc}")
     return Record(index, start, end, 200, segments, tokens, server_ms)
 
 
-async def _batcher_stats(client: httpx.AsyncClient, base_url: str) -> dict[str, Any] | None:
+async def _batcher_stats(client: aiohttp.ClientSession, base_url: str) -> dict[str, Any] | None:
     """The service's batcher counters (/v1/models); None for a server without them (naive)."""
     try:
-        body = (await client.get(f"{base_url}/v1/models")).json()
+        async with client.get(f"{base_url}/v1/models") as response:
+            body = await response.json(content_type=None)
         return dict(body["batching"]["translation"])
-    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, TypeError, ValueError):
         return None
 
 
@@ -205,10 +213,11 @@ async def _run_level(base_url: str, payloads: Sequence[dict[str, Any]], parse: R
                      timeout_s: float, stats: bool, server_pid: int | None
                      ) -> tuple[list[Record], float, float, dict | None, dict | None, float, float | None]:
     url = f"{base_url}/translate"
-    # keepalive_expiry below uvicorn's 5 s keep-alive timeout: a connection idle for a whole batch is
-    # closed by the client instead of being reused just as the server closes it (ReadError).
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as client:
+    # keepalive_timeout below uvicorn's 5 s keep-alive timeout: a connection idle for a whole batch is
+    # closed by the client instead of being reused just as the server closes it (a dropped request).
+    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=2.0)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         def payload_for(index: int, k: int) -> dict[str, Any]:
             # Deterministic and spread: round k of client i sends payload (i + k*N) mod len.
             return payloads[(index + k * concurrency) % len(payloads)]

@@ -226,8 +226,8 @@ class DynamicBatcher(Generic[T, R]):
 
         Clients answered by a batch send their next requests right away; a partial batch started before
         they are back splits them into a small batch and a large one that keep alternating (measured on
-        a 2-core CPU with 64 clients: batches of 10 and 54; the 64 answers of a batch came back
-        over 1.4 s, after a 225 ms pause while the event loop wrote them out, hence the 300 ms default gap).
+        a 2-core CPU with 64 clients: batches of 10 and 54, when a slow client took 1.4 s to send
+        the 64 next requests, with a 225 ms pause among them, hence the 300 ms default gap).
         So after a batch, keep collecting while they arrive: until as many segments wait as the batch had
         plus those left waiting, or no segment arrived for rebatch_gap, or at the latest a fraction of
         the batch's duration after it (a waiting batch never costs more than that share of throughput).

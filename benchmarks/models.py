@@ -73,9 +73,14 @@ def resolve_model(spec: str, models_dir: Path, *, seed: int = 0) -> ModelUnderTe
         path = ensure_tiny_marian(models_dir / "tiny-marian-ar-en")
         return ModelUnderTest(TINY, Path(path), "tiny-test-model",
                               "repo-built tiny test model (d_model 64, 2 layers): smoke runs only")
+    return user_model(spec, "--model", RANDOM_OPUS_MT)
+
+
+def user_model(spec: str, option: str, built: str) -> ModelUnderTest:
+    """A model directory given on the command line (`option`), checked; `built` names the random model."""
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
-        raise SystemExit(f"benchmarks: --model {spec!r} is neither {RANDOM_OPUS_MT!r}, {TINY!r} nor a model "
+        raise SystemExit(f"benchmarks: {option} {spec!r} is neither {built!r}, {TINY!r} nor a model "
                          "directory with a config.json")
     return ModelUnderTest(path.resolve().name, path.resolve(), "user-model", f"model directory {path}")
 
@@ -102,7 +107,7 @@ def ensure_ct2_conversion(model_path: Path, models_dir: Path, quantization: str)
 def ensure_random_opus_mt(out_dir: Path, models_dir: Path, *, seed: int = 0) -> Path:
     """Return `out_dir`, building the random opus-mt-ar-en there first unless a complete one exists."""
     out_dir = Path(out_dir).absolute()
-    if _is_complete(out_dir, seed):
+    if is_complete(out_dir, BUILDER_VERSION, seed):
         return out_dir
     from model_server.tiny_models import ensure_tiny_marian
 
@@ -130,13 +135,14 @@ def build_atomically(out_dir: Path, build_into: Callable[[Path], None]) -> Path:
     return out_dir
 
 
-def _is_complete(model_dir: Path, seed: int) -> bool:
+def is_complete(model_dir: Path, builder_version: int, seed: int) -> bool:
+    """A finished build of this builder version and seed (the marker is written last), at full size."""
     try:
-        marker = json.loads((model_dir / BENCH_MARKER_FILE).read_text(encoding="utf-8"))
+        marker = json.loads((Path(model_dir) / BENCH_MARKER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return marker.get("builder_version") == BUILDER_VERSION and marker.get("seed") == seed and \
-        (model_dir / "model.safetensors").is_file()
+    return marker.get("builder_version") == builder_version and marker.get("seed") == seed and \
+        not marker.get("shape_overrides") and (Path(model_dir) / "model.safetensors").is_file()
 
 
 def _write_tokenizer(model_dir: Path, tokenizer_dir: Path) -> None:

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from benchmarks.models import BENCH_MARKER_FILE, TINY, ModelUnderTest, build_atomically
+from benchmarks.models import BENCH_MARKER_FILE, TINY, ModelUnderTest, build_atomically, is_complete, user_model
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,7 @@ def resolve_summarization_model(spec: str, models_dir: Path, *, seed: int = 0) -
         path = ensure_tiny_mt5(Path(models_dir) / TINY_MT5_DIRNAME)
         return ModelUnderTest(TINY, Path(path), "tiny-test-model",
                               "repo-built tiny test mT5 (d_model 64, 2 + 2 layers): smoke runs only")
-    path = Path(spec).expanduser()
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"benchmarks: summarization model {spec!r} is neither {RANDOM_MT5_XLSUM!r}, {TINY!r} nor "
-                         "a model directory with a config.json")
-    return ModelUnderTest(path.resolve().name, path.resolve(), "user-model", f"model directory {path}")
+    return user_model(spec, "summarization model", RANDOM_MT5_XLSUM)
 
 
 def mt5_xlsum_config(**overrides: Any):
@@ -86,7 +82,7 @@ def mt5_xlsum_config(**overrides: Any):
 def ensure_random_mt5_xlsum(out_dir: Path, *, seed: int = 0) -> Path:
     """Return `out_dir`, building the random mT5_multilingual_XLSum there first unless a complete one exists."""
     out_dir = Path(out_dir).absolute()
-    if _is_complete(out_dir, seed):
+    if is_complete(out_dir, MT5_BUILDER_VERSION, seed):
         return out_dir
     log.info("building the benchmark-only random mT5_multilingual_XLSum (580M parameters) into %s (once)", out_dir)
     return build_random_mt5_xlsum(out_dir, seed=seed)
@@ -96,15 +92,6 @@ def build_random_mt5_xlsum(out_dir: Path, *, seed: int = 0, shape_overrides: dic
     """Build into a temporary sibling, write the markers last, then rename it to `out_dir` (replacing only a
     previous model directory). `shape_overrides` (tests only) shrink the model; the marker records them."""
     return build_atomically(out_dir, lambda tmp: _build_into(tmp, seed, shape_overrides or {}))
-
-
-def _is_complete(model_dir: Path, seed: int) -> bool:
-    try:
-        marker = json.loads((model_dir / BENCH_MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return marker.get("builder_version") == MT5_BUILDER_VERSION and marker.get("seed") == seed and \
-        not marker.get("shape_overrides") and (model_dir / "model.safetensors").is_file()
 
 
 def padded_spiece_model(learned_pieces: int = SPIECE_LEARNED_PIECES, size: int = SPIECE_SIZE) -> bytes:

@@ -3,13 +3,13 @@ the benchmark-only real-shape random mT5_multilingual_XLSum (its shape, without 
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
 from tests.conftest import MODELS_DIR, SAMPLE_AR, tiny_settings
 from tests.fakes import DelegatingBackend
+from tests.test_summarize import run_summary
 
 # A preset with a small input limit (the tiny mT5's own limit is 512): the sample article needs several
 # chunks and a final pass. Decoding as XLSum's, except a forced length of 12 tokens and 2 beams.
@@ -84,14 +84,7 @@ def test_the_benchmark_gives_the_model_what_the_service_gives_it(tiny_backend, t
     services = Services.from_backend(tiny_settings("unused", summarization_enabled=True), SharedBackend(tiny_backend),
                                      summarization_backend=service_model, presets=small_preset)
 
-    async def summarize():
-        services.start()
-        try:
-            return await services.summarizer.summarize(SAMPLE_AR)
-        finally:
-            await services.close()
-
-    result = asyncio.run(summarize())
+    result = run_summary(services, SAMPLE_AR)
     preset = small_preset.get(None)
     row = run_summarization(bench_model, SAMPLE_AR, decode_tokens=12, num_beams=2, max_input_tokens=256,
                             repeats=1, warmup=0, device="cpu", preset=preset)
@@ -145,7 +138,8 @@ def test_random_mt5_build_loads_through_the_service_and_every_id_decodes(tmp_pat
     from transformers import AutoTokenizer
 
     from benchmarks.models import BENCH_MARKER_FILE
-    from benchmarks.mt5_models import SPIECE_SIZE, _is_complete, build_random_mt5_xlsum
+    from benchmarks.models import is_complete
+    from benchmarks.mt5_models import MT5_BUILDER_VERSION, SPIECE_SIZE, build_random_mt5_xlsum
     from benchmarks.summarization import load_backend
     from model_server.backends.base import GenerationOptions
     from model_server.tiny_models import TINY_MARKER_FILE
@@ -156,7 +150,7 @@ def test_random_mt5_build_loads_through_the_service_and_every_id_decodes(tmp_pat
     marker = json.loads((model_dir / BENCH_MARKER_FILE).read_text(encoding="utf-8"))
     assert marker["benchmark_only"] and marker["random_weights"] and "NOT a summarizer" in marker["warning"]
     assert (model_dir / TINY_MARKER_FILE).is_file()
-    assert not _is_complete(model_dir, 0), "a shrunk build must never pass for the real-shape model"
+    assert not is_complete(model_dir, MT5_BUILDER_VERSION, 0), "a shrunk build must never pass for the real-shape model"
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     assert config["model_server_benchmark_only"] is True and config["tie_word_embeddings"] is False
     assert (config["num_beams"], config["max_length"], config["no_repeat_ngram_size"], config["length_penalty"]) == \

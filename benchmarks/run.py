@@ -359,8 +359,9 @@ def _offline_phase(args, backends: dict, workload, device: str, results: dict[st
 
 
 def _summarization_phase(args, device: str, workload, results: dict[str, Any]) -> None:
-    """The sample article through each summarizer's backend as the service would (benchmarks/summarization.py):
-    chunks batched, then the final pass; one model loaded at a time, while the servers are idle."""
+    """The sample article through each summarizer on each measured engine as the service would
+    (benchmarks/summarization.py): chunks batched, then the final pass; one model loaded at a time, while the
+    servers are idle. CTranslate2 converts each summarizer once into MODELS_DIR/ct2-cache."""
     from benchmarks.summarization import load_preset, measure_models
 
     preset = load_preset()
@@ -368,7 +369,7 @@ def _summarization_phase(args, device: str, workload, results: dict[str, Any]) -
                           dtype=args.dtype, torch_threads=args.torch_threads, preset=preset,
                           decode_tokens=args.summary_decode_tokens, num_beams=args.summary_num_beams,
                           max_input_tokens=None, repeats=args.summary_repeats, warmup=args.summary_warmup,
-                          seed=args.seed)
+                          seed=args.seed, engines=args.backends, ct2_compute_type=args.ct2_compute_type)
     results["summarization"] = {"rows": rows}
 
 

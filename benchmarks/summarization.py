@@ -204,12 +204,12 @@ def render_markdown(section: dict[str, Any]) -> list[str]:
     lines = ["## Summarization: the sample article through the summarization backend (no HTTP)", "",
              "Chunks of whole paragraphs batched in one generate call, then the joined chunk summaries summarized "
              "(final pass); every summary exactly the decode length; preset decoding settings otherwise.", "",
-             "| model | chunks | input tokens (per pass) | decode tokens x beams | s / article (median) "
+             "| model | engine | chunks | input tokens (per pass) | decode tokens x beams | s / article (median) "
              "| generated tokens/s | CPU s / article |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+             "|---|---|---:|---|---:|---:|---:|---:|"]
     for row in rows:
-        gen = row["generation"]
-        lines.append(f"| {row['label']} | {row['chunks']} | {_input_tokens(row)} | "
+        gen, model = row["generation"], row["model"]
+        lines.append(f"| {row['label']} | {model['backend']} ({model['dtype']}) | {row['chunks']} | {_input_tokens(row)} | "
                      f"{gen['decode_tokens']} x {gen['num_beams']} | {row['s_per_article']:,.2f} | "
                      f"{row['generated_tokens_per_s']:,.1f} | {row['cpu_s_per_article']:,.2f} |")
     notes = [f"{row['label']}: forced length NOT exact" for row in rows if not row["forced_length_exact"]]
@@ -219,6 +219,12 @@ def render_markdown(section: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
+
+
+def _threads(model: dict[str, Any]) -> Any:
+    """The intra-op thread count the backend reports (torch: threads, CTranslate2: intra_threads)."""
+    extra = model.get("extra") or {}
+    return extra.get("threads", extra.get("intra_threads", "?"))
 
 
 def _standalone_header(section: dict[str, Any]) -> list[str]:
@@ -234,7 +240,7 @@ def _standalone_header(section: dict[str, Any]) -> list[str]:
     for row in section["rows"]:
         model, under_test = row["model"], row.get("model_under_test") or {}
         lines.append(f"- {row['label']}: `{model['source']}` ({under_test.get('note', model['name'])}); "
-                     f"{model['dtype']}, {model['extra'].get('threads', '?')} torch threads; preset "
+                     f"{model['backend']} {model['dtype']}, {_threads(model)} threads; preset "
                      f"{row['preset']['name']} v{row['preset']['version']}; {row['repeats']} measured article(s) "
                      f"after {row['warmup']} warm-up")
     return lines + [""]
@@ -247,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=None,
                    help=f"'{RANDOM_MT5_XLSUM}' (real XLSum architecture, random weights, built once), 'tiny' (test "
                         f"mT5) or an mT5 model directory; repeat for several rows [{RANDOM_MT5_XLSUM}]")
+    p.add_argument("--backend", action="append", choices=["torch", "ctranslate2"], default=None,
+                   help="engine of the summarizer, repeat for both (ctranslate2 converts into MODELS_DIR/ct2-cache "
+                        "on first use) [torch]")
+    p.add_argument("--ct2-compute-type", default="auto", help="CTranslate2 compute type (auto = int8 on cpu)")
     p.add_argument("--models-dir", type=Path, default=Path("models"), help="where built models are kept")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
@@ -266,24 +276,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_backend(model_path: Path, *, models_dir: Path, device: str, dtype: str, torch_threads: int | None):
-    """The summarization backend exactly as the service loads it (load_summarization_backend)."""
+def load_backend(model_path: Path, *, models_dir: Path, device: str, dtype: str, torch_threads: int | None,
+                 engine: str = "torch", ct2_compute_type: str = "auto"):
+    """The summarization backend exactly as the service loads it (load_summarization_backend), on `engine`:
+    torch, or ctranslate2 converted on first use into models_dir/ct2-cache (the service's convert-on-start),
+    with `torch_threads` as its intra_threads."""
     from model_server.services import load_summarization_backend
     from model_server.settings import Settings
 
     values: dict[str, Any] = dict(summarization_model=str(model_path), models_dir=str(models_dir), device=device,
-                                  dtype=dtype, log_level="warning")
+                                  dtype=dtype, log_level="warning", summarization_backend=engine)
     if torch_threads:
-        values["torch_threads"] = torch_threads
+        values.update(torch_threads=torch_threads, ct2_intra_threads=torch_threads)
+    if engine == "ctranslate2":
+        values.update(ct2_convert_on_start=True, ct2_cache_dir=str(Path(models_dir) / "ct2-cache"),
+                      ct2_compute_type=ct2_compute_type)
     return load_summarization_backend(Settings(**values))
 
 
 def measure_models(specs: Sequence[str], article: str, *, models_dir: Path, device: str, dtype: str,
                    torch_threads: int | None, preset, decode_tokens: int | None, num_beams: int | None,
-                   max_input_tokens: int | None, repeats: int, warmup: int, seed: int) -> list[dict[str, Any]]:
-    """One `run_summarization` row per model spec (tiny | random-mt5-xlsum | a directory), each model loaded
-    as the service loads it and freed before the next. None for decode_tokens / num_beams / max_input_tokens
-    = the preset's max_new_tokens / num_beams / the service's input limit."""
+                   max_input_tokens: int | None, repeats: int, warmup: int, seed: int,
+                   engines: Sequence[str] = ("torch",), ct2_compute_type: str = "auto") -> list[dict[str, Any]]:
+    """One `run_summarization` row per model spec (tiny | random-mt5-xlsum | a directory) and engine (torch,
+    ctranslate2), each model loaded as the service loads it and freed before the next. None for
+    decode_tokens / num_beams / max_input_tokens = the preset's max_new_tokens / num_beams / the service's
+    input limit."""
     import torch
 
     from benchmarks.mt5_models import resolve_summarization_model
@@ -291,11 +309,11 @@ def measure_models(specs: Sequence[str], article: str, *, models_dir: Path, devi
     decode_tokens = decode_tokens or preset.generation.max_new_tokens
     num_beams = num_beams or preset.generation.num_beams
     rows = []
-    for spec in specs:
+    for spec, engine in ((spec, engine) for spec in specs for engine in engines):
         torch.manual_seed(seed)
         model = resolve_summarization_model(spec, models_dir, seed=seed)
         backend = load_backend(model.path, models_dir=models_dir, device=device, dtype=dtype,
-                               torch_threads=torch_threads)
+                               torch_threads=torch_threads, engine=engine, ct2_compute_type=ct2_compute_type)
         try:
             row = run_summarization(backend, article, decode_tokens=decode_tokens, num_beams=num_beams,
                                     max_input_tokens=max_input_tokens or service_input_limit(backend, preset),
@@ -329,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                           dtype=args.dtype, torch_threads=args.torch_threads, preset=preset,
                           decode_tokens=args.decode_tokens, num_beams=args.num_beams,
                           max_input_tokens=args.max_input_tokens, repeats=args.repeats, warmup=args.warmup,
-                          seed=args.seed)
+                          seed=args.seed, engines=args.backend or ["torch"], ct2_compute_type=args.ct2_compute_type)
     section = {
         "rows": rows,
         "meta": {"started_utc": started_wall.isoformat(timespec="seconds"),

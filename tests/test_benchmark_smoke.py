@@ -87,11 +87,15 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     assert [t["name"] for t in results["targets"]][:3] == [
         "service_over_best_offline", "service_over_naive", "idle_http_over_direct"]
 
-    # The summarization row: the tiny mT5 through the service's summarization backend, forced lengths.
-    [summary] = results["summarization"]["rows"]
-    assert summary["label"] == "tiny" and summary["chunks"] >= 1 and summary["forced_length_exact"]
-    assert summary["generation"]["decode_tokens"] == 8 and summary["generation"]["num_beams"] == 2
-    assert summary["s_per_article"] > 0 and summary["generated_tokens_per_s"] > 0
+    # The summarization rows: the tiny mT5 through the service's summarization backend on each engine.
+    summaries = results["summarization"]["rows"]
+    assert [row["model"]["backend"] for row in summaries] == backends
+    for summary in summaries:
+        assert summary["label"] == "tiny" and summary["chunks"] >= 1 and summary["forced_length_exact"]
+        assert summary["generation"]["decode_tokens"] == 8 and summary["generation"]["num_beams"] == 2
+        assert summary["s_per_article"] > 0 and summary["generated_tokens_per_s"] > 0
+    # Same chunking whatever the engine: the service plans chunks, the engine only runs them.
+    assert len({tuple(row["chunk_source_tokens"]) for row in summaries}) == 1
 
     meta = results["meta"]
     assert meta["machine"]["cpu_count"] >= 1 and meta["machine"]["torch"]

@@ -48,15 +48,14 @@ class RawCTranslate2Engine:
 
     opus-mt forces EOS as the last allowed token; transformers computes that step and then overrides
     it, CTranslate2 (which has no such option) is asked for one token less and the EOS is appended
-    without a model step (`CTranslate2Seq2SeqBackend.generate`). The raw call does exactly that many
-    steps, so backend and raw rows do the same model work and count the same tokens.
+    without a model step. The raw call decodes the backend's own `decoding_steps`, so backend and raw
+    rows do the same model work and count the same tokens.
     """
 
     def __init__(self, backend: Any) -> None:
         import ctranslate2
 
-        self.translator, self.tokenizer = backend.translator, backend.tokenizer
-        self._forced_eos = backend._forced_eos
+        self.backend, self.translator, self.tokenizer = backend, backend.translator, backend.tokenizer
         self._tokens: dict[str, list[str]] = {}
         self.info = {"engine": "ctranslate2 Translator.translate_batch()", "device": backend.info.device,
                      "compute_type": self.translator.compute_type, "ctranslate2": ctranslate2.__version__}
@@ -68,11 +67,11 @@ class RawCTranslate2Engine:
 
     def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[RawOutput]:
         sources = [self._source(text) for text in texts]
-        steps = max(options.max_new_tokens - 1, 1) if self._forced_eos else options.max_new_tokens
+        steps = self.backend.decoding_steps(options)
         results = self.translator.translate_batch(sources, beam_size=options.num_beams, max_decoding_length=steps,
                                                   min_decoding_length=min(options.min_new_tokens, steps),
                                                   max_input_length=0, return_end_token=True)
-        appended = 1 if self._forced_eos else 0
+        appended = 1 if self.backend.forced_eos else 0
         return [RawOutput(len(result.hypotheses[0]) + appended) for result in results]
 
 

@@ -67,11 +67,10 @@ def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
         ensure_tiny_mt5(settings.tiny_mt5_dir())
     name = settings.summarization_model_source()
     if settings.summarization_backend is Backend.ctranslate2:
-        if settings.ct2_summarization_model_dir is None and not settings.ct2_convert_on_start:
-            # Settings only check this when summarization_enabled; CLI summary commands load it regardless.
-            raise ServiceError("model_unavailable", "summarization_backend=ctranslate2 needs "
-                               "MODEL_SERVER_CT2_SUMMARIZATION_MODEL_DIR (made by `model-server convert`) or "
-                               "MODEL_SERVER_CT2_CONVERT_ON_START=true")
+        try:
+            settings.check_summarizer_engine()
+        except ValueError as exc:
+            raise ServiceError("model_unavailable", str(exc)) from None
         from model_server.backends.ctranslate2_backend import load_ctranslate2_backend
 
         try:

@@ -275,8 +275,14 @@ class Settings(BaseSettings):
         if self.backend is Backend.ctranslate2 and self.ct2_model_dir is None and not self.ct2_convert_on_start:
             raise ValueError("backend=ctranslate2 needs ct2_model_dir (made by `model-server convert`) "
                              "or ct2_convert_on_start=true")
-        if (self.summarization_enabled and self.summarization_backend is Backend.ctranslate2
-                and self.ct2_summarization_model_dir is None and not self.ct2_convert_on_start):
+        if self.summarization_enabled:
+            self.check_summarizer_engine()
+
+    def check_summarizer_engine(self) -> None:
+        """The summarizer's engine has what it needs to load. Validation runs it when summarization is
+        enabled; the loader always does (CLI summary commands load the summarizer regardless)."""
+        if (self.summarization_backend is Backend.ctranslate2 and self.ct2_summarization_model_dir is None
+                and not self.ct2_convert_on_start):
             raise ValueError("summarization_backend=ctranslate2 needs ct2_summarization_model_dir (made by "
                              "`model-server convert` from summarization_model) or ct2_convert_on_start=true "
                              "(or summarization_backend=torch)")

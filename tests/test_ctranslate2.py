@@ -309,6 +309,17 @@ def test_summarization_backend_settings_that_start():
     assert mixed.ct2_model_dir is not None and mixed.ct2_summarization_model_dir is None
 
 
+def test_loading_a_ctranslate2_summarizer_without_a_conversion_says_which_settings_are_missing():
+    """CLI summary commands load the summarizer even with summarization disabled (which skips validation)."""
+    from model_server.errors import ServiceError
+    from model_server.settings import Settings
+
+    settings = Settings(summarization_backend="ctranslate2", summarization_enabled=False)
+    with pytest.raises(ServiceError, match="ct2_summarization_model_dir .* or ct2_convert_on_start") as raised:
+        load_summarization_backend(settings)
+    assert raised.value.code == "model_unavailable"
+
+
 def test_summarization_backend_is_a_cli_flag(tmp_path):
     from model_server.cli import _settings_from, build_parser
 

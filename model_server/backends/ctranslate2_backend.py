@@ -102,7 +102,7 @@ class CTranslate2Seq2SeqBackend:
         self._generation = generation
         # transformers forces EOS as the last allowed token when the model sets forced_eos_token_id
         # (opus-mt does); CTranslate2 has no such option, so generate() emulates it.
-        self._forced_eos = generation.forced_eos_token_id is not None
+        self.forced_eos = generation.forced_eos_token_id is not None
         # patience 2 (collect 2 x beam finished hypotheses, then pick the best) chose what transformers'
         # beam search chooses on every tiny-model test input; CTranslate2's default 1 stops earlier.
         self._run_options = {"max_batch_size": max_batch_size, "batch_type": batch_type, "patience": beam_patience}
@@ -132,11 +132,15 @@ class CTranslate2Seq2SeqBackend:
     def default_options(self) -> GenerationOptions:
         return GenerationOptions.from_generation_config(self._generation)
 
+    def decoding_steps(self, options: GenerationOptions) -> int:
+        """Tokens CTranslate2 decodes for `max_new_tokens` (both count EOS). With a forced EOS the last
+        position is reserved for it: it is appended afterwards without a model step (see _result)."""
+        return max(options.max_new_tokens - 1, 1) if self.forced_eos else options.max_new_tokens
+
     def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[Generated]:
         tokenizer = self.tokenizer
         sources = [tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=False)["input_ids"]) for text in texts]
-        # Both count EOS, like max_new_tokens. With a forced EOS, the last position is reserved for it.
-        max_length = max(options.max_new_tokens - 1, 1) if self._forced_eos else options.max_new_tokens
+        max_length = self.decoding_steps(options)
         results = self.translator.translate_batch(
             sources,
             **self._run_options,
@@ -162,7 +166,7 @@ class CTranslate2Seq2SeqBackend:
         # undo the normalisation, then average per token as the torch backend does.
         total = score * length ** options.length_penalty if length else 0.0
         cut = not ended and length >= max_length
-        if cut and self._forced_eos:
+        if cut and self.forced_eos:
             length += 1  # the forced EOS: probability 1 after forcing, so log-prob 0
         ids = self.tokenizer.convert_tokens_to_ids(tokens)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)

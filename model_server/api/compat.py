@@ -214,6 +214,16 @@ def missing_and_bad(exc: ValidationError) -> tuple[list[str], list[str]]:
     return missing, bad
 
 
+def describe_with(missing: str, bad: str) -> Callable[[ValidationError], str]:
+    """A `read_params` describer in an API's own words: `missing` / `bad` are templates with {name}, filled
+    with the first missing field, else the first invalid one."""
+    def describe(exc: ValidationError) -> str:
+        missing_names, bad_names = missing_and_bad(exc)
+        return missing.format(name=missing_names[0]) if missing_names else bad.format(name=bad_names[0])
+
+    return describe
+
+
 async def translate_texts(request: Request, texts: list[str], *, format: DocumentFormat = DocumentFormat.text,
                           skip_tags: frozenset[str] = frozenset(), glossary=None) -> list[TextResult]:
     """Translate `texts` for a compat route: the service's limits, rate budget and metrics hooks, then ONE

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model_server.api.compat import (
     DEEPL,
@@ -24,7 +24,7 @@ from model_server.api.compat import (
     dialect_responses,
     dialect_route,
     documented_as,
-    missing_and_bad,
+    describe_with,
     read_params,
     request_body_doc,
     translate_texts,
@@ -98,11 +98,7 @@ class DeepLTranslateResponse(BaseModel):
     translations: list[DeepLTranslation]
 
 
-def _describe(exc: ValidationError) -> str:
-    missing, bad = missing_and_bad(exc)
-    if missing:
-        return f"Parameter '{missing[0]}' not specified."
-    return f"Value for '{bad[0]}' not supported."
+_describe = describe_with(missing="Parameter '{name}' not specified.", bad="Value for '{name}' not supported.")
 
 
 @router.post("/translate", response_model=DeepLTranslateResponse, response_model_exclude_none=True,

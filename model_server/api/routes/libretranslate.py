@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model_server.api.compat import (
     COUNT_SCHEMA,
@@ -22,7 +22,7 @@ from model_server.api.compat import (
     dialect_responses,
     dialect_route,
     documented_as,
-    missing_and_bad,
+    describe_with,
     read_params,
     request_body_doc,
     translate_texts,
@@ -73,11 +73,8 @@ class LibreLanguage(BaseModel):
     targets: list[str]
 
 
-def _describe(exc: ValidationError) -> str:
-    missing, bad = missing_and_bad(exc)
-    if missing:
-        return f"Invalid request: missing {missing[0]} parameter"
-    return f"Invalid request: bad {bad[0]} parameter"
+_describe = describe_with(missing="Invalid request: missing {name} parameter",
+                          bad="Invalid request: bad {name} parameter")
 
 
 @router.post("/translate", response_model=LibreTranslateResponse, response_model_exclude_none=True,

@@ -94,6 +94,29 @@ class LiveServer:
         self.stop()
 
 
+def assert_error(response, status: int, code: str) -> dict:
+    """The service's JSON error: this status, this stable code and a human message. Returns the error."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and isinstance(error["message"], str) and error["message"]
+    return error
+
+
+def run_with(services, work):
+    """Start `services` (batchers running), return `await work(services)`, then close them: for tests that
+    drive the pipelines directly, without an HTTP server."""
+    import asyncio
+
+    async def go():
+        services.start()
+        try:
+            return await work(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(go())
+
+
 def serve_services(services) -> LiveServer:
     from model_server.api.app import create_app
 

@@ -6,7 +6,7 @@ import pytest
 
 from model_server.text import normalize_text, segment
 from model_server.tiny_models import MEMORISED_PAIRS
-from tests.conftest import SAMPLE_AR
+from tests.conftest import SAMPLE_AR, assert_error
 
 MEMORISED = dict(MEMORISED_PAIRS)
 
@@ -109,11 +109,7 @@ CATALOGUE = [
 @pytest.mark.parametrize("request_kwargs,status,code", CATALOGUE)
 def test_bad_input_gets_a_json_error_with_a_stable_code(tiny_server, request_kwargs, status, code):
     with tiny_server.client() as client:
-        response = client.post("/translate", **request_kwargs)
-        assert response.status_code == status, response.text
-        error = response.json()["error"]
-        assert error["code"] == code
-        assert isinstance(error["message"], str) and error["message"]
+        assert_error(client.post("/translate", **request_kwargs), status, code)
         # The server is still up and still translating.
         assert client.post("/translate", json={"text": "شكرا جزيلا."}).status_code == 200
 

@@ -14,7 +14,7 @@ from model_server.quality import clean_english
 from model_server.services import Services
 from model_server.text import normalize_text, segment
 from model_server.tiny_models import MEMORISED_PAIRS
-from tests.conftest import SAMPLE_AR, serve_services, tiny_settings
+from tests.conftest import SAMPLE_AR, run_with, serve_services, tiny_settings
 
 # Memorised and unseen sentences of very different lengths, so batches carry real padding.
 SENTENCES = [ar for ar, _ in MEMORISED_PAIRS] + [
@@ -79,14 +79,7 @@ def test_dynamic_batcher_groups_by_decoding_options(tiny_marian_dir, tiny_backen
     greedy = services.translator.options(num_beams=1)
     beam = services.translator.options(num_beams=4)
 
-    async def scenario():
-        services.start()
-        try:
-            return await asyncio.gather(services.translator.translate(SENTENCES, greedy),
-                                        services.translator.translate(SENTENCES, beam))
-        finally:
-            await services.close()
-
-    (greedy_results, _), (beam_results, _) = asyncio.run(scenario())
+    (greedy_results, _), (beam_results, _) = run_with(services, lambda s: asyncio.gather(
+        s.translator.translate(SENTENCES, greedy), s.translator.translate(SENTENCES, beam)))
     assert [r.translation for r in greedy_results] == [clean_english(r.text) for r in one_by_one(tiny_backend, greedy)]
     assert [r.translation for r in beam_results] == [clean_english(r.text) for r in one_by_one(tiny_backend, beam)]

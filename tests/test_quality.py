@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
 from model_server.backends.base import Generated, GenerationOptions, ModelInfo
 from model_server.quality import QualityThresholds, assess, clean_english, has_repetition, missing_numbers
 from model_server.services import Services
-from tests.conftest import SAMPLE_AR, SAMPLE_EN, tiny_settings
+from tests.conftest import SAMPLE_AR, SAMPLE_EN, run_with, tiny_settings
 
 THRESHOLDS = QualityThresholds()
 PAIRS = list(zip(SAMPLE_AR.splitlines(), SAMPLE_EN.splitlines()))
@@ -115,17 +114,12 @@ class ScriptedBackend:
 
 
 def translate_with(backend, text, **settings):
-    services = Services.from_backend(tiny_settings("unused", **settings), backend)
+    return translate_on(Services.from_backend(tiny_settings("unused", **settings), backend), text, num_beams=1)
 
-    async def run():
-        services.start()
-        try:
-            pipeline = services.translator
-            return await pipeline.translate([text], pipeline.options(num_beams=1))
-        finally:
-            await services.close()
 
-    return asyncio.run(run())[0][0]
+def translate_on(services, text, **options):
+    """`text` through the translation pipeline of `services` with these decoding options."""
+    return run_with(services, lambda s: s.translator.translate([text], s.translator.options(**options)))[0][0]
 
 
 def test_a_looping_sentence_is_retried_with_safer_decoding_and_the_better_output_kept():
@@ -157,14 +151,6 @@ def test_tiny_model_output_cut_at_max_length_is_flagged_truncated(tiny_marian_di
     services = Services.load(tiny_settings(tiny_marian_dir))
     source = "حيث قال النقاد أيضاً إنَّ الجهود المماثلة التي بذلتها الولايات المتحدة لجذب الرئيس الصربي ألكسندر فوتشيتش ربما شجّعته على تحسين العلاقات مع روسيا، وليس قطعها."
 
-    async def run():
-        services.start()
-        try:
-            pipeline = services.translator
-            return await pipeline.translate([source], pipeline.options(max_new_tokens=4))
-        finally:
-            await services.close()
-
-    sentence = asyncio.run(run())[0][0].sentences[0]
+    sentence = translate_on(services, source, max_new_tokens=4).sentences[0]
     assert sentence.hit_max_length
     assert {"truncated", "retried", "length_ratio"} <= set(sentence.flags) and sentence.needs_review

@@ -3,7 +3,6 @@ fake model, and the `summarize` / `article` commands on the tiny models."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -15,7 +14,7 @@ from model_server.services import Services
 from model_server.summarize import plan_chunks
 from model_server.text import normalize_text
 from model_server.tiny_models import MEMORISED_SUMMARIES
-from tests.conftest import ROOT, tiny_settings
+from tests.conftest import ROOT, run_with, tiny_settings
 
 
 def words(text: str) -> int:
@@ -170,14 +169,7 @@ def fake_services(tiny_backend, tmp_path, fake) -> Services:
 
 
 def run_summary(services: Services, text: str):
-    async def go():
-        services.start()
-        try:
-            return await services.summarizer.summarize(text)
-        finally:
-            await services.close()
-
-    return asyncio.run(go())
+    return run_with(services, lambda s: s.summarizer.summarize(text))
 
 
 def test_long_texts_are_summarized_in_passes_until_one_input_holds_them(tiny_backend, tmp_path):

@@ -15,6 +15,7 @@ the bilingual article strategies that combine it with the translation pipeline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -235,6 +236,7 @@ class SummarizationPipeline:
         limit = self.input_limit(preset)
         options = preset.generation.options()
 
+        @functools.cache  # planning already counts every chunk it returns; the batch costs reuse those counts
         def count(chunk: str) -> int:
             return self.backend.count_tokens(model_input(preset.prefix, chunk))
 
@@ -242,7 +244,8 @@ class SummarizationPipeline:
         first, passes = len(chunks), 0
         while True:
             passes += 1
-            summaries = await self._generate([model_input(preset.prefix, c) for c in chunks], options, lane)
+            summaries = await self._generate([model_input(preset.prefix, c) for c in chunks],
+                                             [count(c) for c in chunks], options, lane)
             if len(chunks) == 1:
                 return summaries[0], LongArticle(chunked=first > 1, chunks=first, passes=passes)
             joined = "\n".join(s for s in summaries if s)
@@ -255,8 +258,8 @@ class SummarizationPipeline:
                     f"use a preset with a smaller generation.max_new_tokens"))
             chunks = next_chunks
 
-    async def _generate(self, inputs: Sequence[str], options: GenerationOptions, lane: Lane) -> list[str]:
-        costs = [self.backend.count_tokens(item) for item in inputs]
+    async def _generate(self, inputs: Sequence[str], costs: Sequence[int], options: GenerationOptions,
+                        lane: Lane) -> list[str]:
         futures = self.batcher.submit_many(list(inputs), costs=costs, group=options, lane=lane)
         try:
             outputs = await asyncio.gather(*futures)

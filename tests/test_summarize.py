@@ -142,10 +142,12 @@ class FakeSummarizer:
     def __init__(self, keep: int | None, max_input_tokens: int) -> None:
         self.keep = keep
         self.inputs: list[str] = []
+        self.counted: list[str] = []
         self.info = ModelInfo(name="fake", source="fake", task="summarization", architecture="mt5",
                               backend="fake", device="cpu", dtype="float32", max_input_tokens=max_input_tokens)
 
     def count_tokens(self, text: str) -> int:
+        self.counted.append(text)
         return words(text)
 
     def default_options(self) -> GenerationOptions:
@@ -182,6 +184,8 @@ def test_long_texts_are_summarized_in_passes_until_one_input_holds_them(tiny_bac
     # -> 3 chunks; pass 3: 3 summaries -> 1 input; its summary is final.
     assert result.long_article.model_dump() == {"chunked": True, "chunks": 12, "passes": 3}
     assert len(fake.inputs) == 12 + 3 + 1 and max(words(i) for i in fake.inputs) <= 20
+    # Each model input is tokenized once: planning's count is reused as its batch cost.
+    assert [fake.counted.count(i) for i in fake.inputs] == [1] * len(fake.inputs)
     assert result.summary.text == "فقرة0 كلمة كلمة كلمة" and result.summary.method == "mt5(ar)"
 
 

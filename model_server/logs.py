@@ -61,10 +61,6 @@ class TextFormatter(logging.Formatter):
         return f"{head} {pairs}{newline}{tail}"
 
 
-def formatter_for(log_format: LogFormat | str) -> logging.Formatter:
-    return JsonFormatter() if LogFormat(log_format) is LogFormat.json else TextFormatter()
-
-
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A `logging.config.dictConfig` dict for the whole process (uvicorn's loggers included), for
     `uvicorn.run(log_config=...)`. uvicorn's own access log is replaced by ours (`model_server.access`)."""

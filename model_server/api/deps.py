@@ -12,7 +12,6 @@ from model_server.api.context import note_texts
 from model_server.api.schemas import ErrorResponse
 from model_server.errors import ServiceError
 from model_server.services import Services
-from model_server.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,10 +43,6 @@ def admit_texts(request: Request, text: str | None, texts: list[str] | None, *, 
 
 def get_services(request: Request) -> Services:
     return request.app.state.services
-
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.services.settings
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:

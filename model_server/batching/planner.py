@@ -1,7 +1,8 @@
 """Pure batch planning: which segments go into one model call.
 
 No asyncio, no models: functions of segment costs (source tokens) and two limits, so they are unit-tested
-synchronously and shared by the offline path (`plan_batches`) and the dynamic batcher (`select_batch`).
+synchronously: `select_batch` is what the dynamic batcher runs; `plan_batches` splits a whole known set at
+once with the same `fits` rule (the equivalence tests use it to batch a backend directly).
 
 A batch's cost is what the engine pays for it: padded tokens = batch size x longest member.
 """

@@ -94,6 +94,16 @@ class LiveServer:
         self.stop()
 
 
+# Bad bodies every JSON endpoint rejects the same way, before its own fields are read: (httpx request
+# kwargs, status, code), for the endpoints' bad-input catalogues.
+JSON_BODY_ERRORS = [
+    pytest.param({"content": b'{"text": "abc"', "headers": {"content-type": "application/json"}}, 400, "invalid_json",
+                 id="malformed-json"),
+    pytest.param({"content": b'{"text": "\xff\xfe\xfa"}', "headers": {"content-type": "application/json"}}, 400,
+                 "invalid_encoding", id="invalid-utf8"),
+]
+
+
 def assert_error(response, status: int, code: str) -> dict:
     """The service's JSON error: this status, this stable code and a human message. Returns the error."""
     assert response.status_code == status, response.text

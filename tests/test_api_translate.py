@@ -6,7 +6,7 @@ import pytest
 
 from model_server.text import normalize_text, segment
 from model_server.tiny_models import MEMORISED_PAIRS
-from tests.conftest import SAMPLE_AR, assert_error
+from tests.conftest import JSON_BODY_ERRORS, SAMPLE_AR, assert_error
 
 MEMORISED = dict(MEMORISED_PAIRS)
 
@@ -78,10 +78,7 @@ def test_generation_options_are_accepted_and_beam_search_gives_memorised_output(
 
 # The bad-input catalogue: (request kwargs for httpx, expected status, expected code).
 CATALOGUE = [
-    pytest.param({"content": b'{"text": "abc"', "headers": {"content-type": "application/json"}}, 400, "invalid_json",
-                 id="malformed-json"),
-    pytest.param({"content": b'{"text": "\xff\xfe\xfa"}', "headers": {"content-type": "application/json"}}, 400,
-                 "invalid_encoding", id="invalid-utf8"),
+    *JSON_BODY_ERRORS,
     pytest.param({"json": {"text": 42}}, 422, "validation_error", id="wrong-type"),
     pytest.param({"json": {"texts": "not a list"}}, 422, "validation_error", id="texts-not-a-list"),
     pytest.param({"json": {"texts": ["ok", 5]}}, 422, "validation_error", id="texts-item-wrong-type"),

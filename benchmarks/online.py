@@ -303,9 +303,11 @@ def run_level(base_url: str, payloads: Sequence[dict[str, Any]], parse: Response
     # The load generator's own CPU per measured request (this whole process): when it nears the time
     # per request the server achieves, the client, not the server, limits the level.
     summary["client_cpu_ms_per_request"] = round(client_cpu_s * 1000 / max(len(records), 1), 3)
-    if server_cpu_s:
+    if server_cpu_s is not None:
+        # /proc counts CPU in clock ticks (10 ms): a level shorter than a tick can read 0 (no ratio then).
         summary["server_cpu_s"] = round(server_cpu_s, 3)
-        summary["segments_per_server_cpu_s"] = round(summary["segments"] / server_cpu_s, 4)
+        if server_cpu_s > 0:
+            summary["segments_per_server_cpu_s"] = round(summary["segments"] / server_cpu_s, 4)
     batching = _stats_delta(before, after, finished - started)
     if batching is not None:
         summary["batching"] = batching

@@ -19,6 +19,7 @@ from model_server.batching.batcher import DynamicBatcher, Lane
 from model_server.errors import ServiceError
 from model_server.quality import RETRY_FLAGS, QualityThresholds, assess, clean_english, severity
 from model_server.cache import CachedOutput, TranslationCache
+from model_server.cpu import CpuPool
 from model_server.results import CacheCounts, ErrorBody, TextResult
 from model_server.settings import NonArabic, Settings
 from model_server.text import arabic_ratio, chunk_sentence, normalize_text, segment
@@ -118,8 +119,10 @@ def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits, *,
 
 class TranslationPipeline:
     def __init__(self, backend: Seq2SeqBackend, batcher: DynamicBatcher[str, Generated], config: PipelineConfig,
-                 *, cache: TranslationCache | None = None) -> None:
+                 *, cache: TranslationCache | None = None, cpu: CpuPool | None = None) -> None:
         self.backend = backend
+        # Per-request CPU work (preparation, markup, glossary matching) runs here, never on the event loop.
+        self.cpu = cpu or CpuPool(1)
         self.batcher = batcher
         self.config = config
         # Every segment is tokenized while chunking and again for its batch cost (and re-sent articles

@@ -12,6 +12,7 @@ from model_server.backends.base import Generated, GenerationOptions, Seq2SeqBack
 from model_server.backends.loading import resolve_device, resolve_dtype, resolve_model_source
 from model_server.batching.batcher import DynamicBatcher, Lane
 from model_server.cache import open_cache
+from model_server.cpu import CpuPool
 from model_server.glossary import GlossaryStore, open_glossary_store
 from model_server.errors import ServiceError
 from model_server.pipeline import PipelineConfig, TranslationPipeline
@@ -147,6 +148,7 @@ class Services:
     # None when summarization is disabled (or not injected): summary endpoints then answer 503.
     summarization: ModelRunner | None = None
     summarizer: SummarizationPipeline | None = None
+    cpu: CpuPool | None = None  # per-request CPU work off the event loop (model_server/cpu.py), shared
     glossaries: GlossaryStore | None = None  # None when its SQLite file cannot be opened (503 glossaries_unavailable)
     # Extra translation models by alias (setting extra_translation_models), each with its own queue.
     extra_translation: dict[str, ModelRunner] = field(default_factory=dict)
@@ -158,16 +160,17 @@ class Services:
                      presets: PresetCatalog | None = None,
                      extra_backends: dict[str, Seq2SeqBackend] | None = None) -> "Services":
         runner = ModelRunner.create(backend, settings, "translation")
+        cpu = CpuPool(settings.prepare_workers)
         pipeline = TranslationPipeline(backend, runner.batcher, PipelineConfig.from_settings(settings),
-                                       cache=open_cache(settings, backend.info))
-        services = cls(settings=settings, translation=runner, translator=pipeline,
+                                       cache=open_cache(settings, backend.info), cpu=cpu)
+        services = cls(settings=settings, translation=runner, translator=pipeline, cpu=cpu,
                        glossaries=open_glossary_store(settings.cache_file()))
         for alias, extra in (extra_backends or {}).items():
             extra_runner = ModelRunner.create(extra, settings, f"translation:{alias}")
             services.extra_translation[alias] = extra_runner
             services.extra_translators[alias] = TranslationPipeline(
                 extra, extra_runner.batcher, PipelineConfig.from_settings(settings),
-                cache=open_cache(settings, extra.info))
+                cache=open_cache(settings, extra.info), cpu=cpu)
         if summarization_backend is not None:
             presets = presets or PresetCatalog.load(settings.prompts_path(), settings.default_summary_preset)
             summary_runner = ModelRunner.create(summarization_backend, settings, "summarization")
@@ -244,3 +247,5 @@ class Services:
                 await asyncio.to_thread(pipeline.cache.close)
         if self.glossaries is not None:
             self.glossaries.close()
+        if self.cpu is not None:
+            self.cpu.close()

@@ -220,6 +220,10 @@ class Settings(BaseSettings):
         4096, ge=1, description="segments waiting across all requests; beyond it new work gets 503"
     )
     request_timeout_s: float = Field(300.0, gt=0, description="a request still unfinished after this gets 504")
+    prepare_workers: int = Field(
+        2, ge=1, description="threads for per-request CPU work off the event loop (normalize, clean, segment, chunk, "
+        "HTML parsing and alignment, glossary matching; model_server/cpu.py)"
+    )
 
     # --- HTTP / limits ---
     host: str = Field("127.0.0.1", description="address to bind")

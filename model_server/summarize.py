@@ -186,7 +186,8 @@ class SummarizationPipeline:
         # Summaries are model output, not user input: translate them without the user-input checks.
         self.summary_translator = TranslationPipeline(
             translator.backend, translator.batcher,
-            replace(translator.config, limits=TextLimits(max_text_chars=10**9, min_arabic_ratio=0.0)))
+            replace(translator.config, limits=TextLimits(max_text_chars=10**9, min_arabic_ratio=0.0)),
+            cpu=translator.cpu)
         for name in presets.names():
             self._check_fits(name, presets.get(name))
 

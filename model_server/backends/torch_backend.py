@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -53,6 +54,10 @@ class TorchSeq2SeqBackend:
         self.model.generation_config.max_length = GenerationConfig().max_length
         self._torch = torch
         self.device = device
+        # Token counting runs on the request-preparation threads (model_server/cpu.py) while the model
+        # thread encodes batches: a fast tokenizer's padding/truncation state is shared and mutated per
+        # call, so concurrent calls can fail. Tokenizer calls are short; the lock never covers generate.
+        self._tokenizer_lock = threading.Lock()
         limit = _model_input_limit(config, self.tokenizer)
         self.max_input_tokens = min(limit, max_input_tokens or limit)
         self.info = ModelInfo(
@@ -65,14 +70,16 @@ class TorchSeq2SeqBackend:
         )
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, truncation=False)["input_ids"])
+        with self._tokenizer_lock:
+            return len(self.tokenizer(text, truncation=False)["input_ids"])
 
     def default_options(self) -> GenerationOptions:
         return GenerationOptions.from_generation_config(self.model.generation_config)
 
     def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[Generated]:
         torch = self._torch
-        encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=False).to(self.device)
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=False).to(self.device)
         greedy = options.num_beams == 1
         # Greedy search records only the chosen tokens' log-probs; output_scores would keep a full
         # vocabulary distribution per row and step (gigabytes for a batch of 64 at a 62k vocabulary).
@@ -104,7 +111,8 @@ class TorchSeq2SeqBackend:
             torch.cuda.empty_cache()
             raise
         sequences = output.sequences.cpu()
-        texts_out = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        with self._tokenizer_lock:
+            texts_out = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
         return [self._result(texts_out[i], sequences[i], token_logprobs[i], options) for i in range(len(texts))]
 
     def _result(self, text: str, sequence, logprobs, options: GenerationOptions) -> Generated:

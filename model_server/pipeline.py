@@ -126,7 +126,7 @@ class TranslationPipeline:
         self.batcher = batcher
         self.config = config
         # Every segment is tokenized while chunking and again for its batch cost (and re-sent articles
-        # repeat sentences): memoize, since tokenizing runs on the event loop.
+        # repeat sentences): memoize.
         self.count_tokens = functools.lru_cache(maxsize=TOKEN_COUNT_CACHE_SIZE)(backend.count_tokens)
         self.cache = cache  # sentence-level translation cache (model_server.cache); None = off
 
@@ -146,10 +146,12 @@ class TranslationPipeline:
     async def translate(self, texts: Sequence[str], options: GenerationOptions, *,
                         lane: Lane = Lane.interactive, glossary: "Glossary | None" = None,
                         ) -> tuple[list[TextResult], Timings]:
+        """One result per text, in order. Preparation and assembly each run as one call in the CPU pool
+        (`self.cpu`), the model work in the batcher: the event loop only waits."""
         started = time.perf_counter()
         deadline = time.monotonic() + self.config.request_timeout_s
         timings = Timings()
-        prepared: list[PreparedText | ServiceError | TextResult] = [self._prepare_or_error(t) for t in texts]
+        prepared = await self.cpu.run(self._prepare_all, texts)
         timings.prepare_ms = (time.perf_counter() - started) * 1000
 
         mark = time.perf_counter()
@@ -165,6 +167,18 @@ class TranslationPipeline:
         timings.translate_ms = (time.perf_counter() - mark) * 1000
 
         mark = time.perf_counter()
+        results = await self.cpu.run(self._assemble_all, prepared, outputs, retried, hits, glossary, marks)
+        timings.assemble_ms = (time.perf_counter() - mark) * 1000
+        timings.total_ms = (time.perf_counter() - started) * 1000
+        return results, timings
+
+    def _prepare_all(self, texts: Sequence[str]) -> list[PreparedText | ServiceError | TextResult]:
+        return [self._prepare_or_error(text) for text in texts]
+
+    def _assemble_all(self, prepared: Sequence[PreparedText | ServiceError | TextResult],
+                      outputs: list[Generated | BaseException], retried: set[int], hits: list[bool] | None,
+                      glossary: "Glossary | None", marks: list | None) -> list[TextResult]:
+        """Each text's slice of the outputs back into its result, with its cache counts and glossary marks."""
         results = []
         position = 0
         for index, item in enumerate(prepared):
@@ -179,9 +193,7 @@ class TranslationPipeline:
 
                 mark_sentences(results[-1], item, glossary, marks[position:position + count])
             position += count
-        timings.assemble_ms = (time.perf_counter() - mark) * 1000
-        timings.total_ms = (time.perf_counter() - started) * 1000
-        return results, timings
+        return results
 
     async def _translate_segments(self, segments: list[str], options: GenerationOptions, lane: Lane, deadline: float,
                                   *, contexts: Sequence[str] | None = None,
@@ -237,7 +249,7 @@ class TranslationPipeline:
         """Submit segments to the batcher at once; outputs (or per-segment errors) in order, cleaned up."""
         if not segments:
             return []
-        costs = [self.count_tokens(seg) for seg in segments]
+        costs = await self.cpu.run(self._costs, segments)
         futures = self.batcher.submit_many(segments, costs=costs, group=options, lane=lane)
         gathered = asyncio.gather(*futures, return_exceptions=True)
         # A disconnected client cancels this task: the gather then ends with a CancelledError nobody reads,
@@ -251,8 +263,10 @@ class TranslationPipeline:
         finally:
             for future in futures:  # a timed-out or disconnected client: drop its queued segments
                 future.cancel()
-        return [out if isinstance(out, BaseException) else replace(out, text=clean_english(out.text))
-                for out in outputs]
+        return await self.cpu.run(_cleaned, outputs)
+
+    def _costs(self, segments: Sequence[str]) -> list[int]:
+        return [self.count_tokens(segment) for segment in segments]
 
     def _flags(self, source: str, output: Generated) -> list[str]:
         return assess(source, output.text, score=output.score, hit_max_length=output.hit_max_length,
@@ -262,15 +276,23 @@ class TranslationPipeline:
                               options: GenerationOptions, lane: Lane, deadline: float) -> set[int]:
         """Re-generate looping or cut-off segments once with safer decoding; keep whichever output has fewer
         problems (then the higher score). Mutates `outputs`; returns the indices that were retried."""
-        suspects = [i for i, out in enumerate(outputs) if isinstance(out, Generated)
-                    and RETRY_FLAGS.intersection(self._flags(segments[i], out))]
+        suspects = await self.cpu.run(self._suspects, segments, outputs)
         if not suspects:
             return set()
         second = await self._generate([segments[i] for i in suspects], safer_options(options), lane, deadline)
+        await self.cpu.run(self._keep_better, segments, outputs, suspects, second)
+        return set(suspects)
+
+    def _suspects(self, segments: Sequence[str], outputs: Sequence[Generated | BaseException]) -> list[int]:
+        """Indices of the outputs that loop or were cut off (worth a retry with safer decoding)."""
+        return [i for i, out in enumerate(outputs) if isinstance(out, Generated)
+                and RETRY_FLAGS.intersection(self._flags(segments[i], out))]
+
+    def _keep_better(self, segments: Sequence[str], outputs: list[Generated | BaseException],
+                     suspects: Sequence[int], second: Sequence[Generated | BaseException]) -> None:
         for index, candidate in zip(suspects, second):
             if isinstance(candidate, Generated) and self._better(segments[index], candidate, outputs[index]):
                 outputs[index] = candidate
-        return set(suspects)
 
     def _better(self, source: str, candidate: Generated, current: Generated) -> bool:
         return (severity(self._flags(source, candidate)), -candidate.score) < \
@@ -291,3 +313,9 @@ class TranslationPipeline:
                 log.error("inference failed for text %d", index, exc_info=failure)
             return TextResult(index=index, error=ErrorBody(**error.to_dict()))
         return assemble_text(index, item, outputs, retried=retried, thresholds=self.config.quality)  # type: ignore[arg-type]
+
+
+def _cleaned(outputs: Sequence[Generated | BaseException]) -> list[Generated | BaseException]:
+    """Model outputs with their English cleaned up (errors kept as they are)."""
+    return [out if isinstance(out, BaseException) else replace(out, text=clean_english(out.text))
+            for out in outputs]

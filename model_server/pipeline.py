@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKEN_COUNT_CACHE_SIZE = 16384  # distinct segments whose token counts are kept
+# Longer texts are counted afresh every time, so the memo holds at most 16384 keys of 1,000 characters
+# (~32 MB of Arabic) however large the segments a client sends; counting a long text costs far more than
+# the look-up would save, so re-sent articles lose little.
+TOKEN_COUNT_MEMO_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,25 @@ def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits, *,
     return PreparedText(normalized=normalized, sentences=tuple(sentences), paragraph_separators=separators)
 
 
+class TokenCounter:
+    """`count(text)` with a bounded memo of short texts (TOKEN_COUNT_MEMO_MAX_CHARS): every segment is
+    tokenized while chunking and again for its batch cost, and re-sent articles repeat sentences.
+    Thread-safe: the CPU pool's threads share it."""
+
+    def __init__(self, count: Callable[[str], int], *, maxsize: int = TOKEN_COUNT_CACHE_SIZE,
+                 max_chars: int = TOKEN_COUNT_MEMO_MAX_CHARS) -> None:
+        self._count = count
+        self._memo = functools.lru_cache(maxsize=maxsize)(count)
+        self.max_chars = max_chars
+
+    def __call__(self, text: str) -> int:
+        return self._memo(text) if len(text) <= self.max_chars else self._count(text)
+
+    def cache_info(self):
+        """The memo's hits, misses and size (functools.lru_cache's)."""
+        return self._memo.cache_info()
+
+
 class TranslationPipeline:
     def __init__(self, backend: Seq2SeqBackend, batcher: DynamicBatcher[str, Generated], config: PipelineConfig,
                  *, cache: TranslationCache | None = None, cpu: CpuPool | None = None) -> None:
@@ -125,9 +148,7 @@ class TranslationPipeline:
         self.cpu = cpu or CpuPool(1)
         self.batcher = batcher
         self.config = config
-        # Every segment is tokenized while chunking and again for its batch cost (and re-sent articles
-        # repeat sentences): memoize.
-        self.count_tokens = functools.lru_cache(maxsize=TOKEN_COUNT_CACHE_SIZE)(backend.count_tokens)
+        self.count_tokens = TokenCounter(backend.count_tokens)
         self.cache = cache  # sentence-level translation cache (model_server.cache); None = off
 
     def options(self, *, num_beams: int | None = None, max_new_tokens: int | None = None) -> GenerationOptions:

@@ -228,7 +228,7 @@ class TranslationPipeline:
         another entry. Only cache misses go to the batcher, each distinct segment once; the final chosen
         output (after any retry) is what gets cached. With the cache off every position is its own key: each
         segment reaches the model, as the request's sentence count says. Raises ServiceError for what fails
-        the whole request: timeout, queue_full, shutting_down."""
+        the whole request: timeout, queue_full, shutting_down, too_many_segments."""
         cache = self.cache if self.cache is not None and self.cache.enabled else None
         if cache is not None:
             keys = [cache.key(options, segment, contexts[i] if contexts else "") for i, segment in enumerate(segments)]

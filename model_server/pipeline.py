@@ -231,7 +231,7 @@ class TranslationPipeline:
         the whole request: timeout, queue_full, shutting_down, too_many_segments."""
         cache = self.cache if self.cache is not None and self.cache.enabled else None
         if cache is not None:
-            keys = [cache.key(options, segment, contexts[i] if contexts else "") for i, segment in enumerate(segments)]
+            keys = await self.cpu.run(_cache_keys, cache, options, segments, contexts)  # a hash per segment
             found = await cache.lookup(keys)
         else:
             keys, found = list(range(len(segments))), {}
@@ -340,6 +340,11 @@ class TranslationPipeline:
                 log.error("inference failed for text %d", index, exc_info=failure)
             return TextResult(index=index, error=ErrorBody(**error.to_dict()))
         return assemble_text(index, item, outputs, retried=retried, thresholds=self.config.quality)  # type: ignore[arg-type]
+
+
+def _cache_keys(cache: TranslationCache, options: GenerationOptions, segments: Sequence[str],
+                contexts: Sequence[str] | None) -> list[str]:
+    return [cache.key(options, segment, contexts[i] if contexts else "") for i, segment in enumerate(segments)]
 
 
 def _cleaned(outputs: Sequence[Generated | BaseException]) -> list[Generated | BaseException]:

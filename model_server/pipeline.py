@@ -124,7 +124,7 @@ def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits, *,
 class TokenCounter:
     """`count(text)` with a bounded memo of short texts (TOKEN_COUNT_MEMO_MAX_CHARS): every segment is
     tokenized while chunking and again for its batch cost, and re-sent articles repeat sentences.
-    Thread-safe: the CPU pool's threads share it."""
+    The memo is thread-safe (the CPU pool's threads share it); `count` must be too."""
 
     def __init__(self, count: Callable[[str], int], *, maxsize: int = TOKEN_COUNT_CACHE_SIZE,
                  max_chars: int = TOKEN_COUNT_MEMO_MAX_CHARS) -> None:

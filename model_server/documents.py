@@ -16,7 +16,7 @@ from model_server.batching.batcher import Lane
 from model_server.glossary import Glossary
 from model_server.pipeline import Timings, TranslationPipeline
 from model_server.results import DroppedLine, TextResult
-from model_server.text.cleanup import clean_scraped
+from model_server.text.cleanup import Cleaned, clean_scraped
 
 
 class DocumentFormat(str, Enum):
@@ -38,8 +38,12 @@ async def translate_documents(pipeline: TranslationPipeline, documents: Sequence
     extra = {"glossary": glossary} if glossary is not None else {}  # model_server.glossary
     if not clean:
         return await pipeline.translate(documents, options, lane=lane, **extra)
-    cleaned = [clean_scraped(document) for document in documents]
+    cleaned = await pipeline.cpu.run(_clean_all, documents)  # a scan of every line: off the event loop
     results, timings = await pipeline.translate([c.text for c in cleaned], options, lane=lane, **extra)
     for result, item in zip(results, cleaned):
         result.dropped = [DroppedLine(line=d.line, text=d.text, reason=d.reason) for d in item.dropped]
     return results, timings
+
+
+def _clean_all(documents: Sequence[str]) -> list[Cleaned]:
+    return [clean_scraped(document) for document in documents]

@@ -42,6 +42,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "glossaries_unavailable": (503, "the glossary store (cache_path) cannot be opened; see the start-up log"),
     "unknown_job": (404, "GET /v1/jobs/{id} with an id this server never issued"),
     "jobs_unavailable": (503, "the job store (cache_path) cannot be opened; see the start-up log"),
+    "too_many_segments": (413, "a request's segments alone exceed max_queue_segments: no retry can admit it; split it"),
     "internal_error": (500, "a bug: logged with its stack trace"),
 }
 

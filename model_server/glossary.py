@@ -197,7 +197,7 @@ async def translate_with_glossary(pipeline: "TranslationPipeline", glossary: Glo
     protected = [glossary.protect(segment) for segment in segments]
     inputs = [text for text, _ in protected]
     contexts = [glossary.cache_context if terms else "" for _, terms in protected]
-    outputs, retried, hits = await pipeline._translate_segments(inputs, options, lane, deadline, contexts=contexts)
+    outputs, retried, hits = await pipeline.translate_segments(inputs, options, lane, deadline, contexts=contexts)
     marks = [SegmentMarks(terms=terms) for _, terms in protected]
     lost: list[int] = []
     for i, (output, mark) in enumerate(zip(outputs, marks)):
@@ -209,7 +209,7 @@ async def translate_with_glossary(pipeline: "TranslationPipeline", glossary: Glo
         else:
             outputs[i] = replace(output, text=restored)
     if lost:
-        again, again_retried, again_hits = await pipeline._translate_segments(
+        again, again_retried, again_hits = await pipeline.translate_segments(
             [segments[i] for i in lost], options, lane, deadline)
         for j, i in enumerate(lost):
             outputs[i] = again[j]

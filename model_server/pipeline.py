@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKEN_COUNT_CACHE_SIZE = 16384  # distinct segments whose token counts are kept
+# Longer texts are counted afresh every time, so the memo holds at most 16384 keys of 1,000 characters
+# (~32 MB of Arabic) however large the segments a client sends; counting a long text costs far more than
+# the look-up would save, so re-sent articles lose little.
+TOKEN_COUNT_MEMO_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,25 @@ def prepare_text(text: str, backend: Seq2SeqBackend, limits: TextLimits, *,
     return PreparedText(normalized=normalized, sentences=tuple(sentences), paragraph_separators=separators)
 
 
+class TokenCounter:
+    """`count(text)` with a bounded memo of short texts (TOKEN_COUNT_MEMO_MAX_CHARS): every segment is
+    tokenized while chunking and again for its batch cost, and re-sent articles repeat sentences.
+    The memo is thread-safe (the CPU pool's threads share it); `count` must be too."""
+
+    def __init__(self, count: Callable[[str], int], *, maxsize: int = TOKEN_COUNT_CACHE_SIZE,
+                 max_chars: int = TOKEN_COUNT_MEMO_MAX_CHARS) -> None:
+        self._count = count
+        self._memo = functools.lru_cache(maxsize=maxsize)(count)
+        self.max_chars = max_chars
+
+    def __call__(self, text: str) -> int:
+        return self._memo(text) if len(text) <= self.max_chars else self._count(text)
+
+    def cache_info(self):
+        """The memo's hits, misses and size (functools.lru_cache's)."""
+        return self._memo.cache_info()
+
+
 class TranslationPipeline:
     def __init__(self, backend: Seq2SeqBackend, batcher: DynamicBatcher[str, Generated], config: PipelineConfig,
                  *, cache: TranslationCache | None = None, cpu: CpuPool | None = None) -> None:
@@ -125,9 +148,7 @@ class TranslationPipeline:
         self.cpu = cpu or CpuPool(1)
         self.batcher = batcher
         self.config = config
-        # Every segment is tokenized while chunking and again for its batch cost (and re-sent articles
-        # repeat sentences): memoize, since tokenizing runs on the event loop.
-        self.count_tokens = functools.lru_cache(maxsize=TOKEN_COUNT_CACHE_SIZE)(backend.count_tokens)
+        self.count_tokens = TokenCounter(backend.count_tokens)
         self.cache = cache  # sentence-level translation cache (model_server.cache); None = off
 
     def options(self, *, num_beams: int | None = None, max_new_tokens: int | None = None) -> GenerationOptions:
@@ -146,17 +167,19 @@ class TranslationPipeline:
     async def translate(self, texts: Sequence[str], options: GenerationOptions, *,
                         lane: Lane = Lane.interactive, glossary: "Glossary | None" = None,
                         ) -> tuple[list[TextResult], Timings]:
+        """One result per text, in order. Preparation and assembly each run as one call in the CPU pool
+        (`self.cpu`), the model work in the batcher: the event loop only waits."""
         started = time.perf_counter()
         deadline = time.monotonic() + self.config.request_timeout_s
         timings = Timings()
-        prepared: list[PreparedText | ServiceError | TextResult] = [self._prepare_or_error(t) for t in texts]
+        prepared = await self.cpu.run(self._prepare_all, texts)
         timings.prepare_ms = (time.perf_counter() - started) * 1000
 
         mark = time.perf_counter()
         segments = [seg for item in prepared if isinstance(item, PreparedText) for seg in item.segments]
         marks = None  # glossary terms and misses per segment (model_server.glossary)
         if glossary is None or not glossary.entries:
-            outputs, retried, hits = await self._translate_segments(segments, options, lane, deadline)
+            outputs, retried, hits = await self.translate_segments(segments, options, lane, deadline)
         else:
             from model_server.glossary import translate_with_glossary
 
@@ -165,6 +188,18 @@ class TranslationPipeline:
         timings.translate_ms = (time.perf_counter() - mark) * 1000
 
         mark = time.perf_counter()
+        results = await self.cpu.run(self._assemble_all, prepared, outputs, retried, hits, glossary, marks)
+        timings.assemble_ms = (time.perf_counter() - mark) * 1000
+        timings.total_ms = (time.perf_counter() - started) * 1000
+        return results, timings
+
+    def _prepare_all(self, texts: Sequence[str]) -> list[PreparedText | ServiceError | TextResult]:
+        return [self._prepare_or_error(text) for text in texts]
+
+    def _assemble_all(self, prepared: Sequence[PreparedText | ServiceError | TextResult],
+                      outputs: list[Generated | BaseException], retried: set[int], hits: list[bool] | None,
+                      glossary: "Glossary | None", marks: list | None) -> list[TextResult]:
+        """Each text's slice of the outputs back into its result, with its cache counts and glossary marks."""
         results = []
         position = 0
         for index, item in enumerate(prepared):
@@ -179,20 +214,24 @@ class TranslationPipeline:
 
                 mark_sentences(results[-1], item, glossary, marks[position:position + count])
             position += count
-        timings.assemble_ms = (time.perf_counter() - mark) * 1000
-        timings.total_ms = (time.perf_counter() - started) * 1000
-        return results, timings
+        return results
 
-    async def _translate_segments(self, segments: list[str], options: GenerationOptions, lane: Lane, deadline: float,
-                                  *, contexts: Sequence[str] | None = None,
-                                  ) -> tuple[list[Generated | BaseException], set[int], list[bool] | None]:
-        """Outputs per segment, the indices re-generated by a quality retry, and which came from the cache
-        (None when the cache is off). Only cache misses go to the batcher, each distinct segment once; the
-        final chosen output (after any retry) is what gets cached. With the cache off every position is its
-        own key: each segment reaches the model, as the request's sentence count says."""
+    async def translate_segments(self, segments: list[str], options: GenerationOptions, lane: Lane, deadline: float,
+                                 *, contexts: Sequence[str] | None = None,
+                                 ) -> tuple[list[Generated | BaseException], set[int], list[bool] | None]:
+        """Translate prepared model inputs (chunks, as `PreparedText.segments` lists them) by `deadline`
+        (time.monotonic()): the step between preparation and assembly, also used by model_server.glossary.
+
+        Returns the outputs per segment (a `Generated`, or the exception that segment failed with), the
+        indices re-generated by a quality retry, and which came from the cache (None when the cache is off).
+        `contexts` (one per segment) joins the cache key: the same segment under another glossary version is
+        another entry. Only cache misses go to the batcher, each distinct segment once; the final chosen
+        output (after any retry) is what gets cached. With the cache off every position is its own key: each
+        segment reaches the model, as the request's sentence count says. Raises ServiceError for what fails
+        the whole request: timeout, queue_full, shutting_down, too_many_segments."""
         cache = self.cache if self.cache is not None and self.cache.enabled else None
         if cache is not None:
-            keys = [cache.key(options, segment, contexts[i] if contexts else "") for i, segment in enumerate(segments)]
+            keys = await self.cpu.run(_cache_keys, cache, options, segments, contexts)  # a hash per segment
             found = await cache.lookup(keys)
         else:
             keys, found = list(range(len(segments))), {}
@@ -237,7 +276,7 @@ class TranslationPipeline:
         """Submit segments to the batcher at once; outputs (or per-segment errors) in order, cleaned up."""
         if not segments:
             return []
-        costs = [self.count_tokens(seg) for seg in segments]
+        costs = await self.cpu.run(self._costs, segments)
         futures = self.batcher.submit_many(segments, costs=costs, group=options, lane=lane)
         gathered = asyncio.gather(*futures, return_exceptions=True)
         # A disconnected client cancels this task: the gather then ends with a CancelledError nobody reads,
@@ -251,8 +290,10 @@ class TranslationPipeline:
         finally:
             for future in futures:  # a timed-out or disconnected client: drop its queued segments
                 future.cancel()
-        return [out if isinstance(out, BaseException) else replace(out, text=clean_english(out.text))
-                for out in outputs]
+        return await self.cpu.run(_cleaned, outputs)
+
+    def _costs(self, segments: Sequence[str]) -> list[int]:
+        return [self.count_tokens(segment) for segment in segments]
 
     def _flags(self, source: str, output: Generated) -> list[str]:
         return assess(source, output.text, score=output.score, hit_max_length=output.hit_max_length,
@@ -262,15 +303,23 @@ class TranslationPipeline:
                               options: GenerationOptions, lane: Lane, deadline: float) -> set[int]:
         """Re-generate looping or cut-off segments once with safer decoding; keep whichever output has fewer
         problems (then the higher score). Mutates `outputs`; returns the indices that were retried."""
-        suspects = [i for i, out in enumerate(outputs) if isinstance(out, Generated)
-                    and RETRY_FLAGS.intersection(self._flags(segments[i], out))]
+        suspects = await self.cpu.run(self._suspects, segments, outputs)
         if not suspects:
             return set()
         second = await self._generate([segments[i] for i in suspects], safer_options(options), lane, deadline)
+        await self.cpu.run(self._keep_better, segments, outputs, suspects, second)
+        return set(suspects)
+
+    def _suspects(self, segments: Sequence[str], outputs: Sequence[Generated | BaseException]) -> list[int]:
+        """Indices of the outputs that loop or were cut off (worth a retry with safer decoding)."""
+        return [i for i, out in enumerate(outputs) if isinstance(out, Generated)
+                and RETRY_FLAGS.intersection(self._flags(segments[i], out))]
+
+    def _keep_better(self, segments: Sequence[str], outputs: list[Generated | BaseException],
+                     suspects: Sequence[int], second: Sequence[Generated | BaseException]) -> None:
         for index, candidate in zip(suspects, second):
             if isinstance(candidate, Generated) and self._better(segments[index], candidate, outputs[index]):
                 outputs[index] = candidate
-        return set(suspects)
 
     def _better(self, source: str, candidate: Generated, current: Generated) -> bool:
         return (severity(self._flags(source, candidate)), -candidate.score) < \
@@ -291,3 +340,14 @@ class TranslationPipeline:
                 log.error("inference failed for text %d", index, exc_info=failure)
             return TextResult(index=index, error=ErrorBody(**error.to_dict()))
         return assemble_text(index, item, outputs, retried=retried, thresholds=self.config.quality)  # type: ignore[arg-type]
+
+
+def _cache_keys(cache: TranslationCache, options: GenerationOptions, segments: Sequence[str],
+                contexts: Sequence[str] | None) -> list[str]:
+    return [cache.key(options, segment, contexts[i] if contexts else "") for i, segment in enumerate(segments)]
+
+
+def _cleaned(outputs: Sequence[Generated | BaseException]) -> list[Generated | BaseException]:
+    """Model outputs with their English cleaned up (errors kept as they are)."""
+    return [out if isinstance(out, BaseException) else replace(out, text=clean_english(out.text))
+            for out in outputs]

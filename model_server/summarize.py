@@ -188,6 +188,8 @@ class SummarizationPipeline:
             translator.backend, translator.batcher,
             replace(translator.config, limits=TextLimits(max_text_chars=10**9, min_arabic_ratio=0.0)),
             cpu=translator.cpu)
+        # Planning, tokenizing and checking scan the whole text: the translator's CPU pool, never the loop.
+        self.cpu = translator.cpu
         for name in presets.names():
             self._check_fits(name, presets.get(name))
 
@@ -222,7 +224,7 @@ class SummarizationPipeline:
         """One text's summary in its own language. Raises ServiceError for bad input or a failure."""
         started = time.perf_counter()
         chosen = self.presets.get(preset)
-        normalized = check_text(text, self.limits, arabic=lang == "ar")
+        normalized = await self.cpu.run(check_text, text, self.limits, arabic=lang == "ar")
         prepared = time.perf_counter()
         summary, long_article = await self._within_timeout(self._summarize_text(normalized, chosen, lane))
         done = time.perf_counter()
@@ -241,18 +243,17 @@ class SummarizationPipeline:
         def count(chunk: str) -> int:
             return self.backend.count_tokens(model_input(preset.prefix, chunk))
 
-        chunks = plan_chunks(text, count, limit)
+        chunks, inputs, costs = await self.cpu.run(_plan_inputs, preset.prefix, text, count, limit)
         first, passes = len(chunks), 0
         while True:
             passes += 1
-            summaries = await self._generate([model_input(preset.prefix, c) for c in chunks],
-                                             [count(c) for c in chunks], options, lane)
+            summaries = await self._generate(inputs, costs, options, lane)
             if len(chunks) == 1:
                 return summaries[0], LongArticle(chunked=first > 1, chunks=first, passes=passes)
             joined = "\n".join(s for s in summaries if s)
             if not joined:
                 return "", LongArticle(chunked=True, chunks=first, passes=passes)
-            next_chunks = plan_chunks(joined, count, limit)
+            next_chunks, inputs, costs = await self.cpu.run(_plan_inputs, preset.prefix, joined, count, limit)
             if len(next_chunks) >= len(chunks):
                 raise ServiceError("inference_failed", (
                     f"the summaries of {len(chunks)} chunks do not fit in fewer chunks of {limit} tokens; "
@@ -290,8 +291,7 @@ class SummarizationPipeline:
         started = time.perf_counter()
         strategy = SummaryStrategy(strategy) if strategy else self.strategy
         chosen = self.presets.get(preset)
-        _check_field("title", title, self.limits)
-        body_normalized = _check_field("body", body, self.limits)
+        body_normalized = await self.cpu.run(_check_article, title, body, self.limits)
         timings: dict[str, float] = {"prepare": time.perf_counter() - started}
         result = await self._within_timeout(
             self._article(title, body, body_normalized, strategy, chosen, lane, timings))
@@ -315,7 +315,7 @@ class SummarizationPipeline:
         title_result, body_result = results
         arabic = SummaryText(text=summary_ar, lang="ar", method="mt5(ar)", long_article=long_article)
         if strategy is SummaryStrategy.summarize_both:
-            english_source = normalize_text(body_result.translation or "")
+            english_source = await self.cpu.run(normalize_text, body_result.translation or "")
             text_en, long_en = ("", None)
             if english_source.strip():
                 text_en, long_en = await _timed(timings, "summarize_en",
@@ -330,6 +330,20 @@ class SummarizationPipeline:
                 text_en = translated_summary.translation or ""
             english = SummaryText(text=text_en, lang="en", method="marian(mt5(ar))")
         return title_result, body_result, BilingualSummary(ar=arabic, en=english), long_article
+
+
+def _plan_inputs(prefix: str, text: str, count: Callable[[str], int],
+                 max_tokens: int) -> tuple[list[str], list[str], list[int]]:
+    """One pass's preparation (it scans and tokenizes the whole text, so it runs in the CPU pool): the
+    chunks of `text`, what the model reads for each, and their token counts (the batch costs)."""
+    chunks = plan_chunks(text, count, max_tokens)
+    return chunks, [model_input(prefix, chunk) for chunk in chunks], [count(chunk) for chunk in chunks]
+
+
+def _check_article(title: str, body: str, limits: TextLimits) -> str:
+    """Both fields checked (title first); returns the normalized body."""
+    _check_field("title", title, limits)
+    return _check_field("body", body, limits)
 
 
 def _check_field(field: str, text: str, limits: TextLimits) -> str:

@@ -156,9 +156,14 @@ class DynamicBatcher(Generic[T, R]):
 
     def submit_many(self, payloads: Sequence[T], *, costs: Sequence[int], group: Hashable,
                     lane: Lane = Lane.interactive) -> list[asyncio.Future]:
-        """Queue all payloads of one request, or none of them (a request is never half-admitted)."""
+        """Queue all payloads of one request, or none of them (a request is never half-admitted).
+        More payloads than the queue ever holds: 413 too_many_segments; no room now: 503 queue_full."""
         if len(payloads) != len(costs):
             raise ValueError("payloads and costs differ in length")
+        if len(payloads) > self.max_queue_items:  # even an empty queue could not take it: no retry can help
+            raise ServiceError(
+                "too_many_segments", f"this request has {len(payloads)} segments for the model; the batch queue "
+                f"admits at most {self.max_queue_items} at once, so no retry can help: split the request")
         if self._closing or self._worker is None:
             raise overloaded("shutting_down", "the server is shutting down and accepts no new work",
                              self.retry_after_s)

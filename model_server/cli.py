@@ -26,7 +26,7 @@ from model_server.settings import Settings
 
 log = logging.getLogger("model_server")
 
-_settings_from = settings_from  # the name tests and scripts import from here
+_settings_from = settings_from  # the name tests/test_model_choice.py and test_ctranslate2.py import
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,39 +9,34 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from model_server.errors import ServiceError
+from model_server.cli_common import CommandFailed, add_settings_flags, load_services, read_input, settings_from
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, *, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Add the `summarize` and `article` sub-commands to the `model-server` parser."""
-    from model_server.cli import _add_settings_flags
-
-    summarize = sub.add_parser("summarize", help="summarize a file (or stdin) with mT5, same language, to stdout")
+    summarize = sub.add_parser("summarize", help="summarize a file (or stdin) with mT5, same language, to stdout",
+                               parents=list(parents))
     summarize.add_argument("input", nargs="?", help="UTF-8 text file; '-' or omitted = stdin")
     summarize.add_argument("--lang", choices=("ar", "en"), default="ar", help="language of the text (default: ar)")
     summarize.add_argument("--preset", default=None,
                            help="summary preset (default: the default_summary_preset setting)")
     summarize.add_argument("--json", action="store_true", help="print the preset, chunking and timings as JSON")
-    _add_settings_flags(summarize)
+    add_settings_flags(summarize)
     summarize.set_defaults(func=cmd_summarize)
 
-    article = sub.add_parser("article", help="translate and summarize an article file; JSON on stdout")
+    article = sub.add_parser("article", help="translate and summarize an article file; JSON on stdout",
+                             parents=list(parents))
     article.add_argument("input", help="plain text (first line = title, the rest = body) or JSON "
                                        "{\"title\", \"body\", \"id\", \"metadata\"}; '-' = stdin")
     article.add_argument("--strategy", choices=("translate-summary", "summarize-both"), default=None,
                          help="how the English summary is made (default: the summary_strategy setting)")
     article.add_argument("--preset", default=None, help="summary preset (default: the default_summary_preset setting)")
-    _add_settings_flags(article)
+    add_settings_flags(article)
     article.set_defaults(func=cmd_article)
-
-
-def _read(source: str | None) -> str:
-    return sys.stdin.read() if source in (None, "-") else Path(source).read_text(encoding="utf-8")
 
 
 def parse_article(text: str) -> dict[str, Any]:
@@ -50,7 +45,8 @@ def parse_article(text: str) -> dict[str, Any]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SystemExit(f"model-server article: the input is not valid JSON: {exc}") from None
+            raise CommandFailed(f"article: the input is not valid JSON ({exc}); give a JSON object "
+                                '{"title": ..., "body": ...} or plain text (first line = title)') from None
     else:
         title, _, body = text.strip().partition("\n")
         data = {"title": title.strip(), "body": body.strip()}
@@ -60,15 +56,12 @@ def parse_article(text: str) -> dict[str, Any]:
         return ArticleRequest.model_validate(data).model_dump(exclude_unset=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'article'}: {e['msg']}" for e in exc.errors())
-        raise SystemExit(f"model-server article: {problems}") from None
+        raise CommandFailed(f"article: {problems}; give a JSON object with a non-empty title and body") from None
 
 
 def _run(args: argparse.Namespace, work) -> Any:
-    """Load the services (summarization on), run `work(summarizer)`, close; ServiceError -> exit 1."""
-    from model_server.cli import _load_services, _settings_from
-
-    settings = _settings_from(args)
-    services = _load_services(settings, summarization=True)
+    """Load the services (summarization on), run `work(summarizer)`, close."""
+    services = load_services(settings_from(args), summarization=True)
 
     async def run():
         services.start()
@@ -77,11 +70,7 @@ def _run(args: argparse.Namespace, work) -> Any:
         finally:
             await services.close()
 
-    try:
-        return asyncio.run(run())
-    except ServiceError as exc:
-        print(f"model-server: {exc.code}: {exc.message}", file=sys.stderr)
-        raise SystemExit(1) from None
+    return asyncio.run(run())
 
 
 def _dump(model: Any) -> None:
@@ -93,7 +82,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     from model_server.api.schemas import TEST_MODEL_WARNING
     from model_server.api.summary_schemas import SummarizeResponse
 
-    text = _read(args.input)
+    text = read_input(args.input)
     result = _run(args, lambda summarizer: summarizer.summarize(text, lang=args.lang, preset=args.preset))
     if args.json:
         _dump(SummarizeResponse(**dict(result), warning=TEST_MODEL_WARNING if result.model.test_model else None))
@@ -106,7 +95,7 @@ def cmd_article(args: argparse.Namespace) -> int:
     from model_server.api.schemas import TEST_MODEL_WARNING
     from model_server.api.summary_schemas import ArticleResponse
 
-    article = parse_article(_read(args.input))
+    article = parse_article(read_input(args.input))
     strategy = args.strategy or article.get("strategy")
     preset = args.preset or article.get("preset")
     result = _run(args, lambda summarizer: summarizer.article(

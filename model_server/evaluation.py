@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from model_server.batching.batcher import Lane
+from model_server.files import read_utf8
 from model_server.settings import Settings
 
 LINES_PER_CALL = 128  # keeps one call's segments far below the queue limit on large test sets
@@ -36,13 +37,17 @@ class Variant:
             key, sep, value = assignment.partition("=")
             if not sep or not key.strip():
                 raise ValueError(f"variant {spec!r}: expected key=value pairs, got {assignment!r}")
-            overrides[key.strip().replace("-", "_")] = value.strip()
+            setting = key.strip().replace("-", "_")
+            if setting not in Settings.model_fields:
+                raise ValueError(f"variant {spec!r}: {key.strip()!r} is not a setting; use a setting name such as "
+                                 "backend or translation_model (model-server eval --help lists them)")
+            overrides[setting] = value.strip()
         return cls(name=name or ",".join(f"{k}={v}" for k, v in overrides.items()) or "default",
                    overrides=overrides)
 
 
 def read_lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
+    return read_utf8(path).splitlines()
 
 
 async def _translate_lines(services, lines: Sequence[str]) -> tuple[list[str], list, float]:
@@ -113,7 +118,7 @@ def evaluate(source: Path, reference: Path, variants: Sequence[Variant], base: S
     sources, references = read_lines(source), read_lines(reference)
     if len(sources) != len(references):
         raise ValueError(f"{source} has {len(sources)} lines but {reference} has {len(references)}: "
-                         "the files must be line-aligned")
+                         "the files must be line-aligned (line N of the reference translates line N of the source)")
     return {"source": str(source), "reference": str(reference), "lines": len(sources),
             "machine": {"python": platform.python_version(), "platform": platform.platform()},
             "variants": [evaluate_variant(v, base, sources, references) for v in variants or [Variant("default")]]}
@@ -165,14 +170,15 @@ def read_summary_pairs(path: Path) -> list[tuple[str, str]]:
     import json
 
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
             pairs.append((item["document"], item["summary"]))
         except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{path}:{number}: expected a JSON object with 'document' and 'summary'") from None
+            raise ValueError(f"{path}:{number}: expected a JSON object with 'document' and 'summary'; give one "
+                             '{"document": "...", "summary": "..."} object per line (JSON Lines)') from None
     return pairs
 
 

@@ -11,6 +11,9 @@ hub commit when known), the quantization and the library versions. The server re
 directory whose fingerprint differs from the configured model's, so a stale conversion is never served
 under a new model's name. Conversions are written to a temporary sibling and renamed into place, so a
 reader never sees half a model.
+
+This module is the one home of the on-disk format and of importing the optional `ctranslate2` package;
+the engine (`ctranslate2_backend`) imports from here, never the other way round.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from model_server.backends.loading import hub_dirname, resolve_model_source
+from model_server.backends.loading import TRANSLATION_EXAMPLE, hub_dirname, resolve_model_source
 from model_server.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
+INSTALL_HINT = "pip install 'model-server[ct2]'"
 METADATA_FILE = "model_server_ct2.json"
 METADATA_FORMAT = 1
 TOKENIZER_SUBDIR = "hf"
@@ -48,6 +52,16 @@ _HF_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "
 _FINGERPRINT_SUFFIXES = (".json", ".spm", ".model", ".safetensors", ".bin", ".txt")
 _SAMPLE_BYTES = 1 << 20  # big files are fingerprinted by size + first and last MiB
 _CONVERT_LOCK = threading.Lock()  # conversions patch a converter class (see _t5_output_scale_as_transformers)
+
+
+def import_ctranslate2():
+    """The optional `ctranslate2` package, or a start-up error that says how to install it."""
+    try:
+        import ctranslate2
+    except ImportError as exc:
+        raise ServiceError("model_unavailable",
+                           f"backend=ctranslate2 needs the optional ctranslate2 package: {INSTALL_HINT}") from exc
+    return ctranslate2
 
 
 def quantization_for(compute_type: str) -> str:
@@ -93,11 +107,12 @@ def tokenizer_dir(converted_dir: Path) -> Path:
 
 
 def convert(model_dir_or_id: str, out_dir: Path | str, quantization: str, force: bool = False, *,
-            models_dir: Path | str = Path("models")) -> Path:
+            models_dir: Path | str = Path("models"), setting_example: str = TRANSLATION_EXAMPLE) -> Path:
     """Convert a local model directory or hub id into `out_dir` and return it.
 
     Hub ids are looked up like the server does (`models_dir`, the Hugging Face cache, then the hub).
     An existing `out_dir` is only replaced with `force`, and only if it looks like a conversion.
+    `setting_example` shows, when the model is not here, how to use a model directory instead.
     """
     if quantization not in QUANTIZATIONS:
         raise ServiceError("model_unavailable", f"unknown quantization {quantization!r}; "
@@ -105,7 +120,7 @@ def convert(model_dir_or_id: str, out_dir: Path | str, quantization: str, force:
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not force:
         raise ServiceError("model_unavailable", f"{out_dir} already exists; pass --force to replace it")
-    source = _local_source(model_dir_or_id, Path(models_dir))
+    source = _local_source(model_dir_or_id, Path(models_dir), setting_example)
     architecture = _check_architecture(source, model_dir_or_id)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.converting-", dir=out_dir.parent))
@@ -172,9 +187,9 @@ def cached_conversion(name: str, models_dir: Path, cache_dir: Path, quantization
         raise
 
 
-def _local_source(name: str, models_dir: Path) -> Path:
+def _local_source(name: str, models_dir: Path, setting_example: str = TRANSLATION_EXAMPLE) -> Path:
     """A local directory with the model's files: resolved like the server does, fetched when a hub id."""
-    resolved = resolve_model_source(name, models_dir)
+    resolved = resolve_model_source(name, models_dir, setting_example=setting_example)
     if Path(resolved).is_dir():
         return Path(resolved).absolute()
     from huggingface_hub import snapshot_download
@@ -183,7 +198,8 @@ def _local_source(name: str, models_dir: Path) -> Path:
         return Path(snapshot_download(resolved, allow_patterns=["*.json", "*.spm", "*.model", "*.safetensors", "*.bin",
                                                                "*.txt"]))
     except Exception as exc:  # noqa: BLE001 - network, auth and cache errors all mean "not available"
-        raise ServiceError("model_unavailable", f"cannot fetch '{name}' for conversion: {exc}") from exc
+        raise ServiceError("model_unavailable", f"cannot fetch '{name}' for conversion ({exc}); check the hub id, "
+                                                f"or pass a directory holding the model files instead") from exc
 
 
 def _cached_source(name: str, models_dir: Path) -> Path | None:
@@ -206,17 +222,17 @@ def _check_architecture(source: Path, name: str) -> str:
     try:
         config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ServiceError("model_unavailable", f"cannot read the config of '{name}' in {source}: {exc}") from exc
+        raise ServiceError("model_unavailable", f"cannot read the config of '{name}' in {source} ({exc}): the "
+                                                f"model files are damaged; copy or download them again") from exc
     architecture = config.get("model_type", "?")
     if architecture not in CONVERTIBLE_ARCHITECTURES:
         raise ServiceError("model_unavailable", f"cannot convert '{name}': its architecture '{architecture}' is not "
-                                                f"supported (supported: {', '.join(CONVERTIBLE_ARCHITECTURES)})")
+                                                f"supported: convert a MarianMT (translation) or T5/mT5 (summarization) "
+                                                f"model ({', '.join(CONVERTIBLE_ARCHITECTURES)})")
     return architecture
 
 
 def _convert_into(source: Path, tmp: Path, quantization: str, name: str) -> None:
-    from model_server.backends.ctranslate2_backend import import_ctranslate2
-
     import_ctranslate2()
     from ctranslate2.converters import TransformersConverter
 

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from model_server.backends.base import Generated, GenerationOptions, ModelInfo
+from model_server.backends.ct2_convert import (cached_conversion, import_ctranslate2, quantization_for, read_metadata,
+                                               tokenizer_dir, verify_converted)
+from model_server.backends.loading import wrong_architecture
 from model_server.backends.torch_backend import _model_input_limit  # the same limit on both backends
 from model_server.errors import ServiceError
 
@@ -23,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'model-server[ct2]'"
 # Compute types that CTranslate2 runs on CUDA only.
 CUDA_ONLY_COMPUTE_TYPES = frozenset({"float16", "int8_float16", "bfloat16", "int8_bfloat16"})
 # `auto`: int8 weights with float32 activations on CPU (the fast path there), int8 weights with
@@ -34,16 +36,6 @@ AUTO_COMPUTE_TYPE = {"cpu": "int8", "cuda": "int8_float16"}
 # run in bfloat16 (float32's range) or, on GPUs without bfloat16, in float32. On CPU `auto` stays int8
 # (int8 weights, float32 activations: no overflow).
 AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES = ("int8_bfloat16", "int8_float32")
-
-
-def import_ctranslate2():
-    """The optional `ctranslate2` package, or a start-up error that says how to install it."""
-    try:
-        import ctranslate2
-    except ImportError as exc:
-        raise ServiceError("model_unavailable",
-                           f"backend=ctranslate2 needs the optional ctranslate2 package: {INSTALL_HINT}") from exc
-    return ctranslate2
 
 
 def resolve_ct2_device(device: str) -> str:
@@ -84,15 +76,12 @@ class CTranslate2Seq2SeqBackend:
                  device: str, compute_type: str, intra_threads: int = 0, inter_threads: int = 1,
                  max_batch_size: int = 0, batch_type: str = "examples", beam_patience: float = 2.0,
                  max_input_tokens: int | None = None) -> None:
-        from model_server.backends.ct2_convert import read_metadata, tokenizer_dir
-
         ctranslate2 = import_ctranslate2()
         model_dir = Path(model_dir)
         metadata = read_metadata(model_dir)
         architecture = metadata["architecture"]
         if architecture not in architectures:
-            raise ServiceError("model_unavailable", f"{model_dir} holds a '{architecture}' model; "
-                                                    f"{task} needs one of {', '.join(architectures)}")
+            raise wrong_architecture(name, architecture, task, architectures)
         self.tokenizer, config, generation = _load_hf_side(tokenizer_dir(model_dir), name)
         try:
             self.translator = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
@@ -186,8 +175,6 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
 
     `max_input_tokens` is the task's own limit (max_input_tokens or summary_max_input_tokens; None = the
     model's); `task` also picks what ct2_compute_type=auto means (see resolve_compute_type)."""
-    from model_server.backends.ct2_convert import cached_conversion, quantization_for, verify_converted
-
     device = resolve_ct2_device(settings.device.value)
     compute_type = resolve_compute_type(settings.ct2_compute_type.value, device, task)
     if converted_dir is not None:

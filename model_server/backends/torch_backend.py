@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from model_server.backends.base import Generated, GenerationOptions, ModelInfo
+from model_server.backends.loading import wrong_architecture
 from model_server.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,7 @@ class TorchSeq2SeqBackend:
         except OSError as exc:
             raise ServiceError("model_unavailable", f"cannot read the config of model '{name}' from {source}: {exc}") from exc
         if config.model_type not in architectures:
-            raise ServiceError("model_unavailable", 
-                f"model '{name}' is a '{config.model_type}' model; {task} needs one of {', '.join(architectures)}")
+            raise wrong_architecture(name, config.model_type, task, architectures)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype))

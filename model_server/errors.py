@@ -42,6 +42,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "glossaries_unavailable": (503, "the glossary store (cache_path) cannot be opened; see the start-up log"),
     "unknown_job": (404, "GET /v1/jobs/{id} with an id this server never issued"),
     "jobs_unavailable": (503, "the job store (cache_path) cannot be opened; see the start-up log"),
+    "callback_not_allowed": (400, "callback_url is not http(s), does not resolve, or reaches a loopback, private, "
+                             "link-local, multicast or cloud metadata address not in webhook_allowed_hosts"),
+    "idempotency_mismatch": (422, "an Idempotency-Key already used by this client for a different request body"),
+    "job_interrupted": (500, "a job's error: the server stopped while it ran jobs_max_attempts times (it may crash "
+                        "the server), so it is not run again"),
     "internal_error": (500, "a bug: logged with its stack trace"),
 }
 

@@ -248,7 +248,7 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
         created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         return float(created_at), str(job_id)
     except (ValueError, TypeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
-        raise ServiceError("validation_error", "cursor: not a value this server returned as next_cursor") from exc
+        raise ServiceError("invalid_cursor", "cursor: not a value this server returned as next_cursor") from exc
 
 
 class JobManager:

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from model_server.api.context import context_of
 from model_server.api.deps import admit_texts, get_services
+from model_server.api.errors import refuse_other_methods
 from model_server.api.ratelimit import enforce_char_budget
 from model_server.api.routes.glossaries import find_glossary
 from model_server.api.schemas import ErrorResponse, TranslateRequest
@@ -89,3 +90,8 @@ async def cancel_job(job_id: str, request: Request) -> Any:
     """Cancel a queued or running job: it reads `cancelled`, its queued segments are dropped, no webhook is
     sent. A finished job is returned unchanged."""
     return await _manager(request).cancel(job_id, _caller(request))
+
+
+# After the real routes, so that they match first.
+refuse_other_methods(router, "", ("GET", "POST"))
+refuse_other_methods(router, "/{job_id}", ("GET", "DELETE"))

@@ -43,7 +43,6 @@ from model_server.webhooks import WebhookSender
 log = logging.getLogger(__name__)
 
 TEXTS_PER_STEP = 4
-ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled")
 TRANSIENT = frozenset({"queue_full", "timeout", "shutting_down"})  # cured by waiting: retried
 MAX_PAGE = 100
@@ -106,13 +105,18 @@ class JobStore:
             for statement in _INDEXES:
                 self._db.execute(statement)
 
-    def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+    # Every statement runs and is read under the lock: one connection serves all threads.
+    def _write(self, sql: str, args: tuple = ()) -> int:
+        """Run a statement; the number of rows it changed."""
         with self._lock:
-            return self._db.execute(sql, args)
+            return self._db.execute(sql, args).rowcount
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def _ids(self, sql: str, args: tuple = ()) -> list[str]:
-        with self._lock:
-            return [row[0] for row in self._db.execute(sql, args)]
+        return [row[0] for row in self._rows(sql, args)]
 
     def create(self, caller: Caller, request: dict, total: int, callback_url: str | None,
                request_key: str | None) -> tuple[dict, bool]:
@@ -120,16 +124,17 @@ class JobStore:
         same, else raises idempotency_mismatch."""
         job_id, now, digest = uuid.uuid4().hex, time.time(), request_digest(request, callback_url)
         try:
-            self._execute("INSERT INTO jobs (id, owner, request_key, request_hash, status, request, done, total, "
+            self._write("INSERT INTO jobs (id, owner, request_key, request_hash, status, request, done, total, "
                           "callback_url, callback_status, created_at, updated_at) "
                           "VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?)",
                           (job_id, caller.owner, request_key, digest, json.dumps(request, ensure_ascii=False), total,
                            callback_url, "pending" if callback_url else None, now, now))
         except sqlite3.IntegrityError:
-            existing = self._execute("SELECT id, request_hash FROM jobs WHERE owner = ? AND request_key = ?",
-                                     (caller.owner, request_key)).fetchone()
-            if existing is None:  # the job holding the key expired meanwhile (its key freed): try again
+            found = self._rows("SELECT id, request_hash FROM jobs WHERE owner = ? AND request_key = ?",
+                               (caller.owner, request_key))
+            if not found:  # the job holding the key expired meanwhile (its key freed): try again
                 return self.create(caller, request, total, callback_url, request_key)
+            existing = found[0]
             if existing["request_hash"] != digest:
                 raise ServiceError("idempotency_mismatch", f"Idempotency-Key {request_key!r} was used for another "
                                    "request (its body differs); use a new key for a new request") from None
@@ -137,18 +142,18 @@ class JobStore:
         return self.get(job_id), True
 
     def get(self, job_id: str) -> dict:
-        row = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
             raise _unknown(job_id)
-        return dict(row)
+        return dict(rows[0])
 
     def page(self, owner: str, limit: int, before: tuple[float, str] | None) -> list[dict]:
         """`owner`'s jobs, newest first, strictly older than `before` (created_at, id)."""
         if before is None:
-            rows = self._execute("SELECT * FROM jobs WHERE owner = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+            rows = self._rows("SELECT * FROM jobs WHERE owner = ? ORDER BY created_at DESC, id DESC LIMIT ?",
                                  (owner, limit))
         else:
-            rows = self._execute("SELECT * FROM jobs WHERE owner = ? AND (created_at, id) < (?, ?) "
+            rows = self._rows("SELECT * FROM jobs WHERE owner = ? AND (created_at, id) < (?, ?) "
                                  "ORDER BY created_at DESC, id DESC LIMIT ?", (owner, *before, limit))
         return [dict(row) for row in rows]
 
@@ -157,16 +162,13 @@ class JobStore:
         fields["updated_at"] = time.time()
         names = ", ".join(f"{name} = ?" for name in fields)
         marks = ", ".join("?" * len(from_statuses))
-        cursor = self._execute(f"UPDATE jobs SET {names} WHERE id = ? AND status IN ({marks})",
-                               (*fields.values(), job_id, *from_statuses))
-        return cursor.rowcount == 1
+        return self._write(f"UPDATE jobs SET {names} WHERE id = ? AND status IN ({marks})",
+                           (*fields.values(), job_id, *from_statuses)) == 1
 
     def start(self, job_id: str) -> bool:
         """queued -> running, spending one attempt."""
-        with self._lock:
-            cursor = self._db.execute("UPDATE jobs SET status = 'running', done = 0, attempts = attempts + 1, "
-                                      "updated_at = ? WHERE id = ? AND status = 'queued'", (time.time(), job_id))
-        return cursor.rowcount == 1
+        return self._write("UPDATE jobs SET status = 'running', done = 0, attempts = attempts + 1, updated_at = ? "
+                           "WHERE id = ? AND status = 'queued'", (time.time(), job_id)) == 1
 
     def progress(self, job_id: str, done: int) -> bool:
         """Record progress; False when the job is no longer running (cancelled meanwhile)."""
@@ -182,7 +184,11 @@ class JobStore:
         return self._transition(job_id, ("running",), status="queued", done=0, error=json.dumps(error))
 
     def cancel(self, job_id: str) -> bool:
-        return self._transition(job_id, ACTIVE, status="cancelled", finished_at=time.time())
+        """queued | running -> cancelled; its webhook will not be sent."""
+        now = time.time()
+        return self._write("UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, callback_status = "
+                           "CASE WHEN callback_url IS NULL THEN NULL ELSE 'not_sent' END "
+                           "WHERE id = ? AND status IN ('queued', 'running')", (now, now, job_id)) == 1
 
     def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
         """At start-up: (jobs to run, oldest first; jobs just failed). A job still 'running' was interrupted by
@@ -194,13 +200,13 @@ class JobStore:
             "server); it is not run again")})
         for job_id in interrupted:
             self._transition(job_id, ("running",), status="failed", error=error, finished_at=now)
-        self._execute("UPDATE jobs SET status = 'queued', done = 0 WHERE status = 'running'")
+        self._write("UPDATE jobs SET status = 'queued', done = 0 WHERE status = 'running'")
         return self._ids("SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at"), interrupted
 
     def requeue(self, job_ids: list[str]) -> None:
         """A graceful stop interrupted these runs: back to queued, the attempt given back."""
         for job_id in job_ids:
-            self._execute("UPDATE jobs SET status = 'queued', done = 0, attempts = MAX(attempts - 1, 0) "
+            self._write("UPDATE jobs SET status = 'queued', done = 0, attempts = MAX(attempts - 1, 0) "
                           "WHERE id = ? AND status = 'running'", (job_id,))
 
     def undelivered(self) -> list[str]:
@@ -208,7 +214,7 @@ class JobStore:
                          "ORDER BY created_at")
 
     def record_delivery(self, job_id: str, attempts: int, status: str) -> None:
-        self._execute("UPDATE jobs SET callback_attempts = ?, callback_status = ? WHERE id = ?",
+        self._write("UPDATE jobs SET callback_attempts = ?, callback_status = ? WHERE id = ?",
                       (attempts, status, job_id))
 
     def expire(self, now: float, retention_s: float) -> None:
@@ -216,10 +222,10 @@ class JobStore:
         for reuse); expired ones older than twice the retention are deleted."""
         finished = "COALESCE(finished_at, updated_at)"  # rows from before finished_at existed
         marks = ", ".join("?" * len(FINISHED))
-        self._execute(f"UPDATE jobs SET status = 'expired', request = '', result = NULL, request_key = NULL, "
+        self._write(f"UPDATE jobs SET status = 'expired', request = '', result = NULL, request_key = NULL, "
                       f"updated_at = ? WHERE status IN ({marks}) AND {finished} < ?",
                       (now, *FINISHED, now - retention_s))
-        self._execute(f"DELETE FROM jobs WHERE status = 'expired' AND {finished} < ?", (now - 2 * retention_s,))
+        self._write(f"DELETE FROM jobs WHERE status = 'expired' AND {finished} < ?", (now - 2 * retention_s,))
 
     def close(self) -> None:
         with self._lock:
@@ -328,7 +334,7 @@ class JobManager:
     async def get(self, job_id: str, caller: Caller) -> dict:
         return public_view(await self._visible(job_id, caller))
 
-    async def list(self, caller: Caller, *, limit: int, cursor: str | None) -> dict:
+    async def list_jobs(self, caller: Caller, *, limit: int, cursor: str | None) -> dict:
         before = _parse_cursor(cursor) if cursor else None
         jobs = await asyncio.to_thread(self.store.page, caller.owner, limit + 1, before)
         more = len(jobs) > limit

@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -155,7 +156,7 @@ class WebhookSender:
 
     def __init__(self, *, secret: str | None, allowed: AllowList, timeout_s: float, resolve_timeout_s: float,
                  max_attempts: int, backoff_s: float, resolve: Resolver = system_resolver,
-                 observe: Callable[[str], None] | None = None) -> None:
+                 verify: ssl.SSLContext | bool = True, observe: Callable[[str], None] | None = None) -> None:
         self.secret = secret
         self.allowed = allowed
         self.timeout_s = timeout_s
@@ -163,6 +164,7 @@ class WebhookSender:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self._resolve = resolve  # tests give a fake DNS; production uses getaddrinfo
+        self._verify = verify    # TLS trust (tests: their own CA); certificates are checked against the name
         self._observe = observe or (lambda outcome: None)
         self._client = None
 
@@ -279,7 +281,7 @@ class WebhookSender:
             # never reused for another name on the same address. No proxies from the environment either:
             # the checked address is the one connected to.
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=self.timeout_s,
-                                             limits=httpx.Limits(max_keepalive_connections=0))
+                                             verify=self._verify, limits=httpx.Limits(max_keepalive_connections=0))
         return self._client
 
     async def close(self) -> None:

@@ -290,13 +290,13 @@ def test_cancel_a_running_and_a_queued_job(tiny_marian_dir, tiny_backend, tmp_pa
     """The running job's queued segments leave the batch queue at once; the queued job never runs."""
     gated = GatedBackend(tiny_backend)
     services = services_around(tiny_marian_dir, gated, tmp_path, max_batch_size=1, max_wait_ms=0,
-                               jobs_max_concurrent=1)
+                               jobs_max_concurrent=1, webhook_secret="s", webhook_allowed_hosts="127.0.0.1")
     batcher = services.translation.batcher
     running_texts = ["مرحبا بالعالم.", "شكرا جزيلا.", "الطقس جميل اليوم.", "اتفاق دفاعي بين الطرفين"]
     with serve_services(services) as server, server.client() as client:
         running = client.post("/v1/jobs", json={"texts": running_texts}).json()
         assert gated.entered.wait(30)  # one segment in the model, three waiting
-        queued = client.post("/v1/jobs", json={"text": "مرحبا"}).json()
+        queued = client.post("/v1/jobs", json={"text": "مرحبا", "callback_url": "http://127.0.0.1:9/hook"}).json()
         wait_until(lambda: batcher.pending(Lane.bulk) == 3)
         cancelled_queued = client.delete(f"/v1/jobs/{queued['id']}").json()  # first: the worker is still busy
         cancelled = client.delete(f"/v1/jobs/{running['id']}")
@@ -310,6 +310,7 @@ def test_cancel_a_running_and_a_queued_job(tiny_marian_dir, tiny_backend, tmp_pa
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert pending_after == 0
     assert cancelled_queued["status"] == "cancelled" and cancelled_queued["attempts"] == 0
+    assert cancelled_queued["callback"] == {"url": "http://127.0.0.1:9/hook", "status": "not_sent", "attempts": 0}
     assert final["status"] == "cancelled" and final["progress"]["done"] == 0 and final["result"] is None
     assert gated.seen == [running_texts[0], ALLIANCE]  # the held segment, then the next job's only
     assert again["status"] == "done"  # a finished job is left as it is

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import shutil
 import sqlite3
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +31,7 @@ class Receiver:
     """A tiny webhook receiver on loopback. Each POST is recorded (headers, body), then answered by
     `respond(handler, n)` (n = index of the post); by default 500 for the first `failures` posts, then 200."""
 
-    def __init__(self, failures: int = 0, respond=None) -> None:
+    def __init__(self, failures: int = 0, respond=None, tls: ssl.SSLContext | None = None) -> None:
         self.failures = failures
         self.posts: list[tuple[object, bytes]] = []
         self.respond = respond or self._status_after_failures
@@ -48,6 +51,8 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -307,3 +312,31 @@ def test_a_name_resolving_to_any_internal_address_is_refused():
     assert "did not resolve within 0.2s" in error.message and time.monotonic() - started < 1.0
     assert asyncio.run(sender(resolve=dns, allowed=AllowList.parse("inside.example")).check(
         "http://inside.example/")).addresses == (ipaddress.ip_address("10.0.0.7"),)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A self-signed certificate for `hooks.example` (its own CA)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"), "-subj", "/CN=hooks.example",
+                    "-addext", "subjectAltName=DNS:hooks.example"], check=True, capture_output=True)
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_https_connects_to_the_checked_address_and_checks_the_certificate_against_the_name(tls_files):
+    cert, key = tls_files
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    names_asked: list[str] = []
+    server_tls.sni_callback = lambda sock, name, context: names_asked.append(name)
+    trust = ssl.create_default_context(cafile=str(cert))
+    dns = FakeDns({"hooks.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
+    with Receiver(tls=server_tls) as receiver:
+        ok = attempt(sender(resolve=dns, verify=trust), f"https://hooks.example:{receiver.port}/hook")
+        wrong_name = attempt(sender(resolve=dns, verify=trust), f"https://other.example:{receiver.port}/hook")
+    assert ok is None and receiver.posts[0][0]["Host"] == f"hooks.example:{receiver.port}"
+    assert names_asked[:2] == ["hooks.example", "other.example"]  # SNI carries the name, not the IP
+    assert wrong_name is not None and "certificate verify failed" in wrong_name and len(receiver.posts) == 1

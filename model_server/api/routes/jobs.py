@@ -75,7 +75,7 @@ async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=MAX_PAGE),
                     ) -> Any:
     """The caller's own jobs, newest first, without their results: `{"jobs": [...], "next_cursor"}`
     (null on the last page)."""
-    return await _manager(request).list(_caller(request), limit=limit, cursor=cursor)
+    return await _manager(request).list_jobs(_caller(request), limit=limit, cursor=cursor)
 
 
 @router.get("/{job_id}", responses=_ERRORS)

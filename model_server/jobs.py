@@ -125,10 +125,10 @@ class JobStore:
         job_id, now, digest = uuid.uuid4().hex, time.time(), request_digest(request, callback_url)
         try:
             self._write("INSERT INTO jobs (id, owner, request_key, request_hash, status, request, done, total, "
-                          "callback_url, callback_status, created_at, updated_at) "
-                          "VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?)",
-                          (job_id, caller.owner, request_key, digest, json.dumps(request, ensure_ascii=False), total,
-                           callback_url, "pending" if callback_url else None, now, now))
+                        "callback_url, callback_status, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?)",
+                        (job_id, caller.owner, request_key, digest, json.dumps(request, ensure_ascii=False), total,
+                         callback_url, "pending" if callback_url else None, now, now))
         except sqlite3.IntegrityError:
             found = self._rows("SELECT id, request_hash FROM jobs WHERE owner = ? AND request_key = ?",
                                (caller.owner, request_key))
@@ -151,10 +151,10 @@ class JobStore:
         """`owner`'s jobs, newest first, strictly older than `before` (created_at, id)."""
         if before is None:
             rows = self._rows("SELECT * FROM jobs WHERE owner = ? ORDER BY created_at DESC, id DESC LIMIT ?",
-                                 (owner, limit))
+                              (owner, limit))
         else:
             rows = self._rows("SELECT * FROM jobs WHERE owner = ? AND (created_at, id) < (?, ?) "
-                                 "ORDER BY created_at DESC, id DESC LIMIT ?", (owner, *before, limit))
+                              "ORDER BY created_at DESC, id DESC LIMIT ?", (owner, *before, limit))
         return [dict(row) for row in rows]
 
     def _transition(self, job_id: str, from_statuses: tuple[str, ...], **fields: Any) -> bool:
@@ -207,7 +207,7 @@ class JobStore:
         """A graceful stop interrupted these runs: back to queued, the attempt given back."""
         for job_id in job_ids:
             self._write("UPDATE jobs SET status = 'queued', done = 0, attempts = MAX(attempts - 1, 0) "
-                          "WHERE id = ? AND status = 'running'", (job_id,))
+                        "WHERE id = ? AND status = 'running'", (job_id,))
 
     def undelivered(self) -> list[str]:
         return self._ids("SELECT id FROM jobs WHERE status IN ('done', 'failed') AND callback_status = 'pending' "
@@ -215,7 +215,7 @@ class JobStore:
 
     def record_delivery(self, job_id: str, attempts: int, status: str) -> None:
         self._write("UPDATE jobs SET callback_attempts = ?, callback_status = ? WHERE id = ?",
-                      (attempts, status, job_id))
+                    (attempts, status, job_id))
 
     def expire(self, now: float, retention_s: float) -> None:
         """Finished jobs older than the retention lose their request and result (-> expired; the key is freed
@@ -223,8 +223,8 @@ class JobStore:
         finished = "COALESCE(finished_at, updated_at)"  # rows from before finished_at existed
         marks = ", ".join("?" * len(FINISHED))
         self._write(f"UPDATE jobs SET status = 'expired', request = '', result = NULL, request_key = NULL, "
-                      f"updated_at = ? WHERE status IN ({marks}) AND {finished} < ?",
-                      (now, *FINISHED, now - retention_s))
+                    f"finished_at = {finished}, updated_at = ? WHERE status IN ({marks}) AND {finished} < ?",
+                    (now, *FINISHED, now - retention_s))
         self._write(f"DELETE FROM jobs WHERE status = 'expired' AND {finished} < ?", (now - 2 * retention_s,))
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ from model_server.jobs import Caller, JobManager, JobStore
 from model_server.metrics import Metrics
 from model_server.services import Services
 from model_server.tiny_models import MEMORISED_PAIRS
-from tests.conftest import assert_error, run_with, serve_services, tiny_settings
+from tests.conftest import (SAMPLE_AR, assert_error, free_port, run_with, serve_services, start_cli_server,
+                            tiny_settings, wait_ready)
 from tests.fakes import DelegatingBackend, GatedBackend
 from tests.test_api_lifecycle import post_in_thread
 
@@ -351,3 +352,32 @@ def test_a_job_file_of_the_first_version_is_migrated(tiny_marian_dir, tiny_backe
 def test_retention_must_be_positive(tiny_marian_dir, retention_s):
     with pytest.raises(ValueError, match="jobs_retention_s"):
         tiny_settings(tiny_marian_dir, jobs_retention_s=retention_s)
+
+
+def test_a_job_running_when_the_process_is_killed_spends_its_attempt(tiny_marian_dir, tmp_path):
+    """A real crash: `model-server serve` killed with SIGKILL mid-job. With one attempt allowed, the next
+    start fails the job (job_interrupted) instead of running it again."""
+    env = {"MODEL_SERVER_PROFILE": "tiny", "MODEL_SERVER_MODELS_DIR": str(tiny_marian_dir.parent),
+           "MODEL_SERVER_CACHE_PATH": str(tmp_path / "state.sqlite3"), "MODEL_SERVER_JOBS_MAX_ATTEMPTS": "1",
+           "MODEL_SERVER_SUMMARIZATION_ENABLED": "false", "MODEL_SERVER_LOG_LEVEL": "warning"}
+    port = free_port()
+    proc = start_cli_server(env, port)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            job = client.post("/v1/jobs", json={"texts": [SAMPLE_AR] * 48}).json()
+            running = wait_for_job(client, job["id"], statuses=("running", "done"))
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert running["status"] == "running", "the job finished before the kill: make it longer"
+    port = free_port()
+    proc = start_cli_server(env, port)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            after = wait_for_job(client, job["id"])
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert after["status"] == "failed" and after["error"]["code"] == "job_interrupted" and after["attempts"] == 1

@@ -27,7 +27,9 @@ import re
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Awaitable, Callable
 
 from model_server.errors import ServiceError
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Model-Server-Signature"
 TIMESTAMP_HEADER = "X-Model-Server-Timestamp"
 
+DNS_THREADS = 4  # concurrent callback host lookups
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -140,10 +143,21 @@ class Target:
     addresses: tuple[IPAddress, ...]   # every address the host resolved to, all allowed
 
 
-async def system_resolver(host: str, port: int) -> list[str]:
-    """getaddrinfo in the loop's thread pool (it blocks)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
+class SystemResolver:
+    """getaddrinfo (it blocks) in a few threads of its own: slow lookups - which a client can cause at will
+    with a name under its control - wait for each other and time out, but never starve the default thread
+    pool that the rest of the server uses."""
+
+    def __init__(self, threads: int = DNS_THREADS) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="webhook-dns")
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        infos = await asyncio.get_running_loop().run_in_executor(
+            self._pool, partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM))
+        return [info[4][0] for info in infos]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _refuse(message: str) -> ServiceError:
@@ -155,7 +169,7 @@ class WebhookSender:
     """Checks callback URLs and delivers signed POSTs to them, retrying with exponential backoff."""
 
     def __init__(self, *, secret: str | None, allowed: AllowList, timeout_s: float, resolve_timeout_s: float,
-                 max_attempts: int, backoff_s: float, resolve: Resolver = system_resolver,
+                 max_attempts: int, backoff_s: float, resolve: Resolver | None = None,
                  verify: ssl.SSLContext | bool = True, observe: Callable[[str], None] | None = None) -> None:
         self.secret = secret
         self.allowed = allowed
@@ -163,7 +177,7 @@ class WebhookSender:
         self.resolve_timeout_s = resolve_timeout_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self._resolve = resolve  # tests give a fake DNS; production uses getaddrinfo
+        self._resolve = resolve or SystemResolver()  # tests give a fake DNS
         self._verify = verify    # TLS trust (tests: their own CA); certificates are checked against the name
         self._observe = observe or (lambda outcome: None)
         self._client = None
@@ -288,6 +302,8 @@ class WebhookSender:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if isinstance(self._resolve, SystemResolver):
+            self._resolve.close()
 
 
 def _is_ip(host: str) -> bool:

@@ -235,7 +235,7 @@ class WebhookSender:
             await on_attempt(attempts, why is None)
             if why is None:
                 return True
-            log.warning("webhook to %s failed (attempt %d/%d): %s", url, attempts, self.max_attempts, why)
+            log.warning("webhook to %s failed (attempt %d/%d): %s", _origin(url), attempts, self.max_attempts, why)
             if attempts < self.max_attempts:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempts - 1))
         return False
@@ -304,6 +304,17 @@ class WebhookSender:
             self._client = None
         if isinstance(self._resolve, SystemResolver):
             self._resolve.close()
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port of a URL, for logs: paths and queries can hold the receiver's tokens."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "(invalid URL)"
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
 
 
 def _is_ip(host: str) -> bool:

@@ -1,243 +1,478 @@
-"""Asynchronous translation jobs: accepted (202) now, translated in the `bulk` lane, fetched or delivered
-by signed webhook later. Nothing accepted is lost: jobs live in the SQLite file (`cache_path`), and a
-starting server re-queues every job that was queued or running when the last one stopped (and re-sends
-webhooks not yet delivered).
+"""Asynchronous translation jobs: accepted (202) now, translated in the `bulk` lane, fetched, listed,
+cancelled, or delivered by signed webhook (model_server/webhooks.py) later.
 
-States: queued -> running -> done | failed. At most `jobs_max_concurrent` jobs run at once; each job's
-texts are translated a few at a time so `progress` moves. Webhooks: POST of the job (as GET returns it)
-to `callback_url` with `X-Model-Server-Signature: sha256=<hex HMAC-SHA256 of the raw body with
-webhook_secret>`; a non-2xx answer or a network error is retried with exponential backoff
-(`webhook_backoff_s` x 2^n) up to `webhook_max_attempts` attempts.
+States: queued -> running -> done | failed | cancelled, and a finished job -> expired after
+`jobs_retention_s` (request and result deleted; the row itself goes after twice that).
+
+- Ownership: every job belongs to the caller that made it: `key:<name>` with auth on, `ip:<address>` when
+  it is off. With auth on only the owner sees a job (any other key gets 404 unknown_job: existence is not
+  revealed); with auth off the unguessable id is what grants access. Lists are always the caller's own.
+- Idempotency: `Idempotency-Key` is unique per owner; a repeat returns the first job if the request is
+  the same (by a hash of the stored request and callback URL), else 422 idempotency_mismatch.
+- Attempts: each run spends one (`attempts`). Transient errors (queue_full, timeout, shutting_down) put
+  the job back in the queue after `jobs_retry_backoff_s` x 2^(n-1); once `jobs_max_attempts` are spent the
+  job fails with the last error. A job found 'running' at start-up was running when the process died (a
+  crash, kill -9, or a hang): with its attempts spent it fails with `job_interrupted` instead of crashing
+  the server forever. A graceful stop gives the interrupted runs their attempt back.
+- The workers survive any exception, their error paths included: logged, counted in
+  model_server_job_worker_errors_total{stage}.
+- Persistence: rows of the SQLite file (`cache_path`); files written by older versions get the new
+  columns on open (ALTER TABLE ADD COLUMN).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
-import hmac
 import json
 import logging
 import sqlite3
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable
 
 from model_server.batching.batcher import Lane
 from model_server.documents import DocumentFormat, translate_documents
 from model_server.errors import ServiceError
+from model_server.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Model-Server-Signature"
 TEXTS_PER_STEP = 4
-ACTIVE = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+TRANSIENT = frozenset({"queue_full", "timeout", "shutting_down"})  # cured by waiting: retried
+MAX_PAGE = 100
+
+_CREATE = ("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL, request TEXT NOT NULL, "
+           "result TEXT, error TEXT, done INTEGER NOT NULL, total INTEGER NOT NULL, callback_url TEXT, "
+           "callback_status TEXT, callback_attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, "
+           "updated_at REAL NOT NULL)")
+# Columns added since the first version, in order; a file without them gets them by ALTER TABLE. (Files of
+# the first version also keep their unused, globally unique `idempotency_key` column; new rows leave it NULL.)
+_ADDED_COLUMNS = {
+    "owner": "TEXT",                  # key:<name> | ip:<address>; NULL for jobs made before ownership
+    "request_key": "TEXT",            # the Idempotency-Key, unique per owner
+    "request_hash": "TEXT",           # SHA-256 of the stored request and callback URL
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "finished_at": "REAL",
+}
+_INDEXES = ("CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_request_key ON jobs (owner, request_key)",
+            "CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created_at, id)",
+            "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status)")
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: jobs are scoped to `owner`; with auth on (`authenticated`) nobody else sees them."""
+
+    owner: str
+    authenticated: bool
+
+    def may_see(self, job: dict) -> bool:
+        return not self.authenticated or job["owner"] == self.owner
+
+
+def request_digest(request: dict, callback_url: str | None) -> str:
+    canonical = json.dumps({"request": request, "callback_url": callback_url}, sort_keys=True, ensure_ascii=False,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _unknown(job_id: str) -> ServiceError:
+    return ServiceError("unknown_job", f"no job {job_id!r}")
 
 
 class JobStore:
-    """Jobs in SQLite (blocking; the manager calls it from threads)."""
+    """Jobs in SQLite (blocking; the manager calls it from threads). State changes are conditional on the
+    current status, so a cancelled job is never turned back into a done or queued one by a late writer."""
 
     def __init__(self, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, "
-                "status TEXT NOT NULL, request TEXT NOT NULL, result TEXT, error TEXT, done INTEGER NOT NULL, "
-                "total INTEGER NOT NULL, callback_url TEXT, callback_status TEXT, callback_attempts INTEGER "
-                "NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at REAL NOT NULL)")
+            self._db.execute(_CREATE)
+            present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            for statement in _INDEXES:
+                self._db.execute(statement)
 
-    def create(self, request: dict, total: int, callback_url: str | None, idempotency_key: str | None,
-               ) -> tuple[dict, bool]:
-        """(job, created): an existing job with the same idempotency key is returned, not duplicated."""
-        job_id, now = uuid.uuid4().hex, time.time()
+    # Every statement runs and is read under the lock: one connection serves all threads.
+    def _write(self, sql: str, args: tuple = ()) -> int:
+        """Run a statement; the number of rows it changed."""
         with self._lock:
-            try:
-                self._db.execute("INSERT INTO jobs (id, idempotency_key, status, request, done, total, callback_url, "
-                                 "callback_status, created_at, updated_at) "
-                                 "VALUES (?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?)",
-                                 (job_id, idempotency_key, json.dumps(request, ensure_ascii=False), total,
-                                  callback_url, "pending" if callback_url else None, now, now))
-                created = True
-            except sqlite3.IntegrityError:
-                job_id = self._db.execute("SELECT id FROM jobs WHERE idempotency_key = ?",
-                                          (idempotency_key,)).fetchone()[0]
-                created = False
-        return self.get(job_id), created
+            return self._db.execute(sql, args).rowcount
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _ids(self, sql: str, args: tuple = ()) -> list[str]:
+        return [row[0] for row in self._rows(sql, args)]
+
+    def create(self, caller: Caller, request: dict, total: int, callback_url: str | None,
+               request_key: str | None) -> tuple[dict, bool]:
+        """(job, created). A `request_key` this owner already used returns that job when the request is the
+        same, else raises idempotency_mismatch."""
+        job_id, now, digest = uuid.uuid4().hex, time.time(), request_digest(request, callback_url)
+        try:
+            self._write("INSERT INTO jobs (id, owner, request_key, request_hash, status, request, done, total, "
+                        "callback_url, callback_status, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?)",
+                        (job_id, caller.owner, request_key, digest, json.dumps(request, ensure_ascii=False), total,
+                         callback_url, "pending" if callback_url else None, now, now))
+        except sqlite3.IntegrityError:
+            found = self._rows("SELECT id, request_hash FROM jobs WHERE owner = ? AND request_key = ?",
+                               (caller.owner, request_key))
+            if not found:  # the job holding the key expired meanwhile (its key freed): try again
+                return self.create(caller, request, total, callback_url, request_key)
+            existing = found[0]
+            if existing["request_hash"] != digest:
+                raise ServiceError("idempotency_mismatch", f"Idempotency-Key {request_key!r} was used for another "
+                                   "request (its body differs); use a new key for a new request") from None
+            return self.get(existing["id"]), False
+        return self.get(job_id), True
 
     def get(self, job_id: str) -> dict:
-        with self._lock:
-            self._db.row_factory = sqlite3.Row
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            self._db.row_factory = None
-        if row is None:
-            raise ServiceError("unknown_job", f"no job {job_id!r}")
-        return dict(row)
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise _unknown(job_id)
+        return dict(rows[0])
 
-    def update(self, job_id: str, **fields: Any) -> None:
+    def page(self, owner: str, limit: int, before: tuple[float, str] | None) -> list[dict]:
+        """`owner`'s jobs, newest first, strictly older than `before` (created_at, id)."""
+        if before is None:
+            rows = self._rows("SELECT * FROM jobs WHERE owner = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+                              (owner, limit))
+        else:
+            rows = self._rows("SELECT * FROM jobs WHERE owner = ? AND (created_at, id) < (?, ?) "
+                              "ORDER BY created_at DESC, id DESC LIMIT ?", (owner, *before, limit))
+        return [dict(row) for row in rows]
+
+    def _transition(self, job_id: str, from_statuses: tuple[str, ...], **fields: Any) -> bool:
+        """Set `fields` only if the job is in one of `from_statuses`; whether it was."""
         fields["updated_at"] = time.time()
         names = ", ".join(f"{name} = ?" for name in fields)
-        with self._lock:
-            self._db.execute(f"UPDATE jobs SET {names} WHERE id = ?", (*fields.values(), job_id))
+        marks = ", ".join("?" * len(from_statuses))
+        return self._write(f"UPDATE jobs SET {names} WHERE id = ? AND status IN ({marks})",
+                           (*fields.values(), job_id, *from_statuses)) == 1
 
-    def unfinished(self) -> list[str]:
-        """Jobs to resume, oldest first; running ones (interrupted by a stop) go back to queued."""
-        with self._lock:
-            self._db.execute("UPDATE jobs SET status = 'queued', done = 0 WHERE status = 'running'")
-            return [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at")]
+    def start(self, job_id: str) -> bool:
+        """queued -> running, spending one attempt."""
+        return self._write("UPDATE jobs SET status = 'running', done = 0, attempts = attempts + 1, updated_at = ? "
+                           "WHERE id = ? AND status = 'queued'", (time.time(), job_id)) == 1
+
+    def progress(self, job_id: str, done: int) -> bool:
+        """Record progress; False when the job is no longer running (cancelled meanwhile)."""
+        return self._transition(job_id, ("running",), done=done)
+
+    def finish(self, job_id: str, status: str, *, result: dict | None = None, error: dict | None = None) -> bool:
+        return self._transition(job_id, ("running",), status=status, finished_at=time.time(),
+                                result=json.dumps(result, ensure_ascii=False) if result is not None else None,
+                                error=json.dumps(error) if error is not None else None)
+
+    def postpone(self, job_id: str, error: dict) -> bool:
+        """running -> queued after a transient failure (the error stays visible until a later run succeeds)."""
+        return self._transition(job_id, ("running",), status="queued", done=0, error=json.dumps(error))
+
+    def cancel(self, job_id: str) -> bool:
+        """queued | running -> cancelled; its webhook will not be sent."""
+        now = time.time()
+        return self._write("UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, callback_status = "
+                           "CASE WHEN callback_url IS NULL THEN NULL ELSE 'not_sent' END "
+                           "WHERE id = ? AND status IN ('queued', 'running')", (now, now, job_id)) == 1
+
+    def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
+        """At start-up: (jobs to run, oldest first; jobs just failed). A job still 'running' was interrupted by
+        the process ending: with its attempts spent it fails (job_interrupted), otherwise it is re-queued."""
+        now = time.time()
+        interrupted = self._ids("SELECT id FROM jobs WHERE status = 'running' AND attempts >= ?", (max_attempts,))
+        error = json.dumps({"code": "job_interrupted", "message": (
+            f"the server stopped while this job was running, {max_attempts} times (it may crash or hang the "
+            "server); it is not run again")})
+        for job_id in interrupted:
+            self._transition(job_id, ("running",), status="failed", error=error, finished_at=now)
+        self._write("UPDATE jobs SET status = 'queued', done = 0 WHERE status = 'running'")
+        return self._ids("SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at"), interrupted
+
+    def requeue(self, job_ids: list[str]) -> None:
+        """A graceful stop interrupted these runs: back to queued, the attempt given back."""
+        for job_id in job_ids:
+            self._write("UPDATE jobs SET status = 'queued', done = 0, attempts = MAX(attempts - 1, 0) "
+                        "WHERE id = ? AND status = 'running'", (job_id,))
 
     def undelivered(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status IN ('done', 'failed') AND "
-                                                    "callback_status = 'pending' ORDER BY created_at")]
+        return self._ids("SELECT id FROM jobs WHERE status IN ('done', 'failed') AND callback_status = 'pending' "
+                         "ORDER BY created_at")
+
+    def record_delivery(self, job_id: str, attempts: int, status: str) -> None:
+        self._write("UPDATE jobs SET callback_attempts = ?, callback_status = ? WHERE id = ?",
+                    (attempts, status, job_id))
+
+    def expire(self, now: float, retention_s: float) -> None:
+        """Finished jobs older than the retention lose their request and result (-> expired; the key is freed
+        for reuse); expired ones older than twice the retention are deleted."""
+        finished = "COALESCE(finished_at, updated_at)"  # rows from before finished_at existed
+        marks = ", ".join("?" * len(FINISHED))
+        self._write(f"UPDATE jobs SET status = 'expired', request = '', result = NULL, request_key = NULL, "
+                    f"finished_at = {finished}, updated_at = ? WHERE status IN ({marks}) AND {finished} < ?",
+                    (now, *FINISHED, now - retention_s))
+        self._write(f"DELETE FROM jobs WHERE status = 'expired' AND {finished} < ?", (now - 2 * retention_s,))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
-def public_view(job: dict) -> dict:
-    """A job as GET /v1/jobs/{id} returns it (and the webhook delivers it)."""
+def public_view(job: dict, *, with_result: bool = True) -> dict:
+    """A job as GET /v1/jobs/{id} returns it (and the webhook delivers it); lists leave the result out."""
     view = {"id": job["id"], "status": job["status"], "progress": {"done": job["done"], "total": job["total"]},
-            "created_at": job["created_at"], "updated_at": job["updated_at"],
-            "result": json.loads(job["result"]) if job["result"] else None,
-            "error": json.loads(job["error"]) if job["error"] else None}
+            "attempts": job["attempts"], "created_at": job["created_at"], "updated_at": job["updated_at"],
+            "finished_at": job["finished_at"], "error": json.loads(job["error"]) if job["error"] else None}
+    if with_result:
+        view["result"] = json.loads(job["result"]) if job["result"] else None
     if job["callback_url"]:
         view["callback"] = {"url": job["callback_url"], "status": job["callback_status"],
                             "attempts": job["callback_attempts"]}
     return view
 
 
+def _cursor(job: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps([job["created_at"], job["id"]]).encode()).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(created_at), str(job_id)
+    except (ValueError, TypeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise ServiceError("invalid_cursor", "cursor: not a value this server returned as next_cursor") from exc
+
+
 class JobManager:
     """Workers that run persisted jobs through the translation pipeline (one per allowed concurrent job)."""
 
-    def __init__(self, services, store: JobStore) -> None:
+    def __init__(self, services, store: JobStore, *, metrics=None, webhooks: WebhookSender | None = None) -> None:
         self.services = services
         self.store = store
+        self.metrics = metrics
         settings = services.settings
         self.concurrency = settings.jobs_max_concurrent
-        self.secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-        self.max_attempts = settings.webhook_max_attempts
-        self.backoff_s = settings.webhook_backoff_s
-        self.timeout_s = settings.webhook_timeout_s
+        self.max_attempts = settings.jobs_max_attempts
+        self.retry_backoff_s = settings.jobs_retry_backoff_s
+        self.retention_s = settings.jobs_retention_s
+        observe = metrics.webhook_attempts_observer() if metrics is not None else None
+        self.webhooks = webhooks or WebhookSender.from_settings(settings, observe=observe)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
+        self._running: dict[str, asyncio.Task] = {}  # job id -> the task translating it
 
     async def start(self) -> None:
-        for job_id in await asyncio.to_thread(self.store.unfinished):
+        queued, interrupted = await asyncio.to_thread(self.store.recover, self.max_attempts)
+        for job_id in interrupted:
+            log.error("job %s failed: the server stopped while it ran %d times (job_interrupted)", job_id,
+                      self.max_attempts)
+        for job_id in queued:
             self._queue.put_nowait(job_id)
         for job_id in await asyncio.to_thread(self.store.undelivered):
-            self._spawn(self._deliver(job_id))
+            self._background(self._deliver(job_id), "deliver", job_id)
         for _ in range(self.concurrency):
             self._spawn(self._worker())
+        self._spawn(self._sweep_forever())
 
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine: Awaitable) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def submit(self, request: dict, total: int, callback_url: str | None,
+    def _background(self, coroutine: Awaitable, stage: str, job_id: str | None = None) -> None:
+        """Run `coroutine` on its own; an exception is logged and counted, never lost."""
+        async def guarded() -> None:
+            try:
+                await coroutine
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                self._worker_error(stage, job_id)
+
+        self._spawn(guarded())
+
+    def _worker_error(self, stage: str, job_id: str | None) -> None:
+        log.exception("job worker error (%s, job %s)", stage, job_id)
+        if self.metrics is not None:
+            self.metrics.job_worker_errors.labels(stage).inc()
+
+    # ----- the API's side -----
+    async def submit(self, caller: Caller, request: dict, total: int, callback_url: str | None,
                      idempotency_key: str | None) -> tuple[dict, bool]:
-        if callback_url and not self.secret:
-            raise ServiceError("unsupported_option", "callback_url needs a webhook secret on the server "
-                               "(MODEL_SERVER_WEBHOOK_SECRET)")
-        job, created = await asyncio.to_thread(self.store.create, request, total, callback_url, idempotency_key)
+        if callback_url:
+            if not self.webhooks.secret:
+                raise ServiceError("unsupported_option", "callback_url needs a webhook secret on the server "
+                                   "(MODEL_SERVER_WEBHOOK_SECRET)")
+            await self.webhooks.check(callback_url)  # refused: 400 callback_not_allowed, nothing stored
+        job, created = await asyncio.to_thread(self.store.create, caller, request, total, callback_url,
+                                               idempotency_key)
         if created:
             self._queue.put_nowait(job["id"])
         return public_view(job), created
 
-    async def get(self, job_id: str) -> dict:
+    async def _visible(self, job_id: str, caller: Caller) -> dict:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if not caller.may_see(job):
+            raise _unknown(job_id)  # the same answer as for an id never issued
+        return job
+
+    async def get(self, job_id: str, caller: Caller) -> dict:
+        return public_view(await self._visible(job_id, caller))
+
+    async def list_jobs(self, caller: Caller, *, limit: int, cursor: str | None) -> dict:
+        before = _parse_cursor(cursor) if cursor else None
+        jobs = await asyncio.to_thread(self.store.page, caller.owner, limit + 1, before)
+        more = len(jobs) > limit
+        return {"jobs": [public_view(job, with_result=False) for job in jobs[:limit]],
+                "next_cursor": _cursor(jobs[limit - 1]) if more else None}
+
+    async def cancel(self, job_id: str, caller: Caller) -> dict:
+        """Cancel a queued or running job (a running one stops now: its queued segments are dropped). A
+        finished job is returned unchanged."""
+        await self._visible(job_id, caller)
+        if await asyncio.to_thread(self.store.cancel, job_id):
+            run = self._running.get(job_id)
+            if run is not None:
+                run.cancel()
         return public_view(await asyncio.to_thread(self.store.get, job_id))
 
+    # ----- workers -----
     async def _worker(self) -> None:
         while True:
             job_id = await self._queue.get()
             try:
-                await self._run(job_id)
+                await self._process(job_id)
             except asyncio.CancelledError:
-                raise  # stopping: the job stays 'running' in the store and is re-queued on the next start
-            except Exception:  # noqa: BLE001 - a bug in one job never stops the worker
-                log.exception("job %s crashed", job_id)
-                await asyncio.to_thread(self.store.update, job_id, status="failed", error=json.dumps(
-                    {"code": "internal_error", "message": "the job failed; it has been logged"}))
-                self._spawn(self._deliver(job_id))
+                raise  # stopping: close() re-queues the interrupted job
+            except Exception:  # noqa: BLE001 - even a failing error path never stops the worker
+                self._worker_error("process", job_id)
 
-    async def _run(self, job_id: str) -> None:
+    async def _process(self, job_id: str) -> None:
+        if not await asyncio.to_thread(self.store.start, job_id):
+            return  # cancelled (or unknown) while it waited
+        run = self._spawn(self._run(job_id))
+        self._running[job_id] = run
+        try:
+            await asyncio.wait({run})
+        except asyncio.CancelledError:
+            run.cancel()
+            raise
+        finally:
+            self._running.pop(job_id, None)
+        if run.cancelled():
+            return  # DELETE /v1/jobs/{id}: already 'cancelled' in the store
+        try:
+            result = run.result()
+        except ServiceError as exc:
+            await self._failed(job_id, exc)
+        except Exception:  # noqa: BLE001 - a bug in one job: that job fails, the worker goes on
+            self._worker_error("run", job_id)
+            await self._finish(job_id, "failed", error={"code": "internal_error",
+                                                        "message": "the job failed; it has been logged"})
+        else:
+            await self._finish(job_id, "done", result=result)
+
+    async def _run(self, job_id: str) -> dict:
+        """Translate the job, a few texts at a time; its result, or ServiceError."""
         job = await asyncio.to_thread(self.store.get, job_id)
-        if job["status"] not in ACTIVE:
-            return
-        await asyncio.to_thread(self.store.update, job_id, status="running", done=0)
         request = json.loads(job["request"])
         glossary = None
-        try:
-            pipeline = self.services.translator_for(request.get("model"))  # unknown after a restart: job fails
-            options = pipeline.options(num_beams=request.get("num_beams"),
-                                       max_new_tokens=request.get("max_new_tokens"))
-            if request.get("glossary"):
-                if self.services.glossaries is None:
-                    raise ServiceError("glossaries_unavailable", "the glossary store cannot be opened")
-                glossary = await asyncio.to_thread(self.services.glossaries.get, request["glossary"])
-            texts = request["texts"]
-            results: list[dict] = []
-            for start in range(0, len(texts), TEXTS_PER_STEP):
-                part, _ = await translate_documents(
-                    pipeline, texts[start:start + TEXTS_PER_STEP], options, lane=Lane(request.get("priority", "bulk")),
-                    clean=request.get("clean", False), format=DocumentFormat(request.get("format", "text")),
-                    glossary=glossary)
-                results.extend(r.model_copy(update={"index": start + i}).model_dump(mode="json")
-                               for i, r in enumerate(part))
-                await asyncio.to_thread(self.store.update, job_id, done=len(results))
-        except ServiceError as exc:
-            await asyncio.to_thread(self.store.update, job_id, status="failed", error=json.dumps(exc.to_dict()))
-        else:
-            result = {"results": results, "model": pipeline.backend.info.model_dump(mode="json")}
-            await asyncio.to_thread(self.store.update, job_id, status="done",
-                                    result=json.dumps(result, ensure_ascii=False))
-        self._spawn(self._deliver(job_id))
+        pipeline = self.services.translator_for(request.get("model"))  # unknown after a restart: job fails
+        options = pipeline.options(num_beams=request.get("num_beams"), max_new_tokens=request.get("max_new_tokens"))
+        if request.get("glossary"):
+            if self.services.glossaries is None:
+                raise ServiceError("glossaries_unavailable", "the glossary store cannot be opened")
+            glossary = await asyncio.to_thread(self.services.glossaries.get, request["glossary"])
+        texts = request["texts"]
+        results: list[dict] = []
+        for start in range(0, len(texts), TEXTS_PER_STEP):
+            part, _ = await translate_documents(
+                pipeline, texts[start:start + TEXTS_PER_STEP], options, lane=Lane(request.get("priority", "bulk")),
+                clean=request.get("clean", False), format=DocumentFormat(request.get("format", "text")),
+                glossary=glossary)
+            transient = next((r.error for r in part if r.error is not None and r.error.code in TRANSIENT), None)
+            if transient is not None:  # e.g. the batcher shut down under this text: retry the job, not a partial result
+                raise ServiceError(transient.code, transient.message)
+            results.extend(r.model_copy(update={"index": start + i}).model_dump(mode="json")
+                           for i, r in enumerate(part))
+            if not await asyncio.to_thread(self.store.progress, job_id, len(results)):
+                raise asyncio.CancelledError  # cancelled between two steps
+        return {"results": results, "model": pipeline.backend.info.model_dump(mode="json")}
+
+    async def _failed(self, job_id: str, exc: ServiceError) -> None:
+        """A transient failure with attempts left goes back to the queue after a backoff; otherwise the job fails."""
+        attempts = (await asyncio.to_thread(self.store.get, job_id))["attempts"]
+        error = exc.to_dict()
+        if exc.code in TRANSIENT:
+            if attempts < self.max_attempts:
+                if await asyncio.to_thread(self.store.postpone, job_id, error):
+                    delay_s = self.retry_backoff_s * 2 ** (attempts - 1)
+                    log.warning("job %s: %s (attempt %d/%d); retrying in %.1fs", job_id, exc.code, attempts,
+                                self.max_attempts, delay_s)
+                    self._background(self._requeue_after(job_id, delay_s), "retry", job_id)
+                return
+            error["message"] += f" (gave up after {attempts} attempts)"
+        await self._finish(job_id, "failed", error=error)
+
+    async def _requeue_after(self, job_id: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._queue.put_nowait(job_id)
+
+    async def _finish(self, job_id: str, status: str, **outcome: Any) -> None:
+        if await asyncio.to_thread(self.store.finish, job_id, status, **outcome):
+            self._background(self._deliver(job_id), "deliver", job_id)
 
     async def _deliver(self, job_id: str) -> None:
-        """POST the finished job to its callback_url, signed, retrying with exponential backoff."""
+        """POST the finished job to its callback_url (model_server/webhooks.py: checked, signed, retried)."""
         job = await asyncio.to_thread(self.store.get, job_id)
-        if not job["callback_url"] or job["callback_status"] != "pending" or not self.secret:
+        if not job["callback_url"] or job["callback_status"] != "pending" or not self.webhooks.secret:
             return
-        import httpx
-
         body = json.dumps(public_view(job), ensure_ascii=False).encode()
-        headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(self.secret, body),
-                   "X-Model-Server-Job": job_id}
-        attempts = job["callback_attempts"]
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-            while attempts < self.max_attempts:
-                attempts += 1
-                try:
-                    response = await client.post(job["callback_url"], content=body, headers=headers)
-                    ok, why = response.is_success, f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    ok, why = False, f"{type(exc).__name__}: {exc}"
-                await asyncio.to_thread(self.store.update, job_id, callback_attempts=attempts,
-                                        callback_status="delivered" if ok else "pending")
-                if ok:
-                    return
-                log.warning("webhook for job %s failed (attempt %d/%d): %s", job_id, attempts, self.max_attempts, why)
-                if attempts < self.max_attempts:
-                    await asyncio.sleep(self.backoff_s * 2 ** (attempts - 1))
-        await asyncio.to_thread(self.store.update, job_id, callback_status="failed")
+
+        async def record(attempts: int, ok: bool) -> None:
+            await asyncio.to_thread(self.store.record_delivery, job_id, attempts, "delivered" if ok else "pending")
+
+        delivered = await self.webhooks.deliver(job["callback_url"], body, headers={"X-Model-Server-Job": job_id},
+                                                attempts_done=job["callback_attempts"], on_attempt=record)
+        if not delivered:
+            await asyncio.to_thread(self.store.record_delivery, job_id, self.webhooks.max_attempts, "failed")
+
+    async def _sweep_forever(self) -> None:
+        """Retention: expire (and later delete) finished jobs, a few times per retention period."""
+        interval_s = min(max(self.retention_s / 4, 0.05), 300.0)
+        while True:
+            try:
+                await asyncio.to_thread(self.store.expire, time.time(), self.retention_s)
+            except Exception:  # noqa: BLE001 - e.g. a locked file: try again next round
+                self._worker_error("retention", None)
+            await asyncio.sleep(interval_s)
 
     async def close(self) -> None:
+        interrupted = list(self._running)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.store.requeue, interrupted)  # a graceful stop spends no attempt
+        await self.webhooks.close()
         await asyncio.to_thread(self.store.close)
 
 
-async def start_jobs(services) -> JobManager | None:
+async def start_jobs(services, metrics=None) -> JobManager | None:
     """The app's job manager on `cache_path`, started (queued and interrupted jobs resume), or None
     (logged; job endpoints then answer 503 jobs_unavailable) when the file cannot be opened."""
     try:
@@ -245,6 +480,6 @@ async def start_jobs(services) -> JobManager | None:
     except Exception as exc:  # noqa: BLE001
         log.warning("job store unavailable (%s: %s); /v1/jobs answers 503", type(exc).__name__, exc)
         return None
-    manager = JobManager(services, store)
+    manager = JobManager(services, store, metrics=metrics)
     await manager.start()
     return manager

@@ -16,6 +16,8 @@ Names (all prefixed `model_server_`):
   batch_padded_tokens{model,lane}                     batch size x longest segment, per model call
   batch_inference_seconds{model,lane}                 model time per batch (including split retries)
   cache_hits_total / cache_misses_total / cache_errors_total{model}  translation cache, in segments
+  job_worker_errors_total{stage}                      exceptions the job workers caught and logged (model_server.jobs)
+  webhook_attempts_total{outcome}                     webhook delivery attempts: delivered | failed | refused
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ class Metrics:
         self.cache_events = {kind: Counter(PREFIX + f"cache_{kind}", f"translation cache {kind} (segments)",
                                            ["model"], registry=r) for kind in ("hits", "misses", "errors")}
         # quality: model_server_flags_raised_total{flag}
+        # --- jobs and webhooks (model_server.jobs, model_server.webhooks) ---
+        self.job_worker_errors = Counter(PREFIX + "job_worker_errors", "exceptions caught (and logged) by the job "
+                                         "workers, by stage", ["stage"], registry=r)
+        self.webhook_attempts = Counter(PREFIX + "webhook_attempts", "webhook delivery attempts by outcome "
+                                        "(delivered, failed, refused)", ["outcome"], registry=r)
 
     # ----- producers -----
     def observe_request(self, *, method: str, route: str, status: int, seconds: float,
@@ -82,6 +89,10 @@ class Metrics:
     def cache_observer(self, model: str) -> Callable[[str, int], None]:
         """A TranslationCache observer: ("hit" | "miss" | "error", count) -> cache_{hits,misses,errors}_total."""
         return lambda kind, count: self.cache_events[kind + ("es" if kind == "miss" else "s")].labels(model).inc(count)
+
+    def webhook_attempts_observer(self) -> Callable[[str], None]:
+        """A WebhookSender observer: outcome ("delivered" | "failed" | "refused") -> webhook_attempts_total."""
+        return lambda outcome: self.webhook_attempts.labels(outcome).inc()
 
     def track_queue_depth(self, model: str, lanes: list[Any], pending: Callable[[Any], int]) -> None:
         """Queue depth per lane, read at scrape time from `pending(lane)`."""

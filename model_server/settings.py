@@ -10,8 +10,10 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model_server.webhooks import AllowList
 
 DEFAULT_TRANSLATION_MODEL = "Helsinki-NLP/opus-mt-ar-en"
 DEFAULT_SUMMARIZATION_MODEL = "csebuetnlp/mT5_multilingual_XLSum"
@@ -170,12 +172,27 @@ class Settings(BaseSettings):
 
     # --- asynchronous jobs and webhooks (docs/newsroom.md) ---
     jobs_max_concurrent: int = Field(2, ge=1, le=64, description="jobs translated at the same time; others wait queued")
+    jobs_max_attempts: int = Field(
+        3, ge=1, le=20, description="runs a job gets: a transient failure (queue_full, timeout, shutting_down) or a "
+        "crash while it ran (found 'running' at start-up) spends one; then it fails for good")
+    jobs_retry_backoff_s: float = Field(
+        5.0, ge=0, le=3600, description="wait before a job's 2nd run after a transient failure; doubles after each")
+    jobs_retention_s: float = Field(
+        604_800.0, gt=0, description="a finished job keeps its request and result this long (default 7 days), then "
+        "reads 'expired'; after twice this long it is deleted")
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key signing job webhooks (X-Model-Server-Signature); callback_url needs it")
     webhook_max_attempts: int = Field(5, ge=1, le=20, description="deliveries tried per webhook before giving up")
     webhook_backoff_s: float = Field(
         2.0, ge=0, le=600, description="wait before the 2nd delivery attempt; doubles after each failure")
-    webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="timeout of one webhook delivery")
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="total time of one webhook delivery attempt (resolve, connect, send, answer)")
+    webhook_allowed_hosts: str = Field(
+        "", description="comma-separated host names, IP addresses and networks (CIDR) a callback_url may reach "
+        "although they are loopback, private, link-local or metadata addresses (refused otherwise), e.g. "
+        "'cms.internal,10.20.0.0/16'")
+    webhook_resolve_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="how long resolving a callback_url's host may take at submission")
 
     # --- summarization (mT5 + prompt presets; README.md "POST /summarize", prompts/README.md) ---
     summarization_enabled: bool = Field(
@@ -254,6 +271,12 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(LogFormat.json, description="json (one object a line) | text")
     log_request_bodies: bool = Field(
         False, description="DEBUG ONLY: put request bodies (article text) into the access log")
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: str) -> str:
+        AllowList.parse(value)  # a bad entry fails at start-up, naming it
+        return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "Settings":

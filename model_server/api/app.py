@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         loaded.instrument(app.state.metrics)
         loaded.start()
         app.state.services = loaded
-        app.state.jobs = await start_jobs(loaded)  # persisted jobs resume (model_server/jobs.py)
+        app.state.jobs = await start_jobs(loaded, app.state.metrics)  # persisted jobs resume (model_server/jobs.py)
         log.info("ready: %s", [runner.backend.info.model_dump() for runner in loaded.runners()])
         try:
             yield

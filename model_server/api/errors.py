@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,6 +19,17 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def refuse_other_methods(router: APIRouter, path: str, allowed: tuple[str, ...]) -> None:
+    """405 with an `Allow` naming every method of `path` (Starlette's own names only the first route's).
+    Call after the path's real routes, so that they match first."""
+    others = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE") if m not in allowed]
+
+    async def refuse() -> JSONResponse:
+        return error_response(405, "method_not_allowed", "Method Not Allowed", headers={"Allow": ", ".join(allowed)})
+
+    router.add_api_route(path, refuse, methods=others, include_in_schema=False)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_server.api.deps import get_services
-from model_server.api.errors import error_response
+from model_server.api.errors import refuse_other_methods
 from model_server.api.schemas import ErrorResponse
 from model_server.errors import ServiceError
 from model_server.glossary import MAX_ENTRIES, NAME_PATTERN, Glossary, GlossaryStore
@@ -43,16 +43,6 @@ class GlossaryOut(BaseModel):
 
 class GlossaryList(BaseModel):
     glossaries: list[GlossaryOut]
-
-
-def _refuse_other_methods(path: str, allowed: tuple[str, ...]) -> None:
-    """405 with an `Allow` naming every method of `path` (Starlette's own names only the first route's)."""
-    others = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE") if m not in allowed]
-
-    async def refuse() -> Response:
-        return error_response(405, "method_not_allowed", "Method Not Allowed", headers={"Allow": ", ".join(allowed)})
-
-    router.add_api_route(path, refuse, methods=others, include_in_schema=False)
 
 
 def _store(services: Services) -> GlossaryStore:
@@ -103,5 +93,5 @@ async def delete_glossary(request: Request, name: str = _NAME):
 
 
 # After the real routes, so that they match first.
-_refuse_other_methods("", ("GET", "POST"))
-_refuse_other_methods("/{name}", ("GET", "PUT", "DELETE"))
+refuse_other_methods(router, "", ("GET", "POST"))
+refuse_other_methods(router, "/{name}", ("GET", "PUT", "DELETE"))

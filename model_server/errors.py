@@ -42,6 +42,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "glossaries_unavailable": (503, "the glossary store (cache_path) cannot be opened; see the start-up log"),
     "unknown_job": (404, "GET /v1/jobs/{id} with an id this server never issued"),
     "jobs_unavailable": (503, "the job store (cache_path) cannot be opened; see the start-up log"),
+    "too_many_inflight": (429, "more requests of one API key (or client address) in flight at once than "
+                          "max_inflight_per_key; retry after Retry-After seconds"),
     "internal_error": (500, "a bug: logged with its stack trace"),
 }
 

@@ -33,9 +33,10 @@ class BodyGuard:
                 "body_too_large", f"request body is {declared} bytes; the limit is {self.max_body_bytes}"),
                 drain_bytes=self.max_drain_bytes)
             return
-        body, read_bytes, complete = await _read_body(receive, self.max_body_bytes)
-        if not complete:
-            await drain(receive, self.max_drain_bytes - read_bytes)
+        body, read_bytes, more = await _read_body(receive, self.max_body_bytes)
+        if body is None:
+            if more:
+                await drain(receive, self.max_drain_bytes - read_bytes)
             await send_error(send, ServiceError(
                 "body_too_large", f"request body exceeds the limit of {self.max_body_bytes} bytes"), close=True)
             return
@@ -50,18 +51,20 @@ class BodyGuard:
         await self.app(scope, replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, int, bool]:
-    """(body, bytes read, complete): the whole body if it fits in `limit`, else stops once past it."""
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, int, bool]:
+    """(body, bytes read, more to come): the whole body if it fits in `limit`, else None once past it
+    (and whether the client has more of it to send - then it is still to be drained)."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks), size, True
+            return b"".join(chunks), size, False
         chunk = message.get("body", b"")
+        more = message.get("more_body", False)
         size += len(chunk)
         if size > limit:
-            return b"", size, False
+            return None, size, more
         chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), size, True
+        if not more:
+            return b"".join(chunks), size, False

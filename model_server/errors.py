@@ -10,7 +10,7 @@ from __future__ import annotations
 # code -> (HTTP status, when it happens)
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "the body is not valid JSON"),
-    "invalid_encoding": (400, "the body is not valid UTF-8"),
+    "invalid_encoding": (400, "the body is not valid UTF-8, or JSON escapes a lone UTF-16 surrogate"),
     "empty_text": (400, "a text is empty or only whitespace/control characters"),
     "not_arabic": (400, "a text is not (mostly) Arabic script"),
     "invalid_markup": (400, "format=html (or DeepL tag_handling=xml): the markup cannot be parsed"),

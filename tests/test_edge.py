@@ -185,6 +185,28 @@ def test_unparseable_json_is_400_before_and_after_auth(keyed_server, body):
         assert client.post("/v2/translate", content=body, headers=JSON).status_code == 403
 
 
+LONE_SURROGATE = {"/translate": b'{"text": "\\ud800 \\u0645\\u0631\\u062d\\u0628\\u0627"}',
+                  "/v2/translate": b'{"text": ["\\u0645\\u0631\\u062d\\u0628\\u0627 \\udc00"], "target_lang": "EN"}',
+                  "/libretranslate/translate": b'{"q": "\\u0645\\u0631\\u062d\\u0628\\u0627 \\ud800", "source": "ar", '
+                                              b'"target": "en"}'}
+
+
+@pytest.mark.parametrize("padding", [0, 100_000], ids=["small", "large-body-checked-on-the-pool"])
+def test_a_lone_surrogate_escape_is_400_invalid_encoding_not_a_tokenizer_crash(edge_server, padding):
+    with edge_server.client() as client:
+        for path, body in LONE_SURROGATE.items():
+            body = body[:-1] + b', "padding": "' + b"p" * padding + b'"}'
+            response = client.post(path, content=body, headers=JSON)
+            assert response.status_code == 400, (path, response.text)
+            payload = response.json()
+            message = payload.get("message") or payload["error"]
+            assert "lone UTF-16 surrogate (\\u" in (message if isinstance(message, str) else message["message"])
+        # A surrogate *pair* (what ensure_ascii encoders send for emoji) and an escaped backslash are text.
+        for text in ("مرحبا بالعالم 😀", "مرحبا \\ud800"):
+            response = client.post("/translate", content=json.dumps({"text": text}).encode(), headers=JSON)
+            assert response.status_code == 200, response.text
+
+
 def test_compat_parameters_are_decoded_on_the_cpu_pool(edge_server, monkeypatch):
     from model_server.api import compat
 

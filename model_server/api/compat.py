@@ -17,8 +17,9 @@ Two mechanisms, one mapping (`Dialect`):
    (or anything below it) becomes a dialect response right there - the app's main exception handlers
    are never involved and never changed.
 2. `CompatEdge`: pure ASGI middleware, outermost. Refusals made before any route runs (API key,
-   request rate, requests in flight, body size, unknown path/method under a compat prefix) come from the edge middleware in
-   the main shape; CompatEdge rewrites those error responses into the dialect (same mapping).
+   request rate, requests in flight, body size, unknown path/method under a compat prefix) come from
+   the edge middleware in the main shape; CompatEdge rewrites those error responses into the dialect
+   (same mapping).
 
 `CompatKeys` (ASGI middleware just outside `AuthGuard`, installed by `model_server.api.operations`) maps
 the dialects' API keys onto the service's own auth (`model_server.api.auth`): DeepL's

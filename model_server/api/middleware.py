@@ -14,8 +14,9 @@ from model_server.errors import ServiceError
 # the string it makes is not Unicode text (it cannot be encoded, and tokenizers fail on it). Searched
 # after escaped backslashes are removed, so every backslash left starts an escape. Linear, and fast: a
 # literal prefix, then fixed-width look-arounds (a high not followed by a low; a low not preceded by a high).
-_LONE_SURROGATE = re.compile(rb"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-                             rb"|[c-fC-F][0-9a-fA-F]{2}(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}))")
+_HIGH, _LOW = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_LONE_SURROGATE = re.compile(rb"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!" + _LOW + rb")"
+                             rb"|[c-fC-F][0-9a-fA-F]{2}(?<!" + _HIGH + _LOW + rb"))")
 
 
 def _json_text_problem(body: bytes) -> str | None:

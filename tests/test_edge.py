@@ -207,6 +207,32 @@ def test_a_lone_surrogate_escape_is_400_invalid_encoding_not_a_tokenizer_crash(e
             assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize("body,lone", [
+    (rb'"\ud800"', True), (rb'"\udc00"', True), (rb'"\ud83d\ude00"', False), (rb'"\uD83D\uDE00"', False),
+    (rb'"\\ud800"', False),            # an escaped backslash, then the letters "ud800"
+    (rb'"\\\ud800"', True),           # an escaped backslash, then a real escape
+    (rb'"\ud800\ud800\udc00"', True), (rb'"\ud83d\ude00\udc00"', True), (rb'"\u0645\n\\"', False),
+])
+def test_lone_surrogate_escapes_are_found_exactly(body, lone):
+    from model_server.api.middleware import _json_text_problem
+
+    assert (_json_text_problem(body) is not None) is lone
+    try:  # the oracle: Python's parser joins pairs; a lone surrogate is left and cannot be encoded
+        json.loads(body).encode("utf-8")
+        encodable = True
+    except UnicodeEncodeError:
+        encodable = False
+    assert encodable is not lone
+
+
+@pytest.mark.parametrize("unit", [b"\\ud83d\\ude00", b"\\\\", b"\\ud800x"], ids=["pairs", "backslashes", "lone"])
+def test_the_json_text_check_is_linear(unit):
+    from model_server.api.middleware import _json_text_problem
+    from tests.timing import assert_linear
+
+    assert_linear(_json_text_problem, lambda n: b'"' + unit * n + b'"', 20_000)
+
+
 def test_compat_parameters_are_decoded_on_the_cpu_pool(edge_server, monkeypatch):
     from model_server.api import compat
 

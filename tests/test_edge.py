@@ -284,7 +284,9 @@ def _post_in_thread(server, path, payload, headers, results):
 def test_requests_beyond_the_in_flight_limit_get_429(tiny_marian_dir, tiny_backend, auth):
     backend = GatedBackend(tiny_backend)
     keys = {"api_keys": f"cms:{KEY},wire:other-key"} if auth else {}
-    services = Services.from_backend(tiny_settings(tiny_marian_dir, max_inflight_per_key=2, **keys), backend)
+    # A budget of exactly the requests that get through: refusals for being busy must spend none of it.
+    services = Services.from_backend(tiny_settings(tiny_marian_dir, max_inflight_per_key=2,
+                                                   rate_limit_requests_per_minute=3, **keys), backend)
     headers = {"X-API-Key": KEY} if auth else {}
     principal = "key:cms" if auth else "ip:127.0.0.1"
     with serve_services(services) as server, server.client() as client:

@@ -165,20 +165,27 @@ class RateLimitGuard:
             return
         key = rate_key(scope)
         try:
-            if self.inflight is not None:
-                self.inflight.acquire(key)
+            self._admit(key)
         except ServiceError as exc:
             await refuse(scope, receive, send, exc, drain_bytes=self.max_drain_bytes)
             return
         try:
-            self.limiter.check_request(key)
-        except ServiceError as exc:
-            await refuse(scope, receive, send, exc, drain_bytes=self.max_drain_bytes)
-        else:
             await self.app(scope, receive, send)
         finally:
             if self.inflight is not None:
                 self.inflight.release(key)
+
+    def _admit(self, key: str) -> None:
+        """One in-flight slot, then one request of the minute's budget; neither is taken if either refuses
+        (a client refused for being busy spends no budget)."""
+        if self.inflight is not None:
+            self.inflight.acquire(key)
+        try:
+            self.limiter.check_request(key)
+        except ServiceError:
+            if self.inflight is not None:
+                self.inflight.release(key)
+            raise
 
 
 def rate_key(scope: Scope) -> str:

@@ -84,6 +84,14 @@ def test_serve_refuses_a_bad_key_file_in_one_line_before_loading_models(tmp_path
     assert "/nonexistent" not in done.stderr   # refused before the model was looked for
 
 
+def test_settings_never_import_the_api():
+    """Key loading belongs to model_server.api.auth; the settings (imported by everything) stay below it."""
+    check = ("import sys; from model_server.settings import Settings; Settings(api_keys='a:k'); "
+             "print(sorted(m for m in sys.modules if m.startswith('model_server.api')))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def test_key_settings_consistency():
     with pytest.raises(ValidationError, match="metrics_require_key needs API keys"):
         Settings(metrics_require_key=True)

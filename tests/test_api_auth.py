@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from model_server.api.auth import ApiKey, ApiKeys, load_api_keys, main, parse_key_entry
 from model_server.settings import Settings
+from tests.conftest import ROOT
 from tests.ops_helpers import ARABIC, ARABIC_TRANSLATION, ops_server, wait_until
 
 EDITOR_KEY = "ed-7f3c9a1b2e"
@@ -77,7 +78,7 @@ def test_serve_refuses_a_bad_key_file_in_one_line_before_loading_models(tmp_path
     path.write_text("editors:abc\nci:sha256:zz\n", encoding="utf-8")
     env = {**os.environ, "MODEL_SERVER_API_KEYS_FILE": str(path), "MODEL_SERVER_TRANSLATION_MODEL": "/nonexistent"}
     done = subprocess.run([sys.executable, "-m", "model_server.cli", "serve"], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=ROOT)
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "line 2" in lines[0] and "64 hex digits" in lines[0], done.stderr
@@ -88,7 +89,7 @@ def test_settings_never_import_the_api():
     """Key loading belongs to model_server.api.auth; the settings (imported by everything) stay below it."""
     check = ("import sys; from model_server.settings import Settings; Settings(api_keys='a:k'); "
              "print(sorted(m for m in sys.modules if m.startswith('model_server.api')))")
-    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 

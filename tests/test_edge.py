@@ -145,7 +145,7 @@ def test_body_limits_apply_to_every_method(edge_server, method, path):
 NESTED = [pytest.param(b"[" * 100_000, id="100k-brackets"),
           pytest.param(b'{"a":' * 50_000 + b"1" + b"}" * 50_000, id="50k-objects"),
           pytest.param(b'{"text": ' + b"1" * 5_000 + b"}", id="5000-digit-number")]
-MAIN_ROUTES = ["/translate", "/v1/jobs"]
+MAIN_ROUTES = ["/translate", "/v1/jobs", "/v1/glossaries", "/summarize", "/v1/articles"]
 COMPAT_ROUTES = ["/v2/translate", "/v2/languages", "/libretranslate/translate", "/libretranslate/detect"]
 
 

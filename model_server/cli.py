@@ -35,7 +35,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from model_server.api.app import create_app
     from model_server.logs import configure_logging, logging_config
 
+    from model_server.api.auth import load_api_keys
+
     settings = settings_from(args)
+    try:
+        load_api_keys(settings)  # a bad key file fails now, naming its line, before any model loads
+    except ValueError as exc:
+        raise CommandFailed(f"invalid settings: {exc}", USAGE_ERROR) from None
     configure_logging(settings)  # model loading already logs in the configured format
     services = load_services(settings)  # fail fast, with one clear message, before binding the port
     app = create_app(settings, services)

@@ -10,7 +10,7 @@ from __future__ import annotations
 # code -> (HTTP status, when it happens)
 ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "the body is not valid JSON"),
-    "invalid_encoding": (400, "the body is not valid UTF-8"),
+    "invalid_encoding": (400, "the body is not valid UTF-8, or JSON escapes a lone UTF-16 surrogate"),
     "empty_text": (400, "a text is empty or only whitespace/control characters"),
     "not_arabic": (400, "a text is not (mostly) Arabic script"),
     "invalid_markup": (400, "format=html (or DeepL tag_handling=xml): the markup cannot be parsed"),
@@ -49,6 +49,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_cursor": (400, "GET /v1/jobs with a cursor that is not a next_cursor this server returned"),
     "job_interrupted": (500, "a job's error: the server stopped while it ran jobs_max_attempts times (it may crash "
                         "the server), so it is not run again"),
+    "too_many_inflight": (429, "more requests of one API key (or client address) in flight at once than "
+                          "max_inflight_per_key; retry after Retry-After seconds"),
     "internal_error": (500, "a bug: logged with its stack trace"),
 }
 

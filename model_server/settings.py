@@ -245,7 +245,12 @@ class Settings(BaseSettings):
     # --- HTTP / limits ---
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind (0 = any free port)")
-    max_body_bytes: int = Field(2_000_000, ge=1024, description="largest request body; bigger gets 413")
+    max_body_bytes: int = Field(
+        2_000_000, ge=1024, description="largest request body, of any method (declared or streamed); bigger gets 413")
+    max_drain_bytes: int = Field(
+        16_000_000, ge=0, description="a refused request's body (413, 401, 429) is read and discarded up to this many "
+        "bytes before the answer, so clients that send the whole body before reading (urllib, requests) read the "
+        "refusal instead of a connection reset; a longer body gets the answer at once and the connection closes")
     max_text_chars: int = Field(100_000, ge=1, description="longest single text; longer gets 413")
     max_texts_per_request: int = Field(128, ge=1, description="most texts in one request; more gets 413")
     min_arabic_ratio: float = Field(
@@ -268,6 +273,9 @@ class Settings(BaseSettings):
         0, ge=0, description="requests per minute per API key (per client IP when auth is off); 0 = off")
     rate_limit_chars_per_minute: int = Field(
         0, ge=0, description="text characters per minute per API key (per client IP when auth is off); 0 = off")
+    max_inflight_per_key: int = Field(
+        128, ge=0, description="requests of one API key (per client IP when auth is off) in flight at once; more get "
+        "429 too_many_inflight. The default leaves room for a 64-client benchmark from one address; 0 = off")
     log_format: LogFormat = Field(LogFormat.json, description="json (one object a line) | text")
     log_request_bodies: bool = Field(
         False, description="DEBUG ONLY: put request bodies (article text) into the access log")
@@ -287,12 +295,16 @@ class Settings(BaseSettings):
         if self.max_batch_tokens < self.max_batch_size and self.max_batch_tokens < 64:
             raise ValueError("max_batch_tokens is smaller than one segment can be; raise it")
         self._check_ct2()
-        from model_server.api.auth import load_api_keys  # lazy: parses (and so checks) the keys at start-up
-
-        keys = load_api_keys(self)  # a bad key file fails here, with the line number, not on first request
-        if self.metrics_require_key and not keys:
+        # The keys themselves are parsed (and a bad key file refused, naming its line) by
+        # model_server.api.auth.load_api_keys at start-up: the settings know only whether keys are set.
+        if self.metrics_require_key and not self.auth_enabled:
             raise ValueError("metrics_require_key needs API keys (set api_keys_file or api_keys)")
         return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """API keys are configured (api_keys_file or api_keys): every protected endpoint needs one."""
+        return self.api_keys_file is not None or self.api_keys is not None
 
     def _check_ct2(self) -> None:
         if self.device is Device.cpu and self.ct2_compute_type.value in {"float16", "int8_float16", "bfloat16",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
 
 from model_server.api.auth import ApiKey, ApiKeys, load_api_keys, main, parse_key_entry
 from model_server.settings import Settings
+from tests.conftest import ROOT
 from tests.ops_helpers import ARABIC, ARABIC_TRANSLATION, ops_server, wait_until
 
 EDITOR_KEY = "ed-7f3c9a1b2e"
@@ -54,16 +58,42 @@ def test_key_file_with_comments_and_env_keys_combine(tmp_path):
     assert keys.identify("nope") is None and keys.identify("") is None
 
 
-def test_bad_settings_fail_at_start_up_with_the_line(tmp_path):
+@pytest.mark.parametrize("content,problem", [
+    ("editors:abc\nci:sha256:zz\n", "line 2"), (None, "cannot read"), ("# nothing\n", "holds no keys")])
+def test_bad_key_files_fail_at_start_up_with_the_line(tmp_path, content, problem):
+    from model_server.api.app import create_app
+
+    path = tmp_path / "keys"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    settings = Settings(api_keys_file=path)  # the settings only know that keys are set
+    with pytest.raises(ValueError, match=problem):
+        load_api_keys(settings)
+    with pytest.raises(ValueError, match=problem):
+        create_app(settings)  # start-up: the app is never built around bad keys
+
+
+def test_serve_refuses_a_bad_key_file_in_one_line_before_loading_models(tmp_path):
     path = tmp_path / "keys"
     path.write_text("editors:abc\nci:sha256:zz\n", encoding="utf-8")
-    with pytest.raises(ValidationError, match="line 2"):
-        Settings(api_keys_file=path)
-    with pytest.raises(ValidationError, match="cannot read"):
-        Settings(api_keys_file=tmp_path / "missing")
-    (tmp_path / "empty").write_text("# nothing\n", encoding="utf-8")
-    with pytest.raises(ValidationError, match="holds no keys"):
-        Settings(api_keys_file=tmp_path / "empty")
+    env = {**os.environ, "MODEL_SERVER_API_KEYS_FILE": str(path), "MODEL_SERVER_TRANSLATION_MODEL": "/nonexistent"}
+    done = subprocess.run([sys.executable, "-m", "model_server.cli", "serve"], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "line 2" in lines[0] and "64 hex digits" in lines[0], done.stderr
+    assert "/nonexistent" not in done.stderr   # refused before the model was looked for
+
+
+def test_settings_never_import_the_api():
+    """Key loading belongs to model_server.api.auth; the settings (imported by everything) stay below it."""
+    check = ("import sys; from model_server.settings import Settings; Settings(api_keys='a:k'); "
+             "print(sorted(m for m in sys.modules if m.startswith('model_server.api')))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_key_settings_consistency():
     with pytest.raises(ValidationError, match="metrics_require_key needs API keys"):
         Settings(metrics_require_key=True)
     with pytest.raises(ValueError, match="duplicate API key names"):

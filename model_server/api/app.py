@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from model_server import __version__
 from model_server.api.compat import install_compat
 from model_server.api.errors import install_error_handlers
-from model_server.api.middleware import BodyGuard
 from model_server.api.operations import install_operations
 from model_server.api.routes import (articles, deepl, glossaries, health, jobs, libretranslate, metrics, summarize,
                                      translate)
@@ -50,9 +49,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = FastAPI(title="model-server", version=__version__, lifespan=lifespan,
                   description="Arabic-to-English translation and summarization for newsrooms.")
-    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
-    install_operations(app, settings)  # API keys, rate limits, request ids, access logs, metrics
-    install_compat(app, settings)  # outermost: DeepL/LibreTranslate keys in, dialect-shaped refusals out
+    install_operations(app, settings)  # body limits, API keys, rate limits, request ids, access logs, metrics
+    install_compat(app)  # outermost: DeepL/LibreTranslate keys in, dialect-shaped refusals out
     install_error_handlers(app)
     summaries = services.summarizer is not None if services else settings.summarization_enabled
     for router in ROUTERS:

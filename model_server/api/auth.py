@@ -11,9 +11,10 @@ Clients send ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (X-API-Key 
 present). No key: 401 ``unauthorized``; a wrong key: 403 ``forbidden``.
 
 Why pure ASGI middleware and not a FastAPI dependency: it runs before `BodyGuard`, so an anonymous
-client can make the server neither buffer a body nor parse JSON, and every route - including routes
-added later - is protected unless it is listed open here (secure by default; a dependency would have
-to be remembered on each router). The OpenAPI spec documents it (`model_server.api.operations`).
+client can make the server neither buffer a body nor parse JSON (a refused body is only drained -
+read and discarded, up to `max_drain_bytes` - so that the client reads the 401), and every route -
+including routes added later - is protected unless it is listed open here (secure by default; a
+dependency would have to be remembered on each router). The OpenAPI spec documents it (`model_server.api.operations`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from model_server.api.context import context_of, has_body, header, send_error
-
-if TYPE_CHECKING:
-    from model_server.settings import Settings
+from model_server.api.context import context_of, header, refuse
+from model_server.errors import ServiceError
+from model_server.settings import Settings
 
 # Always reachable without a key: probes and the API's own documentation.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -99,8 +99,9 @@ class ApiKeys:
         return found
 
 
-def load_api_keys(settings: "Settings") -> ApiKeys:
-    """Keys from `api_keys_file` and `api_keys` together; ValueError (naming the line, not the key) if bad."""
+def load_api_keys(settings: Settings) -> ApiKeys:
+    """Keys from `api_keys_file` and `api_keys` together; ValueError (naming the line, not the key) if bad.
+    Called once at start-up (`install_operations`; `model-server serve` before loading any model)."""
     keys: list[ApiKey] = []
     if settings.api_keys_file is not None:
         path = Path(settings.api_keys_file)
@@ -120,17 +121,21 @@ def load_api_keys(settings: "Settings") -> ApiKeys:
     return ApiKeys(keys)
 
 
+def authorization_token(scope: Scope, scheme: str) -> str | None:
+    """The token of `Authorization: <scheme> <token>` (scheme in any case), or None if the request has none."""
+    raw = header(scope, b"authorization")
+    if raw is None:
+        return None
+    sent_scheme, _, token = raw.decode("latin-1").strip().partition(" ")
+    return token.strip() or None if sent_scheme.lower() == scheme.lower() else None
+
+
 def presented_key(scope: Scope) -> str | None:
     """The key a request carries: X-API-Key, else an Authorization Bearer token; None if neither."""
     raw = header(scope, b"x-api-key")
     if raw is not None and raw.strip():
         return raw.strip().decode("latin-1")
-    raw = header(scope, b"authorization")
-    if raw is not None:
-        scheme, _, token = raw.decode("latin-1").strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return None
+    return authorization_token(scope, "bearer")
 
 
 def is_protected(path: str, *, metrics_require_key: bool) -> bool:
@@ -142,10 +147,12 @@ def is_protected(path: str, *, metrics_require_key: bool) -> bool:
 class AuthGuard:
     """Refuses requests to protected paths without a valid key; records the key's name as principal."""
 
-    def __init__(self, app: ASGIApp, *, keys: ApiKeys, metrics_require_key: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, keys: ApiKeys, metrics_require_key: bool = False,
+                 max_drain_bytes: int = 0) -> None:
         self.app = app
         self.keys = keys
         self.metrics_require_key = metrics_require_key
+        self.max_drain_bytes = max_drain_bytes  # a refused body is drained so the client reads the answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or not self.keys
@@ -153,19 +160,20 @@ class AuthGuard:
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)
-        if key is None:
-            await send_error(send, 401, "unauthorized",
-                             "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                             headers={"WWW-Authenticate": 'Bearer realm="model-server"'}, close=has_body(scope))
-            return
-        name = self.keys.identify(key)
+        name = self.keys.identify(key) if key is not None else None
         if name is None:
-            await send_error(send, 403, "forbidden", "the API key is not valid", close=has_body(scope))
+            await refuse(scope, receive, send, _unauthorized() if key is None else ServiceError(
+                "forbidden", "the API key is not valid"), drain_bytes=self.max_drain_bytes)
             return
         context = context_of(scope)
         if context is not None:
             context.principal = name
         await self.app(scope, receive, send)
+
+
+def _unauthorized() -> ServiceError:
+    return ServiceError("unauthorized", "an API key is required: send 'Authorization: Bearer <key>' or "
+                        "'X-API-Key: <key>'", headers={"WWW-Authenticate": 'Bearer realm="model-server"'})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ POST /translate; they only parse their dialect's requests and write their dialec
 Errors speak the dialect, never the main `{"error": {"code", "message"}}` shape:
 
 * DeepL: `{"message": "..."}` with DeepL's statuses (400 bad request, 403 missing or bad key, 413 too
-  large, 429 busy - rate limited or queue full, 456 quota - one request above the per-minute character
-  budget, 503 starting/stopping, 504 timeout, 500).
+  large, 429 busy - rate limited, too many in flight or queue full, 456 quota - one request above the
+  per-minute character budget, 503 starting/stopping, 504 timeout, 500).
 * LibreTranslate: `{"error": "..."}` with LibreTranslate's statuses (400 any bad input, size limits
   included; 403 missing or bad key; 429 "Slowdown: ..."; 500; 503; 504).
 
@@ -17,13 +17,21 @@ Two mechanisms, one mapping (`Dialect`):
    (or anything below it) becomes a dialect response right there - the app's main exception handlers
    are never involved and never changed.
 2. `CompatEdge`: pure ASGI middleware, outermost. Refusals made before any route runs (API key,
-   request rate, body size, unknown path/method under a compat prefix) come from the edge middleware in
-   the main shape; CompatEdge rewrites those error responses into the dialect (same mapping). It also
-   maps the dialects' API keys onto the service's own auth (`model_server.api.auth`): DeepL's
-   `Authorization: DeepL-Auth-Key <key>` and LibreTranslate's `api_key` body/query field become
-   `X-API-Key: <key>` before `AuthGuard` sees the request. When auth is off they are ignored.
-   LibreTranslate clients can only send the key in the body, so under /libretranslate/ (auth on, no key
-   header) the body is read here, before the key is checked, bounded by max_body_bytes.
+   request rate, requests in flight, body size, unknown path/method under a compat prefix) come from
+   the edge middleware in the main shape; CompatEdge rewrites those error responses into the dialect
+   (same mapping).
+
+`CompatKeys` (ASGI middleware just outside `AuthGuard`, installed by `model_server.api.operations`) maps
+the dialects' API keys onto the service's own auth (`model_server.api.auth`): DeepL's
+`Authorization: DeepL-Auth-Key <key>` and LibreTranslate's `api_key` body/query field become
+`X-API-Key: <key>` before `AuthGuard` sees the request. When auth is off it is not installed.
+LibreTranslate clients can only send the key in the body, so under /libretranslate/ (auth on, no key
+header) the body is read there, bounded by max_body_bytes, and decoded (off the event loop) by the same
+`decode_params` the routes use: a body that cannot be decoded is answered 400 (`invalid_json`, ...) as
+the route would, never a 500.
+
+Request parameters are decoded and validated off the event loop (`read_params` -> `services.cpu`):
+JSON parsing of a capped body is linear, but one request must not hold the loop for others.
 """
 
 from __future__ import annotations
@@ -41,13 +49,13 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_server.api.context import error_code_of, note_results, note_texts
-from model_server.api.deps import ClientDisconnected, cancel_on_disconnect, get_services
+from model_server.api.auth import authorization_token, presented_key
+from model_server.api.context import error_code_of, header, note_results, refuse, replay
+from model_server.api.deps import ClientDisconnected, admit, cancel_on_disconnect, get_services
 from model_server.api.ratelimit import enforce_char_budget
 from model_server.documents import DocumentFormat, translate_documents
 from model_server.errors import ServiceError, status_for
 from model_server.results import TextResult
-from model_server.settings import Settings
 from model_server.text import arabic_ratio, normalize_text
 
 log = logging.getLogger(__name__)
@@ -80,12 +88,12 @@ DEEPL = Dialect(
     name="deepl", prefix="/v2", message_key="message", prefixes={},
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
               "body_too_large": 413, "text_too_long": 413, "too_many_texts": 413, "exceeds_rate_limit": 456,
-              "rate_limited": 429, "queue_full": 429})
+              "rate_limited": 429, "too_many_inflight": 429, "queue_full": 429})
 LIBRETRANSLATE = Dialect(
     name="libretranslate", prefix="/libretranslate", message_key="error", prefixes={429: "Slowdown: "},
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
               "body_too_large": 400, "text_too_long": 400, "too_many_texts": 400, "exceeds_rate_limit": 400,
-              "rate_limited": 429, "queue_full": 429})
+              "rate_limited": 429, "too_many_inflight": 429, "queue_full": 429})
 DIALECTS = (DEEPL, LIBRETRANSLATE)
 
 
@@ -173,22 +181,27 @@ def request_body_doc(model: type[BaseModel]) -> dict[str, Any]:
                                                           "application/x-www-form-urlencoded": {"schema": schema}}}}
 
 
-async def read_params(request: Request, model: type[BaseModel], *, lists: frozenset[str],
-                      describe: Callable[[ValidationError], str]) -> Any:
-    """The request's parameters (JSON object, or form-urlencoded, plus the query string; the body wins),
-    validated by `model`. Form fields named in `lists` may repeat (`text=a&text=b`). ServiceError when bad."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
+def parse_json(body: bytes) -> Any:
+    """`json.loads`, with every way it can fail - bad syntax, nesting deeper than the parser's recursion
+    limit (RecursionError), numbers too long to convert - answered 400 `invalid_json`."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        problem = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ServiceError("invalid_json", f"the request body is not valid JSON: {problem}") from None
+
+
+def decode_params(body: bytes, content_type: str, query: str, *, lists: frozenset[str]) -> dict[str, Any]:
+    """A request's parameters: its JSON object or form-urlencoded body plus its query string (the body
+    wins). Form fields named in `lists` may repeat (`text=a&text=b`). ServiceError when undecodable."""
+    media_type = content_type.split(";")[0].strip().lower()
     data: dict[str, Any] = {}
-    if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            payload = json.loads(body) if body else {}
-        except ValueError as exc:
-            raise ServiceError("invalid_json", f"the request body is not valid JSON: {exc}") from None
+    if media_type == "application/json" or media_type.endswith("+json"):
+        payload = parse_json(body) if body else {}
         if not isinstance(payload, dict):
             raise ServiceError("validation_error", "the JSON body must be an object")
         data = payload
-    elif content_type.startswith("multipart/"):
+    elif media_type.startswith("multipart/"):
         raise ServiceError("validation_error", "multipart bodies are not supported: send JSON or a form "
                            "(application/x-www-form-urlencoded)")
     elif body:
@@ -197,12 +210,27 @@ async def read_params(request: Request, model: type[BaseModel], *, lists: frozen
         except UnicodeDecodeError as exc:
             raise ServiceError("invalid_encoding", f"the request body is not valid UTF-8 (byte {exc.start})") from None
         data = {key: values if key in lists else values[0] for key, values in form.items()}
-    for key, values in parse_qs(request.url.query, keep_blank_values=True).items():
+    for key, values in parse_qs(query, keep_blank_values=True).items():
         data.setdefault(key, values if key in lists else values[0])
+    return data
+
+
+def _validated_params(body: bytes, content_type: str, query: str, model: type[BaseModel], lists: frozenset[str],
+                      describe: Callable[[ValidationError], str]) -> Any:
+    data = decode_params(body, content_type, query, lists=lists)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ServiceError("validation_error", describe(exc)) from None
+
+
+async def read_params(request: Request, model: type[BaseModel], *, lists: frozenset[str],
+                      describe: Callable[[ValidationError], str]) -> Any:
+    """The request's parameters (`decode_params`), validated by `model`, decoded on the CPU pool (off the
+    event loop). ServiceError when bad."""
+    body = await request.body()
+    return await get_services(request).cpu.run(_validated_params, body, request.headers.get("content-type", ""),
+                                               request.url.query, model, lists, describe)
 
 
 def missing_and_bad(exc: ValidationError) -> tuple[list[str], list[str]]:
@@ -230,12 +258,7 @@ async def translate_texts(request: Request, texts: list[str], *, format: Documen
     `translate_documents` call. Blank texts come back as "" (both APIs do that) without model work.
     Raises the first text's error as a ServiceError: neither API has per-text errors."""
     services = get_services(request)
-    limit = services.settings.max_texts_per_request
-    if len(texts) > limit:
-        raise ServiceError("too_many_texts", f"{len(texts)} texts in one request; the limit is {limit}")
-    chars = sum(len(text) for text in texts)
-    note_texts(request, texts=len(texts), chars=chars)
-    enforce_char_budget(request, chars)
+    enforce_char_budget(request, admit(request, texts))
     wanted = [i for i, text in enumerate(texts) if text.strip()]
     pipeline = services.translator
     results, timings = await cancel_on_disconnect(request, translate_documents(
@@ -262,91 +285,72 @@ def detect_language(text: str) -> list[tuple[str, float]]:
 # --------------------------------------------------------------------------------------------------
 # The edge: API keys of the dialects, and dialect-shaped refusals
 # --------------------------------------------------------------------------------------------------
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    return next((value for key, value in headers if key == name), None)
+class CompatKeys:
+    """Maps the dialects' API keys onto `X-API-Key` for `AuthGuard` (install it just outside AuthGuard,
+    only when auth is on). Requests that already carry a service key header are left alone."""
 
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_drain_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_drain_bytes = max_drain_bytes
 
-def _has_key_header(headers: list[tuple[bytes, bytes]]) -> bool:
-    if (_header(headers, b"x-api-key") or b"").strip():
-        return True
-    scheme, _, token = (_header(headers, b"authorization") or b"").decode("latin-1").strip().partition(" ")
-    return scheme.lower() == "bearer" and bool(token.strip())
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        dialect = dialect_of(scope["path"]) if scope["type"] == "http" else None
+        if dialect is None or presented_key(scope) is not None:
+            await self.app(scope, receive, send)
+            return
+        key: str | None = None
+        if dialect is DEEPL:
+            key = authorization_token(scope, "DeepL-Auth-Key")
+        else:
+            body, receive = await self._read_bounded(receive)
+            try:
+                key = await self._body_key(scope, body) if body is not None else None
+            except ServiceError as exc:   # the body cannot be decoded: the route would say the same
+                await refuse(scope, receive, send, exc, drain_bytes=self.max_drain_bytes)
+                return
+        if key is not None:
+            scope = {**scope, "headers": [*scope.get("headers", ()), (b"x-api-key", key.encode("latin-1", "replace"))]}
+        await self.app(scope, receive, send)
 
+    async def _read_bounded(self, receive: Receive) -> tuple[bytes | None, Receive]:
+        """The body (None when longer than max_body_bytes or the client left), and a `receive` that
+        replays what was read."""
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= self.max_body_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None, replay([message], receive)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        # Over the limit: no key, so AuthGuard refuses it (and drains the rest).
+        return None if more else body, replay([{"type": "http.request", "body": body, "more_body": more}], receive)
 
-def deepl_key(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The key of `Authorization: DeepL-Auth-Key <key>`, if that is what the request carries."""
-    scheme, _, token = (_header(headers, b"authorization") or b"").decode("latin-1").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "deepl-auth-key" else None
-
-
-def body_key(body: bytes, content_type: str, query: str) -> str | None:
-    """LibreTranslate's `api_key` from a JSON or form body, else from the query string."""
-    key: Any = None
-    try:
-        if "json" in content_type:
-            payload = json.loads(body) if body else None
-            key = payload.get("api_key") if isinstance(payload, dict) else None
-        elif body:
-            key = (parse_qs(body.decode("utf-8"), keep_blank_values=True).get("api_key") or [None])[0]
-    except (ValueError, UnicodeDecodeError):
-        key = None
-    if not key:
-        key = (parse_qs(query, keep_blank_values=True).get("api_key") or [None])[0]
-    return key if isinstance(key, str) and key.strip() else None
+    @staticmethod
+    async def _body_key(scope: Scope, body: bytes) -> str | None:
+        """LibreTranslate's `api_key` from the body or the query string, decoded as the routes decode it."""
+        content_type = (header(scope, b"content-type") or b"").decode("latin-1")
+        params = await scope["app"].state.services.cpu.run(
+            decode_params, body, content_type, scope.get("query_string", b"").decode("latin-1"), lists=frozenset())
+        key = params.get("api_key")
+        return key if isinstance(key, str) and key.strip() else None
 
 
 class CompatEdge:
-    """Outermost middleware for the compat prefixes: key mapping in, dialect-shaped refusals out."""
+    """Outermost middleware for the compat prefixes: dialect-shaped refusals out."""
 
-    def __init__(self, app: ASGIApp, *, auth_enabled: bool, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.auth_enabled = auth_enabled
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dialect = dialect_of(scope["path"]) if scope["type"] == "http" else None
         if dialect is None:
             await self.app(scope, receive, send)
             return
-        headers = list(scope.get("headers") or [])
-        key: str | None = None
-        if self.auth_enabled and not _has_key_header(headers):
-            if dialect is DEEPL:
-                key = deepl_key(headers)
-            else:
-                receive, key = await self._key_from_body(scope, receive, headers)
-        if key is not None:
-            scope = {**scope, "headers": [*headers, (b"x-api-key", key.encode("latin-1", "replace"))]}
         await self.app(scope, receive, _dialect_errors(send, dialect))
-
-    async def _key_from_body(self, scope: Scope, receive: Receive,
-                             headers: list[tuple[bytes, bytes]]) -> tuple[Receive, str | None]:
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more and size <= self.max_body_bytes:
-            message = await receive()
-            if message["type"] != "http.request":
-                return _replay([message], receive), None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = _replay([{"type": "http.request", "body": body, "more_body": more}], receive)
-        if more:   # over the limit: BodyGuard answers 413 (after the key check, which then fails)
-            return replayed, None
-        content_type = (_header(headers, b"content-type") or b"").decode("latin-1").lower()
-        return replayed, body_key(body, content_type, scope.get("query_string", b"").decode("latin-1"))
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
 
 
 def _dialect_errors(send: Send, dialect: Dialect) -> Send:
@@ -357,7 +361,7 @@ def _dialect_errors(send: Send, dialect: Dialect) -> Send:
     async def wrapped(message: Message) -> None:
         nonlocal start
         if message["type"] == "http.response.start":
-            content_type = _header(list(message.get("headers") or []), b"content-type") or b""
+            content_type = header(message, b"content-type") or b""
             if message["status"] >= 400 and content_type.startswith(b"application/json"):
                 start = message   # hold it until the body tells whether it is a main-shape error
                 return
@@ -383,7 +387,6 @@ def _dialect_errors(send: Send, dialect: Dialect) -> Send:
     return wrapped
 
 
-def install_compat(app: FastAPI, settings: Settings) -> None:
+def install_compat(app: FastAPI) -> None:
     """Add CompatEdge as the outermost middleware (call after install_operations)."""
-    auth_enabled = settings.api_keys_file is not None or settings.api_keys is not None
-    app.add_middleware(CompatEdge, auth_enabled=auth_enabled, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(CompatEdge)

@@ -1,5 +1,6 @@
 """Per-request context shared by the edge middleware (request id, principal) and the routes (sizes,
-timings), plus the JSON error sender those pure-ASGI middlewares use.
+timings), and the one home of what those pure-ASGI middlewares share: header lookup, body replay and
+draining, and the JSON error sender.
 
 One mutable `RequestContext` lives in `scope["state"]` (what `request.state` reads), created by the
 outermost middleware (`model_server.api.observe.RequestObserver`). Inner layers fill it in; the observer
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from starlette.requests import Request
-from starlette.types import Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from model_server.errors import ServiceError
 
 # The current request's id, for every log line written while serving it (see model_server.logs).
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -65,31 +68,74 @@ def note_results(request: Request, *, error_codes: Iterable[str], timing_ms: dic
         context.timing_ms = timing_ms
 
 
-# ----- responses sent by pure-ASGI middleware, in the service's one error shape -----
-async def send_error(send: Send, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                     close: bool = False) -> None:
-    """Send `{"error": {"code", "message"}}`. `close=True` when the request body was left unread, so the
-    connection is not reused with a body still in flight."""
-    payload = json.dumps({"error": {"code": code, "message": message}}).encode()
-    raw: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json"),
-                                      (b"content-length", str(len(payload)).encode())]
-    raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
-    if close:
-        raw.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
-
-
-def has_body(scope: Scope) -> bool:
-    return scope.get("method") not in {"GET", "HEAD", "OPTIONS", "DELETE"}
-
-
-def header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of a request header (name in lower case)."""
-    for key, value in scope.get("headers") or ():
+# ----- the one home of the edge's ASGI plumbing: headers, bodies, refusals -----
+def header(message: Scope | Message, name: bytes) -> bytes | None:
+    """The first value of header `name` (lower case) of a request scope or a response-start message."""
+    for key, value in message.get("headers") or ():
         if key == name:
             return value
     return None
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length, when it declares a valid one (the server itself refuses bad ones)."""
+    raw = header(scope, b"content-length")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether the request carries a body (of any method): a non-zero Content-Length, or chunked."""
+    return header(scope, b"transfer-encoding") is not None or (declared_length(scope) or 0) > 0
+
+
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that first returns `messages` (what a middleware already read), then the real ones."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+async def drain(receive: Receive, limit_bytes: int) -> bool:
+    """Read and discard the rest of the request body, at most `limit_bytes` of it. True if it ended.
+
+    A server that answers and closes with a body still unread makes the kernel reset the connection,
+    and clients that write the whole body before reading (urllib, requests) report that reset instead
+    of the answer. Reading the body first lets every client read the refusal."""
+    read = 0
+    while read <= limit_bytes:
+        message = await receive()
+        if message["type"] != "http.request":
+            return True   # the client went away: nothing left to read
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
+
+
+async def send_error(send: Send, error: ServiceError, *, close: bool = False) -> None:
+    """Send `error` as `{"error": {"code", "message"}}` with its status and headers (Retry-After). `close=True`
+    when the request body was not (all) read, so the connection is not reused with a body still in flight."""
+    payload = json.dumps({"error": error.to_dict()}).encode()
+    raw: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json"),
+                                      (b"content-length", str(len(payload)).encode())]
+    raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()]
+    if close:
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send, error: ServiceError, *, drain_bytes: int) -> None:
+    """Answer `error` to a request whose body has not been read (or not all of it): what is left of the
+    body is drained first (up to `drain_bytes`, see `drain`), then the connection is closed. A body
+    declared longer than `drain_bytes` is not read at all: the client could not read the answer anyway."""
+    body = has_body(scope)
+    if body and (declared_length(scope) or 0) <= drain_bytes:
+        await drain(receive, drain_bytes)
+    await send_error(send, error, close=body)
 
 
 def error_code_of(body: bytes) -> str | None:

@@ -29,16 +29,24 @@ class ClientDisconnected(Exception):
     """The client went away before its response was ready; nothing is sent."""
 
 
-def admit_texts(request: Request, text: str | None, texts: list[str] | None, *, noun: str = "request") -> tuple[list[str], int]:
-    """The texts of a /translate-shaped body (`text` or `texts`), checked against max_texts_per_request and
-    noted for the access log. Returns the texts and their total characters."""
-    admitted = [text] if text is not None else texts or []
+def admit(request: Request, texts: list[str], *, noun: str = "request") -> int:
+    """Check `texts` against max_texts_per_request (413 `too_many_texts`) and note their count and size
+    for the access log: the one admission of every endpoint that takes texts (the main routes through
+    `admit_texts`, the compat routes through `compat.translate_texts`). Returns the total characters."""
     limit = get_services(request).settings.max_texts_per_request
-    if len(admitted) > limit:
-        raise ServiceError("too_many_texts", f"{len(admitted)} texts in one {noun}; the limit is {limit}")
-    chars = sum(len(item) for item in admitted)
-    note_texts(request, texts=len(admitted), chars=chars)
-    return admitted, chars
+    if len(texts) > limit:
+        raise ServiceError("too_many_texts", f"{len(texts)} texts in one {noun}; the limit is {limit}")
+    chars = sum(len(text) for text in texts)
+    note_texts(request, texts=len(texts), chars=chars)
+    return chars
+
+
+def admit_texts(request: Request, text: str | None, texts: list[str] | None, *,
+                noun: str = "request") -> tuple[list[str], int]:
+    """The texts of a /translate-shaped body (`text` or `texts`), admitted (`admit`): the texts and their
+    total characters."""
+    admitted = [text] if text is not None else texts or []
+    return admitted, admit(request, admitted, noun=noun)
 
 
 def get_services(request: Request) -> Services:

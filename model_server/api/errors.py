@@ -54,9 +54,13 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    if exc.status_code == 400 and "parsing the body" in str(exc.detail):
-        code = "invalid_json"
-    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+    message = str(exc.detail)
+    if exc.status_code == 400 and "parsing the body" in message:
+        # FastAPI's own body parsing failed beyond a syntax error: nesting deeper than the parser's
+        # recursion limit, a number too long to convert, ...
+        code, message = "invalid_json", "the request body is not valid JSON: it cannot be parsed (nested too " \
+                                        "deeply, or a number too long?)"
+    return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
 
 async def _client_disconnected(_: Request, exc: ClientDisconnected) -> JSONResponse:

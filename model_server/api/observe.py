@@ -29,6 +29,7 @@ from model_server.api.context import (
     request_id_var,
     send_error,
 )
+from model_server.errors import ServiceError
 from model_server.metrics import Metrics
 
 access_log = logging.getLogger("model_server.access")
@@ -125,8 +126,8 @@ class RequestObserver:
         except Exception:  # noqa: BLE001 - answered here so the 500 carries the request id too
             log.exception("unhandled error", extra={"fields": {"request_id": context.request_id}})
             if status is None:
-                await send_error(tagging_send, 500, "internal_error",
-                                 "an internal error occurred; it has been logged")
+                await send_error(tagging_send, ServiceError("internal_error",
+                                                            "an internal error occurred; it has been logged"))
         finally:
             self.metrics.http_in_flight.dec()
             seconds = time.perf_counter() - started

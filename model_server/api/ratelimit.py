@@ -1,4 +1,4 @@
-"""Rate limits per principal (API key name, or client address when auth is off), in memory.
+"""Rate and concurrency limits per principal (API key name, or client address when auth is off), in memory.
 
 Two token buckets per principal, each holding one minute's worth and refilling continuously:
 requests (`rate_limit_requests_per_minute`, charged by `RateLimitGuard` before the body is read) and
@@ -6,6 +6,11 @@ text characters (`rate_limit_chars_per_minute`, charged by `enforce_char_budget`
 once it knows its texts and before any model work). Over the limit: 429 `rate_limited` with
 Retry-After. A single request with more characters than a whole minute's budget can never pass: 413
 `exceeds_rate_limit` (split it). 0 turns a limit off.
+
+Concurrency: at most `max_inflight_per_key` requests of one principal in flight at once (`InFlight`,
+counted by `RateLimitGuard` from admission until the response is sent); one more gets 429
+`too_many_inflight` with Retry-After, before the body is read and without spending the request budget.
+It keeps one client from holding every queue slot and worker with parallel requests.
 
 One process, one event loop: no locks. Limits are per server process, not shared between replicas.
 Health, readiness, docs and /metrics are never limited.
@@ -22,7 +27,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_server.api.auth import METRICS_PATH, OPEN_PATHS
-from model_server.api.context import context_of, has_body, send_error
+from model_server.api.context import context_of, refuse
 from model_server.errors import ServiceError
 
 Clock = Callable[[], float]
@@ -108,27 +113,85 @@ def _limited(what: str, wait_s: float) -> ServiceError:
                         headers={"Retry-After": str(retry_after)})
 
 
+class InFlight:
+    """Requests in flight per key, at most `limit` each (pure state; keys at zero are forgotten)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def count(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+    def acquire(self, key: str) -> None:
+        """Take one slot for `key`, or raise 429 `too_many_inflight` (taking nothing)."""
+        if self._counts.get(key, 0) >= self.limit:
+            raise ServiceError("too_many_inflight", f"more than {self.limit} requests in flight at once for this "
+                               "client; wait for one to finish", headers={"Retry-After": "1"})
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def release(self, key: str) -> None:
+        left = self._counts.get(key, 0) - 1
+        if left > 0:
+            self._counts[key] = left
+        else:
+            self._counts.pop(key, None)
+
+
 def is_limited_path(path: str) -> bool:
     return path not in OPEN_PATHS and path != METRICS_PATH
 
 
 class RateLimitGuard:
-    """Charges one request to its principal before the body is read (runs inside `AuthGuard`)."""
+    """Admits a request for its principal before the body is read (runs inside `AuthGuard`): one in-flight
+    slot (`inflight`, held until the response is sent), then one request from the per-minute budget."""
 
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter) -> None:
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, inflight: InFlight | None = None,
+                 max_drain_bytes: int = 0) -> None:
         self.app = app
         self.limiter = limiter
+        self.inflight = inflight
+        self.max_drain_bytes = max_drain_bytes  # a refused body is drained so the client reads the answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.limiter.requests is not None and is_limited_path(scope["path"]):
-            context = context_of(scope)
-            key = context.rate_key if context else f"ip:{(scope.get('client') or ('unknown',))[0]}"
-            try:
-                self.limiter.check_request(key)
-            except ServiceError as exc:
-                await send_error(send, exc.status, exc.code, exc.message, headers=exc.headers, close=has_body(scope))
-                return
-        await self.app(scope, receive, send)
+        if (scope["type"] != "http" or (self.limiter.requests is None and self.inflight is None)
+                or not is_limited_path(scope["path"])):
+            await self.app(scope, receive, send)
+            return
+        key = rate_key(scope)
+        try:
+            self._admit(key)
+        except ServiceError as exc:
+            await refuse(scope, receive, send, exc, drain_bytes=self.max_drain_bytes)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if self.inflight is not None:
+                self.inflight.release(key)
+
+    def _admit(self, key: str) -> None:
+        """One in-flight slot, then one request of the minute's budget; neither is taken if either refuses
+        (a client refused for being busy spends no budget)."""
+        if self.inflight is not None:
+            self.inflight.acquire(key)
+        try:
+            self.limiter.check_request(key)
+        except ServiceError:
+            if self.inflight is not None:
+                self.inflight.release(key)
+            raise
+
+
+def rate_key(scope: Scope) -> str:
+    """Whose budget a request spends (`RequestContext.rate_key`; the peer address without a context)."""
+    context = context_of(scope)
+    return context.rate_key if context else f"ip:{(scope.get('client') or ('unknown',))[0]}"
 
 
 def enforce_char_budget(request: Request, chars: int) -> None:
@@ -139,6 +202,4 @@ def enforce_char_budget(request: Request, chars: int) -> None:
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None or limiter.chars is None:
         return
-    context = context_of(request)
-    limiter.charge_chars(context.rate_key if context else f"ip:{request.client.host if request.client else '?'}",
-                         chars)
+    limiter.charge_chars(rate_key(request.scope), chars)

@@ -95,6 +95,17 @@ def test_a_request_with_more_segments_than_the_queue_holds_gets_413_naming_count
     assert fits.json()["results"][0]["translation"] == " ".join(TRANSLATIONS[:3])
 
 
+def test_the_compat_apis_refuse_too_many_segments_in_their_own_shape(small_queue_server):
+    server, backend = small_queue_server
+    text = " ".join(SENTENCES)
+    with server.client() as client:
+        deepl = client.post("/v2/translate", data={"text": text, "target_lang": "EN"})
+        libre = client.post("/libretranslate/translate", json={"q": text, "source": "ar", "target": "en"})
+    assert deepl.status_code == 413 and "at most 3" in deepl.json()["message"]   # DeepL: too large
+    assert libre.status_code == 400 and "at most 3" in libre.json()["error"]     # LibreTranslate: bad input
+    assert backend.generate_calls == 0
+
+
 def test_a_summary_with_more_chunks_than_the_queue_holds_gets_413(tiny_marian_dir, tiny_mt5_dir, tiny_backend):
     settings = tiny_settings(tiny_marian_dir, summarization_enabled=True, summarization_model=str(tiny_mt5_dir),
                              summary_max_input_tokens=256, max_queue_segments=4, max_text_chars=20_000)

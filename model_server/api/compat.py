@@ -87,12 +87,14 @@ _BAD_INPUT = ("invalid_json", "invalid_encoding", "empty_text", "not_arabic", "v
 DEEPL = Dialect(
     name="deepl", prefix="/v2", message_key="message", prefixes={},
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
-              "body_too_large": 413, "text_too_long": 413, "too_many_texts": 413, "exceeds_rate_limit": 456,
+              "body_too_large": 413, "text_too_long": 413, "too_many_texts": 413, "too_many_segments": 413,
+              "exceeds_rate_limit": 456,
               "rate_limited": 429, "too_many_inflight": 429, "queue_full": 429})
 LIBRETRANSLATE = Dialect(
     name="libretranslate", prefix="/libretranslate", message_key="error", prefixes={429: "Slowdown: "},
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
-              "body_too_large": 400, "text_too_long": 400, "too_many_texts": 400, "exceeds_rate_limit": 400,
+              "body_too_large": 400, "text_too_long": 400, "too_many_texts": 400, "too_many_segments": 400,
+              "exceeds_rate_limit": 400,
               "rate_limited": 429, "too_many_inflight": 429, "queue_full": 429})
 DIALECTS = (DEEPL, LIBRETRANSLATE)
 

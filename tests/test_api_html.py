@@ -1,7 +1,7 @@
 """POST /translate with format=html: real server on loopback, the tiny Marian model.
 
 The tiny model only translates MEMORISED_PAIRS, so exactness is asserted on memorised sentences wrapped
-in markup. What the alignment guarantees (model_server/html.py): every tag and attribute survives in
+in markup. What the alignment guarantees (model_server/html/): every tag and attribute survives in
 order; the text with markup stripped is exactly the block's plain translation; an inline element with
 text gets whole words of it. Which words is only asserted in tests/test_html.py (a fake pipeline).
 """

@@ -1,4 +1,4 @@
-"""HTML-aware translation (model_server/html.py) without a model: a fake word-by-word pipeline.
+"""HTML-aware translation (model_server/html/) without a model: a fake word-by-word pipeline.
 
 The fake translates each sentence word by word with a small dictionary (unknown words become
 "w<length>"), so alignment and anchoring can be asserted exactly. The tiny real model is used in
@@ -14,6 +14,7 @@ import pytest
 from lxml import etree
 from lxml import html as lxml_html
 
+from model_server.cpu import CpuPool
 from model_server.errors import ServiceError
 from model_server.html import InlineSpan, align_spans, parse_markup, translate_markup
 from model_server.pipeline import TextLimits, Timings
@@ -35,13 +36,14 @@ def fake_translate(sentence: str) -> str:
 
 
 class FakePipeline:
-    """What translate_markup needs of TranslationPipeline: config.limits, config.non_arabic_passthrough
-    and translate(texts, options, lane=...) -> (results, Timings). Records every call."""
+    """What translate_markup needs of TranslationPipeline: config.limits, config.non_arabic_passthrough,
+    cpu (a real CpuPool) and translate(texts, options, lane=...) -> (results, Timings). Records every call."""
 
     def __init__(self, *, passthrough: bool = False, max_text_chars: int = 100_000) -> None:
         self.config = SimpleNamespace(limits=TextLimits(max_text_chars=max_text_chars, min_arabic_ratio=0.3),
                                       non_arabic_passthrough=passthrough)
         self.calls: list[list[str]] = []
+        self.cpu = CpuPool(1)
 
     async def translate(self, texts, options, *, lane=None):
         self.calls.append(list(texts))
@@ -58,7 +60,10 @@ class FakePipeline:
 def run(markup: str | list[str], **kwargs):
     pipeline = FakePipeline(**{k: kwargs.pop(k) for k in ("passthrough", "max_text_chars") if k in kwargs})
     documents = markup if isinstance(markup, list) else [markup]
-    results, _ = asyncio.run(translate_markup(pipeline, documents, options=None, **kwargs))
+    try:
+        results, _ = asyncio.run(translate_markup(pipeline, documents, options=None, **kwargs))
+    finally:
+        pipeline.cpu.close()
     return (results if isinstance(markup, list) else results[0]), pipeline
 
 

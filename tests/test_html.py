@@ -8,6 +8,7 @@ tests/test_api_html.py.
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -209,3 +210,30 @@ def test_english_blocks_inside_an_arabic_document_are_left_alone():
     result, pipeline = run("<p>مرحبا بالعالم</p><blockquote>We will not comment.</blockquote>")
     assert result.translation == "<p>hello world</p><blockquote>We will not comment.</blockquote>"
     assert pipeline.calls == [["مرحبا بالعالم"]]
+
+
+class RecordingPool(CpuPool):
+    """A real pool that records which functions it ran and on which thread."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.ran: list[tuple[str, str]] = []
+
+    async def run(self, fn, /, *args, **kwargs):
+        def recorded(*a, **k):
+            self.ran.append((fn.__name__, threading.current_thread().name))
+            return fn(*a, **k)
+
+        return await super().run(recorded, *args, **kwargs)
+
+
+def test_markup_work_runs_in_the_cpu_pool_one_call_per_stage_for_all_documents():
+    pipeline = FakePipeline()
+    pipeline.cpu = RecordingPool()
+    try:
+        results, _ = asyncio.run(translate_markup(pipeline, ["<p>مرحبا</p>", "<p>شكرا</p>", "<p>نص</p>"], None))
+    finally:
+        pipeline.cpu.close()
+    assert [r.translation for r in results] == ["<p>hello</p>", "<p>thanks</p>", "<p>text</p>"]
+    assert [name for name, _ in pipeline.cpu.ran] == ["_plan_all", "_finish_all"]
+    assert all(thread.startswith("prepare") for _, thread in pipeline.cpu.ran)

@@ -22,8 +22,10 @@ How inline markup survives (and what is guaranteed)
        translation), then snapped to word boundaries;
     2. an inline element of one to eight words is also translated on its own, in the same pipeline call;
        when that translation occurs in the block's translation (case-insensitive, whole words, within
-       the parent's span, after the previous sibling), that occurrence is used instead (names and
-       links usually translate identically: `<a>خليفة حفتر</a>` -> `<a>Khalifa Haftar</a>`).
+       the parent's span, after the previous sibling), the occurrence nearest the mapped position is
+       used instead (names and links usually translate identically: `<a>خليفة حفتر</a>` ->
+       `<a>Khalifa Haftar</a>`). Only the 16 occurrences of its first word nearest that position are
+       tried, so a word repeated thousands of times cannot make the search quadratic.
 
     Guaranteed: every tag, attribute and link is kept, once, in document order and with its nesting;
     the output is well-formed; the block's text with markup stripped is exactly the plain translation

@@ -109,12 +109,14 @@ def _parse_checked_html(markup: str) -> tuple[Any, bool]:
     if "depth" not in message.lower():
         raise ServiceError("invalid_markup", f"the HTML cannot be parsed: {message}")
     limit = int(next(iter(_NUMBER_RE.findall(message)), _PARSER_DEPTH))
+    # A fragment is parsed inside html and body, which count for libxml2 but not for the client.
+    if not is_document:
+        limit -= 2
     # How deep it really is: the same markup parsed with the larger limit (XML_PARSE_HUGE, 2048 levels).
     deep_root, still_fatal = _parse_html(markup, is_document=is_document, huge=True)
-    offset = 0 if is_document else 2   # a fragment is parsed inside html and body, which count for libxml2
-    depth = nesting_depth(deep_root) - (0 if is_document else 1)
+    depth = nesting_depth(deep_root) - (0 if is_document else 1)   # not the fragment's container
     raise ServiceError("invalid_markup", f"the HTML nests elements {'at least ' if still_fatal else ''}{depth} "
-                       f"levels deep; the parser keeps at most {limit - offset} levels"
+                       f"levels deep; the parser keeps at most {limit} levels"
                        f"{'' if is_document else ' in a fragment'}, and would drop everything after that point")
 
 
@@ -139,27 +141,21 @@ def _parse_xml(markup: str) -> Any:
     return etree.fromstring(f"<{_XML_WRAPPER}>".encode() + data + f"</{_XML_WRAPPER}>".encode(), parser)
 
 
-def _xml_error(exc: Exception) -> ServiceError:
+def _parse_error(exc: Exception, *, xml: bool) -> ServiceError:
     message = str(exc)
-    if isinstance(exc, etree.XMLSyntaxError) and "excessive depth" in message.lower():
+    if xml and "excessive depth" in message.lower():
         limit = int(next(iter(_NUMBER_RE.findall(message)), _PARSER_DEPTH))
         return ServiceError("invalid_markup", f"the XML nests elements more than {limit} levels deep; the parser "
                             f"keeps at most {limit} levels")
-    return ServiceError("invalid_markup", f"the XML cannot be parsed: {message}")
+    return ServiceError("invalid_markup", f"the {'XML' if xml else 'HTML'} cannot be parsed: {message}")
 
 
 def parse_markup(markup: str, *, xml: bool = False, skip_tags: frozenset[str] = frozenset()) -> "Document":
     """Parse HTML (a document or a fragment) or XML, and find what to translate. ServiceError invalid_markup."""
     try:
-        if xml:
-            root, is_document = _parse_xml(markup), True
-        else:
-            root, is_document = _parse_checked_html(markup)
-    except etree.XMLSyntaxError as exc:
-        raise (_xml_error(exc) if xml else ServiceError("invalid_markup", f"the HTML cannot be parsed: {exc}")) \
-            from None
-    except (etree.ParserError, ValueError) as exc:
-        raise ServiceError("invalid_markup", f"the {'XML' if xml else 'HTML'} cannot be parsed: {exc}") from None
+        root, is_document = (_parse_xml(markup), True) if xml else _parse_checked_html(markup)
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
+        raise _parse_error(exc, xml=xml) from None
     extractor = _Extractor(root, skip_tags)
     if not extractor.skipped(root):
         run_nested(extractor.container(root))

@@ -50,7 +50,8 @@ def block_cycle() -> list[str]:
         wrap("paragraph", f'<p class="has-drop-cap">{CRITICS}</p>', ' {"dropCap":true}'),
         wrap("image", '<figure class="wp-block-image size-large"><img src="https://example.com/wp-content/uploads/'
                       f'2024/04/tobruk.jpg" alt="{ALLIANCE}" class="wp-image-42"/><figcaption class="wp-element-'
-                      f'caption">{AGREEMENT}</figcaption></figure>', ' {"id":42,"sizeSlug":"large","linkDestination":"none"}'),
+                      f'caption">{AGREEMENT}</figcaption></figure>',
+             ' {"id":42,"sizeSlug":"large","linkDestination":"none"}'),
         wrap("heading", f'<h3 class="wp-block-heading">{AGREEMENT}</h3>', ' {"level":3}'),
         wrap("list", f'<ul class="wp-block-list">{items}</ul>'),
         wrap("quote", f'<blockquote class="wp-block-quote">{wrap("paragraph", f"<p>{CRITICS}</p>")}'

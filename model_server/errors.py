@@ -13,7 +13,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_encoding": (400, "the body is not valid UTF-8, or JSON escapes a lone UTF-16 surrogate"),
     "empty_text": (400, "a text is empty or only whitespace/control characters"),
     "not_arabic": (400, "a text is not (mostly) Arabic script"),
-    "invalid_markup": (400, "format=html (or DeepL tag_handling=xml): the markup cannot be parsed"),
+    "invalid_markup": (400, "format=html (or DeepL tag_handling=xml): the markup cannot be parsed, or nests deeper "
+                            "than the parser keeps (256 levels)"),
     "unsupported_option": (400, "an option this server does not offer yet (DeepL glossary_id)"),
     "unknown_model": (422, "the request names a translation model that is not loaded"),
     "validation_error": (422, "a field is missing, unknown, of the wrong type or out of range"),

@@ -1,7 +1,7 @@
 """POST /translate with format=html: real server on loopback, the tiny Marian model.
 
 The tiny model only translates MEMORISED_PAIRS, so exactness is asserted on memorised sentences wrapped
-in markup. What the alignment guarantees (model_server/html.py): every tag and attribute survives in
+in markup. What the alignment guarantees (model_server/html/): every tag and attribute survives in
 order; the text with markup stripped is exactly the block's plain translation; an inline element with
 text gets whole words of it. Which words is only asserted in tests/test_html.py (a fake pipeline).
 """
@@ -83,3 +83,30 @@ def test_html_documents_fail_independently_and_errors_keep_their_codes(tiny_serv
         assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
         response = client.post("/translate", json={"text": "<p>x</p>", "format": "pdf"})
         assert response.status_code == 422
+
+
+def test_nesting_deeper_than_the_parser_keeps_is_400_invalid_markup_naming_the_depth(tiny_server):
+    deep = "<div>" * 400 + AGREEMENT + "</div>" * 400 + "<p>شكرا جزيلا.</p>"
+    with tiny_server.client() as client:
+        response = client.post("/translate", json={"text": deep, "format": "html"})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid_markup"
+        assert "400 levels deep" in error["message"] and "at most 254 levels" in error["message"]
+        # In a batch it is that document's error only.
+        results = client.post("/translate", json={"texts": [deep, "<p>شكرا جزيلا.</p>"], "format": "html"}).json()
+    assert results["results"][0]["error"]["code"] == "invalid_markup"
+    assert results["results"][1]["translation"] == "<p>Thank you very much.</p>"
+
+
+def test_nesting_at_the_parser_limit_translates_every_level(tiny_server):
+    # 254 levels below the html and body a fragment is parsed in (libxml2 keeps 256): the deepest block,
+    # a block half way and the one after all of them come back translated.
+    markup = ("<div>" * 126 + f"<h2>{ALLIANCE}</h2>" + "<div>" * 127 + f"<p>{AGREEMENT}</p>" + "</div>" * 253
+              + "<p>شكرا جزيلا.</p>")
+    out = translate_html(tiny_server, markup)[0]["translation"]
+    root = lxml_html.fragment_fromstring(out, create_parent="div")
+    assert root.find(".//h2").text == MEMORISED[ALLIANCE]
+    deepest = root.find(".//p")
+    assert deepest.text == MEMORISED[AGREEMENT] and len(list(deepest.iterancestors())) == 254
+    assert root.findall("p")[-1].text == MEMORISED["شكرا جزيلا."]

@@ -1,4 +1,4 @@
-"""HTML-aware translation (model_server/html.py) without a model: a fake word-by-word pipeline.
+"""HTML-aware translation (model_server/html/) without a model: a fake word-by-word pipeline.
 
 The fake translates each sentence word by word with a small dictionary (unknown words become
 "w<length>"), so alignment and anchoring can be asserted exactly. The tiny real model is used in
@@ -8,12 +8,14 @@ tests/test_api_html.py.
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
 import pytest
 from lxml import etree
 from lxml import html as lxml_html
 
+from model_server.cpu import CpuPool
 from model_server.errors import ServiceError
 from model_server.html import InlineSpan, align_spans, parse_markup, translate_markup
 from model_server.pipeline import TextLimits, Timings
@@ -35,13 +37,14 @@ def fake_translate(sentence: str) -> str:
 
 
 class FakePipeline:
-    """What translate_markup needs of TranslationPipeline: config.limits, config.non_arabic_passthrough
-    and translate(texts, options, lane=...) -> (results, Timings). Records every call."""
+    """What translate_markup needs of TranslationPipeline: config.limits, config.non_arabic_passthrough,
+    cpu (a real CpuPool) and translate(texts, options, lane=...) -> (results, Timings). Records every call."""
 
     def __init__(self, *, passthrough: bool = False, max_text_chars: int = 100_000) -> None:
         self.config = SimpleNamespace(limits=TextLimits(max_text_chars=max_text_chars, min_arabic_ratio=0.3),
                                       non_arabic_passthrough=passthrough)
         self.calls: list[list[str]] = []
+        self.cpu = CpuPool(1)
 
     async def translate(self, texts, options, *, lane=None):
         self.calls.append(list(texts))
@@ -58,7 +61,10 @@ class FakePipeline:
 def run(markup: str | list[str], **kwargs):
     pipeline = FakePipeline(**{k: kwargs.pop(k) for k in ("passthrough", "max_text_chars") if k in kwargs})
     documents = markup if isinstance(markup, list) else [markup]
-    results, _ = asyncio.run(translate_markup(pipeline, documents, options=None, **kwargs))
+    try:
+        results, _ = asyncio.run(translate_markup(pipeline, documents, options=None, **kwargs))
+    finally:
+        pipeline.cpu.close()
     return (results if isinstance(markup, list) else results[0]), pipeline
 
 
@@ -204,3 +210,30 @@ def test_english_blocks_inside_an_arabic_document_are_left_alone():
     result, pipeline = run("<p>مرحبا بالعالم</p><blockquote>We will not comment.</blockquote>")
     assert result.translation == "<p>hello world</p><blockquote>We will not comment.</blockquote>"
     assert pipeline.calls == [["مرحبا بالعالم"]]
+
+
+class RecordingPool(CpuPool):
+    """A real pool that records which functions it ran and on which thread."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.ran: list[tuple[str, str]] = []
+
+    async def run(self, fn, /, *args, **kwargs):
+        def recorded(*a, **k):
+            self.ran.append((fn.__name__, threading.current_thread().name))
+            return fn(*a, **k)
+
+        return await super().run(recorded, *args, **kwargs)
+
+
+def test_markup_work_runs_in_the_cpu_pool_one_call_per_stage_for_all_documents():
+    pipeline = FakePipeline()
+    pipeline.cpu = RecordingPool()
+    try:
+        results, _ = asyncio.run(translate_markup(pipeline, ["<p>مرحبا</p>", "<p>شكرا</p>", "<p>نص</p>"], None))
+    finally:
+        pipeline.cpu.close()
+    assert [r.translation for r in results] == ["<p>hello</p>", "<p>thanks</p>", "<p>text</p>"]
+    assert [name for name, _ in pipeline.cpu.ran] == ["_plan_all", "_finish_all"]
+    assert all(thread.startswith("prepare") for _, thread in pipeline.cpu.ran)

@@ -9,7 +9,7 @@ own executors (one per model, `model_server.services.ModelRunner`); this pool ne
 Threads, not processes: the work needs the loaded tokenizers and the parsed trees, which cannot be
 shipped to another process cheaply. Pure-Python work holds the GIL but yields it every switch
 interval (5 ms), so the event loop keeps answering; and every scan that runs here is linear in its
-input (tests/test_linear_time.py), so no single call holds it for long.
+input (the doubling tests: tests/test_*linear*.py, tests/timing.py), so no single call holds it for long.
 """
 
 from __future__ import annotations

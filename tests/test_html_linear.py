@@ -11,8 +11,6 @@ per doubling), 4000 `<b>` spans 1.9 s (x3.8). Nesting past libxml2's 256 levels 
 
 from __future__ import annotations
 
-import functools
-import gc
 import re
 
 from model_server.html import InlineSpan, align_spans, finish_document, looks_like_document, parse_markup, plan_document
@@ -25,22 +23,6 @@ CONFIG = PipelineConfig(limits=TextLimits(max_text_chars=10**8, min_arabic_ratio
 WORD = "كلمة"
 _SENTENCE_END_RE = re.compile(r"(?<=\.) ")
 PARSER_LEVELS = 254   # what libxml2 keeps below the html and body a fragment is parsed in
-
-
-def gc_paused(fn):
-    """`fn` with the cyclic garbage collector paused while it runs. A full collection walks the whole test
-    process's heap (torch and the app, imported by other test modules), so it is a one-off step of tens of
-    ms that lands in whichever timing first crosses its threshold - not work that grows with the markup.
-    (timing.best_time collects before every run, so each run starts from the same state.)"""
-    @functools.wraps(fn)
-    def run(value):
-        gc.disable()
-        try:
-            return fn(value)
-        finally:
-            gc.enable()
-
-    return run
 
 
 def fake_result(text: str) -> TextResult:
@@ -60,8 +42,6 @@ def translate_markup_work(markup: str) -> str:
     return result.translation
 
 
-timed_parse = gc_paused(parse_markup)
-timed_work = gc_paused(translate_markup_work)
 
 
 def test_the_fake_translation_goes_through_every_stage():
@@ -75,28 +55,28 @@ WORDPRESS_BLOCK = (f'<!-- wp:heading {{"level":3}} -->\n<h3 class="wp-block-head
 
 
 def test_wordpress_block_comments_are_linear():
-    assert_linear(timed_parse, lambda n: WORDPRESS_BLOCK * n, 200)
-    assert_linear(timed_work, lambda n: WORDPRESS_BLOCK * n, 200)
+    assert_linear(parse_markup, lambda n: WORDPRESS_BLOCK * n, 200)
+    assert_linear(translate_markup_work, lambda n: WORDPRESS_BLOCK * n, 200)
 
 
 def test_empty_comment_runs_are_linear_in_fragments_and_before_a_document():
-    assert_linear(timed_parse, lambda n: "<!---->" * n + f"<p>{WORD}</p>", 2000)
-    assert_linear(timed_parse, lambda n: "<!---->" * n + f"<html><body><p>{WORD}</p></body></html>", 2000)
-    assert_linear(gc_paused(looks_like_document), lambda n: "<!-- wp:paragraph -->\n" * n + "<html>", 5000)
+    assert_linear(parse_markup, lambda n: "<!---->" * n + f"<p>{WORD}</p>", 2000)
+    assert_linear(parse_markup, lambda n: "<!---->" * n + f"<html><body><p>{WORD}</p></body></html>", 2000)
+    assert_linear(looks_like_document, lambda n: "<!-- wp:paragraph -->\n" * n + "<html>", 5000)
 
 
 # ---- tag storms -----------------------------------------------------------------------------------
 def test_br_storm_is_linear():
-    assert_linear(timed_work, lambda n: "<p>" + f"{WORD}<br>" * n + "</p>", 500)
+    assert_linear(translate_markup_work, lambda n: "<p>" + f"{WORD}<br>" * n + "</p>", 500)
 
 
 def test_many_inline_spans_in_one_sentence_are_linear():
-    assert_linear(timed_work, lambda n: "<p>" + f"<b>{WORD}</b> <a href='/x'>{WORD} {WORD}</a> " * n
+    assert_linear(translate_markup_work, lambda n: "<p>" + f"<b>{WORD}</b> <a href='/x'>{WORD} {WORD}</a> " * n
                   + "</p>", 300)
 
 
 def test_many_sentences_with_spans_are_linear():
-    assert_linear(timed_work, lambda n: "<p>" + f"{WORD} <em>{WORD}</em> {WORD}. " * n + "</p>", 300)
+    assert_linear(translate_markup_work, lambda n: "<p>" + f"{WORD} <em>{WORD}</em> {WORD}. " * n + "</p>", 300)
 
 
 def nested_inline(depth: int) -> str:
@@ -111,9 +91,9 @@ def test_nested_inline_tags_are_linear_up_to_the_parser_limit():
     # Ten nests each, so that doubling the depth (up to what the parser keeps) is real work. Inline tags
     # around a block make every level a block container whose inline-ness is asked again (the descendant
     # walk per element that this replaced was quadratic in the depth there).
-    assert_linear(timed_work, lambda n: "<p>" + nested_inline(n) * 10 + "</p>", 60,
+    assert_linear(translate_markup_work, lambda n: "<p>" + nested_inline(n) * 10 + "</p>", 60,
                   max_n=PARSER_LEVELS // 2)
-    assert_linear(timed_work, lambda n: inline_around_a_block(n) * 10, 60, max_n=PARSER_LEVELS // 2)
+    assert_linear(translate_markup_work, lambda n: inline_around_a_block(n) * 10, 60, max_n=PARSER_LEVELS // 2)
 
 
 def test_align_spans_is_linear_in_the_spans_of_one_run():
@@ -125,7 +105,7 @@ def test_align_spans_is_linear_in_the_spans_of_one_run():
         source, spans = value
         align_spans(spans, len(source), "word " * (len(source) // 5))
 
-    assert_linear(gc_paused(run), make, 1000)
+    assert_linear(run, make, 1000)
 
 
 # ---- deep nesting ---------------------------------------------------------------------------------
@@ -134,7 +114,7 @@ def nested_blocks(depth: int) -> str:
 
 
 def test_deeply_nested_blocks_are_linear_up_to_the_parser_limit():
-    assert_linear(timed_work, lambda n: nested_blocks(n) * 10, 60, max_n=PARSER_LEVELS // 2)
+    assert_linear(translate_markup_work, lambda n: nested_blocks(n) * 10, 60, max_n=PARSER_LEVELS // 2)
 
 
 def test_nesting_past_the_limit_is_refused_in_linear_time():
@@ -147,15 +127,15 @@ def test_nesting_past_the_limit_is_refused_in_linear_time():
         else:
             raise AssertionError("accepted")
 
-    assert_linear(gc_paused(refuse), lambda n: "<div>" * (PARSER_LEVELS + 1) + f"{WORD} " * n, 2000)
+    assert_linear(refuse, lambda n: "<div>" * (PARSER_LEVELS + 1) + f"{WORD} " * n, 2000)
 
 
 # ---- long attribute values and many blocks --------------------------------------------------------
 def test_long_attribute_values_are_linear():
-    assert_linear(timed_work, lambda n: f'<p><img alt="{f"{WORD} " * n}">{WORD}</p>', 2000)
-    assert_linear(timed_work, lambda n: f'<p class="{"lead " * n}"><a href="/?q={"a" * n}" '
+    assert_linear(translate_markup_work, lambda n: f'<p><img alt="{f"{WORD} " * n}">{WORD}</p>', 2000)
+    assert_linear(translate_markup_work, lambda n: f'<p class="{"lead " * n}"><a href="/?q={"a" * n}" '
                   f'title="{WORD}">{WORD}</a></p>', 5000)
 
 
 def test_many_blocks_are_linear():
-    assert_linear(timed_work, lambda n: f"<p>{WORD} {WORD}.</p><li>{WORD}</li>" * n, 300)
+    assert_linear(translate_markup_work, lambda n: f"<p>{WORD} {WORD}.</p><li>{WORD}</li>" * n, 300)

@@ -38,8 +38,27 @@ TOKEN_COUNT_MEMO_MAX_CHARS = 1000
 
 @dataclass(frozen=True)
 class TextLimits:
+    """The per-text input checks, one home for every endpoint (plain text, markup, summaries, articles,
+    the compat APIs): each raises ServiceError with the code and message clients rely on."""
+
     max_text_chars: int
     min_arabic_ratio: float
+
+    def check_length(self, text: str) -> None:
+        if len(text) > self.max_text_chars:
+            raise ServiceError("text_too_long", f"text has {len(text)} characters; the limit is {self.max_text_chars}")
+
+    @staticmethod
+    def check_not_blank(text: str) -> None:
+        if not text.strip():
+            raise ServiceError("empty_text", "text is empty or contains only whitespace/control characters")
+
+    def check_arabic(self, text: str) -> None:
+        """not_arabic when under min_arabic_ratio of `text`'s letters are Arabic script."""
+        ratio = arabic_ratio(text)
+        if ratio < self.min_arabic_ratio:
+            raise ServiceError("not_arabic", f"text does not look like Arabic ({ratio:.0%} of its letters are "
+                               f"Arabic script, at least {self.min_arabic_ratio:.0%} required)")
 
 
 @dataclass(frozen=True)
@@ -91,15 +110,11 @@ class Timings:
 def check_text(text: str, limits: TextLimits, *, arabic: bool = True) -> str:
     """The input checks of every text endpoint; returns the normalized text. Raises ServiceError
     (text_too_long, empty_text, not_arabic - the last only when `arabic`)."""
-    if len(text) > limits.max_text_chars:
-        raise ServiceError("text_too_long", f"text has {len(text)} characters; the limit is {limits.max_text_chars}")
+    limits.check_length(text)
     normalized = normalize_text(text)
-    if not normalized.strip():
-        raise ServiceError("empty_text", "text is empty or contains only whitespace/control characters")
-    ratio = arabic_ratio(normalized)
-    if arabic and ratio < limits.min_arabic_ratio:
-        raise ServiceError("not_arabic", f"text does not look like Arabic ({ratio:.0%} of its letters are "
-                           f"Arabic script, at least {limits.min_arabic_ratio:.0%} required)")
+    limits.check_not_blank(normalized)
+    if arabic:
+        limits.check_arabic(normalized)
     return normalized
 
 

@@ -86,20 +86,16 @@ def plan_document(index: int, markup: str, config: PipelineConfig, *, xml: bool 
     """Check and parse one document and choose its texts; a TextResult when there is nothing to translate
     (or a passthrough). Raises ServiceError (text_too_long, empty_text, invalid_markup, not_arabic)."""
     limits = config.limits
-    if len(markup) > limits.max_text_chars:
-        raise ServiceError("text_too_long", f"text has {len(markup)} characters; the limit is {limits.max_text_chars}")
-    if not markup.strip():
-        raise ServiceError("empty_text", "text is empty or contains only whitespace/control characters")
+    limits.check_length(markup)
+    limits.check_not_blank(markup)
     document = parse_markup(markup, xml=xml, skip_tags=skip_tags)
     every_text = " ".join([run.text for run in document.runs] + [a.text for a in document.attributes])
     if not every_text.strip():   # only tags, or only text that is never translated (code, translate="no")
         return TextResult(index=index, translation=document.serialize(), paragraphs=0)
-    ratio = arabic_ratio(every_text)
-    if ratio < limits.min_arabic_ratio:
+    if arabic_ratio(every_text) < limits.min_arabic_ratio:
         if config.non_arabic_passthrough:
             return TextResult(index=index, translation=markup, passthrough=True)
-        raise ServiceError("not_arabic", f"text does not look like Arabic ({ratio:.0%} of its letters are "
-                           f"Arabic script, at least {limits.min_arabic_ratio:.0%} required)")
+        limits.check_arabic(every_text)
     return _plan(document, limits.min_arabic_ratio)
 
 

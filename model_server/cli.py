@@ -33,9 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from model_server.api.app import create_app
+    from model_server.api.auth import exposure_warning, load_api_keys
     from model_server.logs import configure_logging, logging_config
-
-    from model_server.api.auth import load_api_keys
 
     settings = settings_from(args)
     try:
@@ -43,6 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandFailed(f"invalid settings: {exc}", USAGE_ERROR) from None
     configure_logging(settings)  # model loading already logs in the configured format
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning(warning)
     services = load_services(settings)  # fail fast, with one clear message, before binding the port
     app = create_app(settings, services)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,

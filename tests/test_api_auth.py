@@ -225,3 +225,17 @@ def test_auth_is_off_by_default(tiny_marian_dir, tiny_backend):
         assert client.post("/translate", json={"text": ARABIC}).status_code == 200
         spec = client.get("/openapi.json").json()
     assert "securitySchemes" not in spec["components"] and "401" not in spec["paths"]["/translate"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("host, keys, warned", [
+    ("0.0.0.0", None, True), ("::", None, True), ("10.1.2.3", None, True), ("my-host", None, True),
+    ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False), ("[::1]", None, False),
+    ("0.0.0.0", "ci:k", False),
+])
+def test_serving_beyond_loopback_without_keys_is_warned_about(host, keys, warned):
+    from model_server.api.auth import exposure_warning
+
+    warning = exposure_warning(Settings(host=host, api_keys=keys))
+    assert (warning is not None) is warned
+    if warned:
+        assert host in warning and "MODEL_SERVER_API_KEYS_FILE" in warning

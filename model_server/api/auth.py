@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import sys
 from dataclasses import dataclass
@@ -119,6 +120,27 @@ def load_api_keys(settings: Settings) -> ApiKeys:
         entries = [e.strip() for e in settings.api_keys.get_secret_value().split(",")]
         keys += [parse_key_entry(e, f"api_keys entry {i}") for i, e in enumerate(entries, 1) if e]
     return ApiKeys(keys)
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """What to say at start-up when the server listens beyond loopback with auth off: then anyone who can
+    reach the port can translate, read and edit glossaries, and submit and cancel jobs (docs/operations.md,
+    "Security model"). None when auth is on or the bind address is loopback."""
+    if settings.api_keys_file is not None or settings.api_keys is not None:
+        return None
+    host = settings.host.strip("[]")
+    if host == "localhost" or _is_loopback(host):
+        return None
+    return (f"auth is off and the server listens on {settings.host}: every client that can reach port "
+            f"{settings.port} can use every endpoint; set MODEL_SERVER_API_KEYS_FILE (docs/operations.md, "
+            "'Security model') or bind MODEL_SERVER_HOST=127.0.0.1")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False   # a host name other than localhost: it may resolve to anything
 
 
 def authorization_token(scope: Scope, scheme: str) -> str | None:

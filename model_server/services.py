@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Hashable
 
 from model_server.backends.base import Generated, GenerationOptions, Seq2SeqBackend
-from model_server.backends.loading import resolve_device, resolve_dtype, resolve_model_source
+from model_server.backends.loading import dtype_choice, resolve_device, resolve_model_source, with_precision
 from model_server.batching.batcher import DynamicBatcher, Lane
 from model_server.cache import open_cache
 from model_server.cpu import CpuPool
@@ -17,7 +17,7 @@ from model_server.glossary import GlossaryStore, open_glossary_store
 from model_server.errors import ServiceError
 from model_server.pipeline import PipelineConfig, TranslationPipeline
 from model_server.presets import PresetCatalog
-from model_server.settings import Backend, DType, Profile, Settings
+from model_server.settings import Backend, Profile, Settings
 from model_server.summarize import SummarizationPipeline
 
 if TYPE_CHECKING:
@@ -47,12 +47,14 @@ def load_translation_backend(settings: Settings, model: str | None = None) -> Se
                                         max_input_tokens=settings.max_input_tokens)
     source = resolve_model_source(name, settings.models_dir)
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
+    dtype, reason = dtype_choice(settings.dtype, device, task="translation")
     from model_server.backends.torch_backend import TorchSeq2SeqBackend
 
-    return TorchSeq2SeqBackend(name=name, source=source, task="translation",
-                               architectures=TRANSLATION_ARCHITECTURES, device=device, dtype=dtype,
-                               threads=settings.torch_threads, max_input_tokens=settings.max_input_tokens)
+    backend = TorchSeq2SeqBackend(name=name, source=source, task="translation",
+                                  architectures=TRANSLATION_ARCHITECTURES, device=device, dtype=dtype,
+                                  threads=settings.torch_threads, max_input_tokens=settings.max_input_tokens)
+    backend.info = with_precision(backend.info, settings.dtype.value, dtype, reason)
+    return backend
 
 
 def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
@@ -61,7 +63,8 @@ def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
     from ct2_summarization_model_dir or, with ct2_convert_on_start, a conversion in ct2_cache_dir.
 
     mT5 overflows float16, so `auto` never means float16 here: torch runs bfloat16 (float32 without it)
-    on CUDA, CTranslate2 int8_bfloat16 (int8_float32 without it)."""
+    on CUDA, CTranslate2 int8_bfloat16 (int8_float32 without it); on CPU `auto` follows the CPU's native bf16
+    detection as for translation."""
     if settings.profile is Profile.tiny:
         from model_server.tiny_models import ensure_tiny_mt5
 
@@ -87,17 +90,15 @@ def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
         raise ServiceError(exc.code, f"summarization model: {exc.message} Or serve translation only with "
                            "MODEL_SERVER_SUMMARIZATION_ENABLED=false.") from None
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
-    if settings.dtype is DType.auto and dtype == "float16":
-        # mT5's feed-forward activations overflow float16 (inf/NaN summaries); bfloat16 has float32's range.
-        import torch
-
-        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    # mT5 overflows float16: on cuda `auto` is bfloat16 or float32 for it (choose_dtype).
+    dtype, reason = dtype_choice(settings.dtype, device, task="summarization")
     from model_server.backends.torch_backend import TorchSeq2SeqBackend
 
-    return TorchSeq2SeqBackend(name=name, source=source, task="summarization",
-                               architectures=SUMMARIZATION_ARCHITECTURES, device=device, dtype=dtype,
-                               threads=settings.torch_threads, max_input_tokens=settings.summary_max_input_tokens)
+    backend = TorchSeq2SeqBackend(name=name, source=source, task="summarization",
+                                  architectures=SUMMARIZATION_ARCHITECTURES, device=device, dtype=dtype,
+                                  threads=settings.torch_threads, max_input_tokens=settings.summary_max_input_tokens)
+    backend.info = with_precision(backend.info, settings.dtype.value, dtype, reason)
+    return backend
 
 
 @dataclass

@@ -17,7 +17,8 @@ pytest.importorskip("ctranslate2")
 from model_server.backends.base import GenerationOptions  # noqa: E402
 from model_server.backends.ct2_convert import METADATA_FILE, convert, read_metadata, verify_converted  # noqa: E402
 from model_server.backends.ctranslate2_backend import (  # noqa: E402
-    CTranslate2Seq2SeqBackend, import_ctranslate2, resolve_compute_type)
+    CTranslate2Seq2SeqBackend, choose_compute_type, import_ctranslate2, resolve_compute_type)
+from model_server.backends.hardware import cpu_features  # noqa: E402
 from model_server.errors import ServiceError  # noqa: E402
 from model_server.services import Services, load_summarization_backend, load_translation_backend  # noqa: E402
 from model_server.text import normalize_text, segment  # noqa: E402
@@ -347,9 +348,17 @@ def test_http_translate_and_models_on_ctranslate2(tiny_marian_dir, converted_f32
         response = client.post("/translate", json={"texts": list(MEMORISED)})
         assert response.status_code == 200, response.text
         assert [r["translation"] for r in response.json()["results"]] == list(MEMORISED.values())
-        models = client.get("/v1/models").json()["models"]
+        listing = client.get("/v1/models").json()
+    models = listing["models"]
     assert [(m["backend"], m["dtype"], m["extra"]["requested_compute_type"]) for m in models] == [
         ("ctranslate2", "int8_float32", "int8")]
+    # What auto chose and why, and the CPU flags it was chosen from (CTranslate2 4.x offers no bf16 on cpu).
+    precision = models[0]["extra"]["precision"]
+    assert (precision["requested"], precision["chosen"]) == ("auto", "int8_float32")
+    assert precision["reason"] == choose_compute_type(cpu_features().flags, "cpu",
+                                                      import_ctranslate2().get_supported_compute_types("cpu"))[1]
+    assert precision["reason"].startswith("int8 weights, float32 activations")
+    assert listing["hardware"] == cpu_features().describe()
 
 
 def test_http_summarize_on_ctranslate2_matches_torch(tiny_marian_dir, tiny_mt5_dir, tmp_path, capsys):

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from model_server.backends.hardware import REPORTED_FLAGS, cpu_features
 from model_server.cli import build_parser, _settings_from
 from model_server.services import Services
 from model_server.tiny_models import MEMORISED_PAIRS, ensure_tiny_marian
@@ -61,6 +62,11 @@ def test_models_endpoint_lists_every_model_with_its_queue(two_model_server):
         models = client.get("/v1/models").json()
     assert len(models["models"]) == 2
     assert set(models["batching"]) == {"translation", "translation:eos-last"}
+    # Each model says what precision it runs and why; the CPU flags behind the defaults are listed once.
+    assert [m["extra"]["precision"] for m in models["models"]] == [
+        {"requested": "float32", "chosen": "float32", "reason": "dtype=float32 set explicitly"}] * 2
+    assert models["hardware"] == cpu_features().describe()
+    assert list(models["hardware"]["flags"]) == list(REPORTED_FLAGS)
 
 
 def test_unknown_model_is_a_clear_422(two_model_server):

@@ -68,4 +68,7 @@ class HealthResponse(BaseModel):
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
     batching: dict[str, Any] = Field(description="batcher settings and counters per model")
+    hardware: dict[str, Any] = Field(
+        default_factory=dict, description="the CPU flags the precision defaults were chosen from (machine, "
+        "flags_source, flags, native_bf16); each model's extra.precision says what was chosen and why")
     warning: str | None = None

@@ -1,5 +1,8 @@
 """CTranslate2 engine for seq2seq models (MarianMT, T5/mT5): int8 on CPU, int8/float16 on CUDA.
 
+`ct2_compute_type=auto` is chosen per machine from what CTranslate2 offers and the CPU flags
+(choose_compute_type).
+
 It runs a directory written by `model-server convert` (see `ct2_convert`): CTranslate2's `model.bin`
 plus the original tokenizer and configs in `hf/`. The results mean exactly what the torch backend's
 mean (`Generated`): the service's dynamic batcher plans each batch, this backend only runs it.
@@ -17,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from model_server.backends.base import Generated, GenerationOptions, ModelInfo
 from model_server.backends.ct2_convert import (cached_conversion, import_ctranslate2, quantization_for, read_metadata,
                                                tokenizer_dir, verify_converted)
-from model_server.backends.loading import wrong_architecture
+from model_server.backends.hardware import NATIVE_BF16_FLAGS, cpu_features
+from model_server.backends.loading import with_precision, wrong_architecture
 from model_server.backends.torch_backend import _model_input_limit  # the same limit on both backends
 from model_server.errors import ServiceError
 
@@ -28,13 +32,9 @@ log = logging.getLogger(__name__)
 
 # Compute types that CTranslate2 runs on CUDA only.
 CUDA_ONLY_COMPUTE_TYPES = frozenset({"float16", "int8_float16", "bfloat16", "int8_bfloat16"})
-# `auto`: int8 weights with float32 activations on CPU (the fast path there), int8 weights with
-# float16 activations on CUDA (half the memory of float16, about the same speed).
-AUTO_COMPUTE_TYPE = {"cpu": "int8", "cuda": "int8_float16"}
 # `auto` for summarization on CUDA, best first: mT5's feed-forward activations overflow float16 (inf/NaN,
 # garbage summaries; the torch backend swaps float16 for bfloat16 for the same reason), so its activations
-# run in bfloat16 (float32's range) or, on GPUs without bfloat16, in float32. On CPU `auto` stays int8
-# (int8 weights, float32 activations: no overflow).
+# run in bfloat16 (float32's range) or, on GPUs without bfloat16, in float32.
 AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES = ("int8_bfloat16", "int8_float32")
 
 
@@ -50,23 +50,52 @@ def resolve_ct2_device(device: str) -> str:
     return device
 
 
-def resolve_compute_type(compute_type: str, device: str, task: str = "translation") -> str:
-    """`auto` -> AUTO_COMPUTE_TYPE[device] (for summarization on cuda: the first supported of
-    AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES); anything else must be supported by this machine."""
-    ctranslate2 = import_ctranslate2()
-    supported = ctranslate2.get_supported_compute_types(device)
-    if compute_type == "auto" and task == "summarization" and device == "cuda":
-        resolved = next((t for t in AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES if t in supported),
-                        AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES[-1])
+def choose_compute_type(flags: frozenset[str], device: str, supported: frozenset[str] | set[str], *,
+                        task: str = "translation") -> tuple[str, str]:
+    """What ct2_compute_type=auto means here, and why (pure: `supported` is what
+    ctranslate2.get_supported_compute_types(device) lists, `flags` the CPU flags).
+
+    CPU: int8 weights with float32 activations (`int8`, run as int8_float32: the fast path, and no overflow
+    for mT5); int8_bfloat16 where the CPU has native bf16 and CTranslate2 offers it (CTranslate2 4.x offers
+    bfloat16 on CUDA only); float32 where CTranslate2 offers no int8. CUDA: int8 weights with float16
+    activations (half float16's memory, about its speed); the summarizer first of
+    AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES it supports."""
+    if device == "cuda":
+        if task == "summarization":
+            chosen = next((t for t in AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES if t in supported),
+                          AUTO_SUMMARIZATION_CUDA_COMPUTE_TYPES[-1])
+            return chosen, "cuda, summarizer: mT5 overflows float16, so bfloat16 activations (else float32)"
+        return "int8_float16", "cuda: int8 weights, float16 activations"
+    native = sorted(NATIVE_BF16_FLAGS & flags)
+    if native and "int8_bfloat16" in supported:
+        return "int8_bfloat16", f"cpu has native bf16 ({', '.join(native)}) and CTranslate2 offers int8_bfloat16"
+    if "int8" in supported:
+        why = (f"cpu has {', '.join(native)} but CTranslate2 offers no bfloat16 on cpu" if native
+               else "cpu without native bf16")
+        return "int8", f"int8 weights, float32 activations ({why})"
+    return "float32", "CTranslate2 offers no int8 on this cpu"
+
+
+def compute_type_choice(compute_type: str, device: str, task: str = "translation") -> tuple[str, str]:
+    """(compute type, reason): `auto` is choose_compute_type on this machine; anything else must be
+    supported by this machine."""
+    supported = frozenset(import_ctranslate2().get_supported_compute_types(device))
+    if compute_type == "auto":
+        resolved, reason = choose_compute_type(cpu_features().flags, device, supported, task=task)
     else:
-        resolved = AUTO_COMPUTE_TYPE[device] if compute_type == "auto" else compute_type
+        resolved, reason = compute_type, f"ct2_compute_type={compute_type} set explicitly"
     if task == "summarization" and "float16" in resolved.split("_"):
         log.warning("ct2_compute_type=%s for the summarizer: mT5's activations overflow float16 (empty or garbage "
                     "summaries); prefer auto, int8_bfloat16 or bfloat16", resolved)
     if resolved not in supported:
         raise ServiceError("model_unavailable", f"ct2_compute_type={resolved} is not supported on {device} here "
                                                 f"(supported: {', '.join(sorted(supported))})")
-    return resolved
+    return resolved, reason
+
+
+def resolve_compute_type(compute_type: str, device: str, task: str = "translation") -> str:
+    """The compute type to load with (see compute_type_choice for the reason)."""
+    return compute_type_choice(compute_type, device, task)[0]
 
 
 class CTranslate2Seq2SeqBackend:
@@ -176,18 +205,21 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
     `max_input_tokens` is the task's own limit (max_input_tokens or summary_max_input_tokens; None = the
     model's); `task` also picks what ct2_compute_type=auto means (see resolve_compute_type)."""
     device = resolve_ct2_device(settings.device.value)
-    compute_type = resolve_compute_type(settings.ct2_compute_type.value, device, task)
+    compute_type, reason = compute_type_choice(settings.ct2_compute_type.value, device, task)
     if converted_dir is not None:
         model_dir = verify_converted(converted_dir, name, settings.models_dir)
     else:
         model_dir = cached_conversion(name, settings.models_dir, settings.ct2_cache_path(),
                                       quantization_for(compute_type))
-    return CTranslate2Seq2SeqBackend(
+    backend = CTranslate2Seq2SeqBackend(
         name=name, model_dir=model_dir, task=task, architectures=architectures, device=device,
         compute_type=compute_type, intra_threads=settings.ct2_intra_threads,
         inter_threads=settings.ct2_inter_threads, max_batch_size=settings.ct2_max_batch_size,
         batch_type=settings.ct2_batch_type.value, beam_patience=settings.ct2_beam_patience,
         max_input_tokens=max_input_tokens)
+    backend.info = with_precision(backend.info, settings.ct2_compute_type.value, backend.translator.compute_type,
+                                  reason)
+    return backend
 
 
 def _load_hf_side(hf_dir: Path, name: str) -> tuple[Any, Any, Any]:

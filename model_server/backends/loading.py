@@ -1,4 +1,5 @@
-"""Finding model weights (local directory, download dir, HF cache or hub) and choosing device/dtype.
+"""Finding model weights (local directory, download dir, HF cache or hub) and choosing device/dtype
+(dtype=auto per CPU: see choose_dtype and model_server.backends.hardware).
 
 Loading never silently downloads on a machine that cannot reach the hub: when a model is neither local
 nor cached and the hub is unreachable, start-up fails at once with one message that says how to
@@ -8,14 +9,19 @@ provide the model.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
 
+from model_server.backends.base import ModelInfo
+from model_server.backends.hardware import NATIVE_BF16_FLAGS, cpu_features, torch_runs_bf16_on_cpu
 from model_server.errors import ServiceError
 from model_server.settings import Device, DType
+
+log = logging.getLogger(__name__)
 
 HUB_PROBE_TIMEOUT_S = 3.0
 
@@ -143,10 +149,57 @@ def resolve_device(device: Device) -> str:
     return device.value
 
 
-def resolve_dtype(dtype: DType, device: str) -> str:
-    """float32 on CPU and float16 on CUDA by default; half precision float16 only on CUDA."""
-    if dtype is DType.auto:
-        return "float16" if device == "cuda" else "float32"
+def choose_dtype(flags: frozenset[str], device: str, *, task: str = "translation", cuda_bf16: bool = False,
+                 torch_bf16: bool = True) -> tuple[str, str]:
+    """What dtype=auto means on this machine, and why (pure: the flags and probes are arguments).
+
+    CUDA: float16, except the summarizer: mT5's feed-forward activations overflow float16 (inf/NaN
+    summaries), so bfloat16 (float32's range) where the GPU has it (`cuda_bf16`), else float32.
+    CPU: bfloat16 where the CPU has native bf16 (avx512_bf16 or amx_bf16) and torch can run it
+    (`torch_bf16`, its oneDNN probe), else float32: without native bf16 it is emulated and several
+    times slower than float32."""
+    if device == "cuda":
+        if task != "summarization":
+            return "float16", "cuda: float16"
+        if cuda_bf16:
+            return "bfloat16", "cuda, summarizer: bfloat16 (mT5 overflows float16)"
+        return "float32", "cuda, summarizer: float32 (mT5 overflows float16; this GPU has no bfloat16)"
+    native = sorted(NATIVE_BF16_FLAGS & flags)
+    if not native:
+        return "float32", ("cpu without native bf16 (no avx512_bf16 or amx_bf16): bfloat16 would be emulated, "
+                           "slower than float32")
+    if not torch_bf16:
+        return "float32", f"cpu has {', '.join(native)} but this torch build cannot run bfloat16 on it (no oneDNN)"
+    return "bfloat16", f"cpu has native bf16 ({', '.join(native)})"
+
+
+def dtype_choice(dtype: DType, device: str, *, task: str = "translation") -> tuple[str, str]:
+    """(dtype, reason): an explicit setting wins; `auto` is choose_dtype on this machine's detected flags."""
     if dtype is DType.float16 and device != "cuda":
         raise ServiceError("model_unavailable", "dtype=float16 is only supported on cuda; on cpu use float32 or bfloat16")
-    return dtype.value
+    if dtype is not DType.auto:
+        return dtype.value, f"dtype={dtype.value} set explicitly"
+    if device == "cuda":
+        return choose_dtype(frozenset(), device, task=task, cuda_bf16=task == "summarization" and _cuda_bf16())
+    return choose_dtype(cpu_features().flags, device, task=task, torch_bf16=torch_runs_bf16_on_cpu())
+
+
+def resolve_dtype(dtype: DType, device: str, *, task: str = "translation") -> str:
+    """The dtype to load with (see dtype_choice for the reason)."""
+    return dtype_choice(dtype, device, task=task)[0]
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_bf16_supported()
+
+
+def with_precision(info: ModelInfo, requested: str, chosen: str, reason: str) -> ModelInfo:
+    """`info` with what precision was asked for, what runs and why, in extra["precision"] (/v1/models);
+    logged once, at load, with the CPU flags it was chosen from."""
+    log.info("%s model %s on %s/%s: %s=%s -> %s: %s; cpu flags: %s", info.task, info.name, info.backend, info.device,
+             "ct2_compute_type" if info.backend == "ctranslate2" else "dtype", requested, chosen, reason,
+             cpu_features().summary())
+    precision = {"requested": requested, "chosen": chosen, "reason": reason}
+    return info.model_copy(update={"extra": {**info.extra, "precision": precision}})

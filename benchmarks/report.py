@@ -148,6 +148,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
         + f"; torch {machine['torch']} ({machine['torch_threads']} threads), transformers {machine['transformers']}",
         f"- engines: {_engines_line(results)}",
+        f"- precision: {_precision_line(meta)}",
         f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
         f"- git: {(meta['git'].get('commit') or '?')[:12]}"
         + (f" + {len(meta['git']['dirty_files'])} uncommitted files" if meta["git"].get("dirty_files") else ""),
@@ -193,6 +194,18 @@ def _engines_line(results: dict[str, Any]) -> str:
             parts.append(f"torch ({info.get('dtype') or settings.get('dtype')}, "
                          f"torch_threads {settings.get('torch_threads')})")
     return "; ".join(parts) or "-"
+
+
+def _precision_line(meta: dict[str, Any]) -> str:
+    """The CPU flags behind the precision defaults and each engine's choice with its reason."""
+    hardware = meta.get("hardware")
+    if not hardware:
+        return "not recorded"
+    present = [name for name, on in hardware["flags"].items() if on]
+    parts = [f"cpu flags {' '.join(present) or 'none'} ({hardware['machine']}, from {hardware['flags_source']})"]
+    for engine, choice in (meta.get("precision") or {}).items():
+        parts.append(f"{engine} {choice['requested']} -> {choice['chosen']}: {choice['reason']}")
+    return "; ".join(parts)
 
 
 # (ratio key, description): reported without a target.

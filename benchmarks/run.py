@@ -217,14 +217,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
-    from model_server.backends.loading import resolve_device, resolve_dtype
+    from model_server.backends.hardware import cpu_features
+    from model_server.backends.loading import dtype_choice, resolve_device
     from model_server.settings import Device, DType, Settings
 
     started_wall, started = datetime.now(timezone.utc), time.monotonic()
     load_before = machine.load_average()
     torch.manual_seed(args.seed)
     device = resolve_device(Device(args.device))
-    dtype = resolve_dtype(DType(args.dtype), device)
+    dtype, dtype_reason = dtype_choice(DType(args.dtype), device)
+    precision = {"torch": {"requested": args.dtype, "chosen": dtype, "reason": dtype_reason}}
+    if "ctranslate2" in args.backends:
+        precision["ctranslate2"] = _ct2_precision(args, device)
     model = resolve_model(args.model, args.models_dir, seed=args.seed)
     ct2_dir = _ct2_conversion(args, model, device) if "ctranslate2" in args.backends else None
     values = {backend: service_settings(args, model.path, device, dtype, backend, ct2_dir) for backend in args.backends}
@@ -279,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "model": {"label": model.label, "path": str(model.path), "kind": model.kind, "note": model.note},
         "device": device, "dtype": dtype,
         "machine": machine.machine_info(device),
+        # The CPU flags the precision defaults were chosen from, and what each engine was given and why.
+        "hardware": cpu_features().describe(), "precision": precision,
         "load_before": load_before, "load_after": machine.load_average(),
         "git": machine.git_info(),
     }
@@ -293,6 +299,13 @@ def _ct2_conversion(args, model, device: str) -> Path:
 
     quantization = quantization_for(resolve_compute_type(args.ct2_compute_type, resolve_ct2_device(device)))
     return ensure_ct2_conversion(model.path, args.models_dir, quantization)
+
+
+def _ct2_precision(args, device: str) -> dict[str, str]:
+    from model_server.backends.ctranslate2_backend import compute_type_choice, resolve_ct2_device
+
+    chosen, reason = compute_type_choice(args.ct2_compute_type, resolve_ct2_device(device))
+    return {"requested": args.ct2_compute_type, "chosen": chosen, "reason": reason}
 
 
 def _load_backend(settings):

@@ -191,6 +191,18 @@ def test_cpu_features_summary_names_present_flags_only():
     assert features.summary() == "x86_64, avx2 avx512f avx512_bf16 avx512_vnni (from /proc/cpuinfo)"
 
 
+def test_every_benchmark_report_states_the_flags_and_the_choices():
+    from benchmarks.report import _precision_line
+
+    meta = {"hardware": CpuFeatures(flags_of(ZEN4), "/proc/cpuinfo", "x86_64").describe(),
+            "precision": {"torch": {"requested": "auto", "chosen": "bfloat16", "reason": "cpu has native bf16"},
+                          "ctranslate2": {"requested": "auto", "chosen": "int8", "reason": "int8 weights"}}}
+    assert _precision_line(meta) == (
+        "cpu flags avx2 avx512f avx512_bf16 avx512_vnni (x86_64, from /proc/cpuinfo); "
+        "torch auto -> bfloat16: cpu has native bf16; ctranslate2 auto -> int8: int8 weights")
+    assert _precision_line({}) == "not recorded"  # reports written before the flags were recorded
+
+
 # --- bfloat16 keeps what the tiny model memorised ---------------------------------------------
 
 SAMPLE_SENTENCES = [s.text for p in segment(normalize_text(SAMPLE_AR)) for s in p.sentences]

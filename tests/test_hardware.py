@@ -14,10 +14,10 @@ from model_server.backends.hardware import (REPORTED_FLAGS, CpuFeatures, cpu_fea
                                             flags_from_capabilities, parse_cpuinfo_flags)
 from model_server.backends.loading import choose_dtype, dtype_choice
 from model_server.errors import ServiceError
-from model_server.services import load_translation_backend
+from model_server.services import load_summarization_backend, load_translation_backend
 from model_server.settings import DType
 from model_server.text import normalize_text, segment
-from model_server.tiny_models import MEMORISED_PAIRS
+from model_server.tiny_models import MEMORISED_PAIRS, MEMORISED_SUMMARIES
 from tests.conftest import SAMPLE_AR, tiny_settings
 
 # /proc/cpuinfo excerpts (the first processor's block) of the machines the defaults must get right.
@@ -182,8 +182,10 @@ def test_the_loaded_model_records_and_logs_what_auto_chose(tiny_marian_dir, capl
     assert backend.info.dtype == want
     assert backend.info.extra["precision"] == {"requested": "auto", "chosen": want, "reason": reason}
     assert str(next(p for p in backend.model.parameters()).dtype) == f"torch.{want}"
-    line = next(r.getMessage() for r in caplog.records if "dtype=auto" in r.getMessage())
+    record = next(r for r in caplog.records if "dtype=auto" in r.getMessage())
+    line = record.getMessage()
     assert f"-> {want}" in line and reason in line and cpu_features().summary() in line
+    assert record.fields == {"precision": backend.info.extra["precision"], "hardware": cpu_features().describe()}
 
 
 def test_cpu_features_summary_names_present_flags_only():
@@ -232,3 +234,18 @@ def test_bfloat16_gives_the_memorised_outputs_and_reports_its_match_rate(float32
                                                 bfloat16.generate(SAMPLE_SENTENCES, options)))
     print(f"\nbfloat16 == float32 on the sample's sentences, num_beams={num_beams}: "
           f"{same}/{len(SAMPLE_SENTENCES)} (max_new_tokens=32)")
+
+
+def test_the_summarizer_follows_the_same_detection_and_keeps_its_memorised_summaries(tiny_marian_dir, tiny_mt5_dir):
+    settings = tiny_settings(tiny_marian_dir, summarization_enabled=True, summarization_model=str(tiny_mt5_dir),
+                             dtype="auto")
+    summarizer = load_summarization_backend(settings)
+    try:
+        want, reason = choose_dtype(cpu_features().flags, "cpu", task="summarization")
+        assert (summarizer.info.dtype, summarizer.info.extra["precision"]["reason"]) == (want, reason)
+        documents = [document for document, _ in MEMORISED_SUMMARIES]
+        # bfloat16 here on a CPU with native bf16 (float32 elsewhere); XLSum's own decoding (beam 4).
+        results = summarizer.generate(documents, summarizer.default_options())
+        assert [r.text for r in results] == [summary for _, summary in MEMORISED_SUMMARIES]
+    finally:
+        summarizer.close()

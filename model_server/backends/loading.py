@@ -197,9 +197,10 @@ def _cuda_bf16() -> bool:
 
 def with_precision(info: ModelInfo, requested: str, chosen: str, reason: str) -> ModelInfo:
     """`info` with what precision was asked for, what runs and why, in extra["precision"] (/v1/models);
-    logged once, at load, with the CPU flags it was chosen from."""
+    logged once, at load, with the CPU flags it was chosen from (also as structured fields)."""
+    precision = {"requested": requested, "chosen": chosen, "reason": reason}
+    cpu = cpu_features()
     log.info("%s model %s on %s/%s: %s=%s -> %s: %s; cpu flags: %s", info.task, info.name, info.backend, info.device,
              "ct2_compute_type" if info.backend == "ctranslate2" else "dtype", requested, chosen, reason,
-             cpu_features().summary())
-    precision = {"requested": requested, "chosen": chosen, "reason": reason}
+             cpu.summary(), extra={"fields": {"precision": precision, "hardware": cpu.describe()}})
     return info.model_copy(update={"extra": {**info.extra, "precision": precision}})

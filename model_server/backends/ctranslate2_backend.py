@@ -203,7 +203,7 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
     ct2_convert_on_start, a converted copy in the cache (converted now if missing).
 
     `max_input_tokens` is the task's own limit (max_input_tokens or summary_max_input_tokens; None = the
-    model's); `task` also picks what ct2_compute_type=auto means (see resolve_compute_type)."""
+    model's); `task` also picks what ct2_compute_type=auto means (see choose_compute_type)."""
     device = resolve_ct2_device(settings.device.value)
     compute_type, reason = compute_type_choice(settings.ct2_compute_type.value, device, task)
     if converted_dir is not None:

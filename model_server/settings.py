@@ -49,8 +49,9 @@ class Backend(str, Enum):
 
 
 class CT2ComputeType(str, Enum):
-    """CTranslate2 compute types (docs/ctranslate2.md). `auto` = int8 on cpu, int8_float16 on cuda (the mT5
-    summarizer: int8_bfloat16, or int8_float32 where the GPU lacks bfloat16)."""
+    """CTranslate2 compute types (docs/ctranslate2.md). `auto` = int8 on cpu (int8_bfloat16 where the CPU has
+    native bf16 and CTranslate2 offers it there), int8_float16 on cuda (the mT5 summarizer: int8_bfloat16, or
+    int8_float32 where the GPU lacks bfloat16). Chosen per machine: model_server/backends/hardware.py."""
 
     auto = "auto"
     int8 = "int8"
@@ -102,13 +103,16 @@ class Settings(BaseSettings):
                              "ctranslate2")
     device: Device = Field(Device.auto, description="auto picks cuda when available, else cpu")
     dtype: DType = Field(
-        DType.auto, description="auto = float32 on cpu, float16 on cuda; bfloat16 allowed on both, float16 cuda only"
+        DType.auto, description="auto = bfloat16 on cpus with native bf16 (avx512_bf16 or amx_bf16 flags), else "
+        "float32; float16 on cuda (the mT5 summarizer: bfloat16, or float32 without it); /v1/models says what was "
+        "chosen and why. bfloat16 allowed on both, float16 cuda only"
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's own choice)")
 
     # --- CTranslate2 backend (backend=ctranslate2; docs/ctranslate2.md) ---
     ct2_compute_type: CT2ComputeType = Field(
-        CT2ComputeType.auto, description="CTranslate2 compute type (replaces dtype): auto = int8 on cpu, "
+        CT2ComputeType.auto, description="CTranslate2 compute type (replaces dtype): auto = int8 on cpu (int8_bfloat16 "
+        "where the cpu has native bf16 and CTranslate2 offers it), "
         "int8_float16 on cuda (int8_bfloat16 for the summarizer: mT5 overflows float16); float16, bfloat16 and "
         "their int8_ variants need cuda"
     )

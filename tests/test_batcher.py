@@ -369,3 +369,40 @@ def test_the_rebatch_wait_ends_when_clients_stop_arriving_or_at_the_cap(gap_ms, 
         await batcher.close()
 
     run(scenario())
+
+
+class BatchSizes:
+    """A BatchObserver that keeps each batch's size."""
+
+    def __init__(self):
+        self.sizes: list[int] = []
+
+    def on_batch(self, *, lane, size, padded_tokens, seconds):
+        self.sizes.append(size)
+
+    def on_queue_wait(self, *, lane, seconds):
+        pass
+
+
+@pytest.mark.parametrize(("num_beams", "expected"), [(1, [8]), (4, [2, 2, 2, 2])])
+def test_the_model_runner_budgets_a_batch_in_beams(tiny_marian_dir, num_beams, expected):
+    """Wiring: the runner weighs each decoding group by its beams (real tiny model, real generate)."""
+    from model_server.backends.base import GenerationOptions
+    from model_server.services import ModelRunner, load_translation_backend
+    from tests.conftest import tiny_settings
+
+    settings = tiny_settings(tiny_marian_dir, max_batch_size=8, max_batch_hypotheses=8, max_wait_ms=LONG_WAIT_MS)
+    runner = ModelRunner.create(load_translation_backend(settings), settings, "translation")
+    sizes = BatchSizes()
+    runner.batcher.observer = sizes
+
+    async def scenario():
+        runner.start()
+        futures = runner.batcher.submit_many(["مرحبا"] * 8, costs=[4] * 8,
+                                             group=GenerationOptions(num_beams=num_beams, max_new_tokens=8))
+        results = await asyncio.gather(*futures)
+        await runner.close(drain_timeout_s=10)
+        return results
+
+    assert len(run(scenario())) == 8
+    assert sizes.sizes == expected

@@ -90,8 +90,8 @@ class TorchSeq2SeqBackend:
         with self._tokenizer_lock:
             encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=False).to(self.device)
         # Greedy search's processors see logits; beam search's see log-probs, renormalized afterwards by
-        # transformers' last processor when the model sets renormalize_logits (opus-mt does), which runs
-        # after the recorder: the recorder then normalizes itself, the same log_softmax.
+        # transformers' last processor when the generation config sets renormalize_logits (the tiny
+        # eos-last Marian does), which runs after the recorder: the recorder then applies the same log_softmax.
         normalize = options.num_beams == 1 or bool(self.model.generation_config.renormalize_logits)
         recorder = _ChosenTokenLogProbs(keep=_candidates_per_row(options.num_beams, self._eos_ids()),
                                         normalize=normalize)
@@ -171,7 +171,8 @@ class _ChosenTokenLogProbs:
         return scores
 
     def chosen(self, sequences, beam_indices=None):
-        """Log-probability of each output token, (outputs, generated steps); 0 past a beam's end.
+        """Log-probability of each output token, (outputs, generated steps); 0 past the end of a beam
+        search hypothesis (greedy: the step's best token, as past EOS nothing is used).
         `sequences` start with the decoder prompt; `beam_indices` (beam search) names, per output and
         step, the row the token was chosen from; None means row = output (greedy)."""
         import torch

@@ -101,6 +101,12 @@ def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
     return backend
 
 
+def hypotheses_per_segment(group: Hashable) -> int:
+    """What one segment of a batch group costs the engine: beam search computes num_beams hypotheses."""
+    assert isinstance(group, GenerationOptions)
+    return group.num_beams
+
+
 @dataclass
 class ModelRunner:
     """A backend with its own executor thread and batch queue: blocking model calls never run on the
@@ -122,6 +128,7 @@ class ModelRunner:
 
         batcher: DynamicBatcher[str, Generated] = DynamicBatcher(
             process, max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
+            max_batch_hypotheses=settings.max_batch_hypotheses, group_weight=hypotheses_per_segment,
             max_wait_ms=settings.max_wait_ms, max_queue_items=settings.max_queue_segments, name=f"batcher-{name}",
             rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms)
         return cls(backend=backend, batcher=batcher, executor=executor, name=name)
@@ -131,7 +138,8 @@ class ModelRunner:
 
     def describe_batching(self) -> dict:
         batcher = self.batcher
-        return {"max_batch_size": batcher.max_batch_size, "max_batch_tokens": batcher.max_batch_tokens,
+        return {"max_batch_size": batcher.max_batch_size, "max_batch_hypotheses": batcher.max_batch_hypotheses,
+                "max_batch_tokens": batcher.max_batch_tokens,
                 "max_wait_ms": batcher.max_wait_s * 1000, "max_queue": batcher.max_queue_items,
                 "pending": batcher.pending(), **batcher.stats.to_dict()}
 

@@ -224,9 +224,19 @@ class Settings(BaseSettings):
         "for mT5); longer articles are summarized in chunks of whole paragraphs, then the summaries are summarized")
 
     # --- batching ---
-    max_batch_size: int = Field(64, ge=1, description="most segments in one model call")
+    # A batch's cost is what the engine computes: a segment decoded with N beams is N hypotheses. Segments
+    # keep their meaning (greedy batches are capped by max_batch_size as before); beam batches are capped by
+    # max_batch_hypotheses. Measured on 2 CPU cores (issue 13), random real-shape opus-mt: torch beam 4 was
+    # fastest at 16-32 segments (64-128 hypotheses) and fell at 64; CTranslate2 beam 4 was best around 32
+    # segments (and took 786 MiB there against ~1,130 at 64); greedy was fastest at 64 segments.
+    max_batch_size: int = Field(64, ge=1, description="most segments in one model call, whatever the decoding")
+    max_batch_hypotheses: int = Field(
+        128, ge=1, description="most hypotheses (segments x num_beams) in one model call: with the defaults a "
+        "greedy batch holds up to 64 segments (max_batch_size), a beam-4 batch up to 32, a beam-2 batch 64"
+    )
     max_batch_tokens: int = Field(
-        16384, ge=1, description="token budget of one model call: batch size x longest input (padded tokens)"
+        16384, ge=1, description="padded token budget of one model call: hypotheses (segments x num_beams) x longest "
+        "input; for greedy decoding, segments x longest input"
     )
     rebatch_wait_fraction: float = Field(
         0.25, ge=0, le=1, description="after a batch, wait at most this fraction of its duration (and 2 s) for its "

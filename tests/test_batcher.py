@@ -244,6 +244,65 @@ def test_constructor_validates_limits():
         DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=0, max_queue_items=0)
 
 
+def beams_of(group):
+    """Test groups are named 'beam<N>': N hypotheses per segment."""
+    return int(group.removeprefix("beam"))
+
+
+def test_a_beam_batch_is_full_at_its_hypothesis_limit_a_greedy_one_at_its_segment_limit():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_batch_size=8, max_batch_hypotheses=8, group_weight=beams_of)
+        batcher.start()
+        greedy = batcher.submit_many([f"g{i}" for i in range(8)], costs=[3] * 8, group="beam1")
+        beam = batcher.submit_many([f"b{i}" for i in range(5)], costs=[3] * 5, group="beam4")
+        await asyncio.gather(*greedy, *beam[:4])
+        # Full batches ran at once (no max_wait): 8 greedy segments = 8 hypotheses, 2 beam-4 segments = 8.
+        assert [(g, len(p)) for g, p in recorder.calls] == [("beam1", 8), ("beam4", 2), ("beam4", 2)]
+        assert batcher.pending() == 1  # a partial beam batch waits for company
+        await batcher.close()
+        assert recorder.calls[-1] == ("beam4", ["b4"])
+
+    run(scenario())
+
+
+def test_padded_tokens_are_charged_per_hypothesis():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_batch_size=64, max_batch_tokens=400, group_weight=beams_of, max_wait_ms=0)
+        batcher.start()
+        # 4 beams x 50 tokens = 200 per segment: two per batch; greedy, eight (8 x 50 = 400).
+        futures = batcher.submit_many([f"b{i}" for i in range(4)], costs=[50] * 4, group="beam4")
+        futures += batcher.submit_many([f"g{i}" for i in range(8)], costs=[50] * 8, group="beam1")
+        await asyncio.gather(*futures)
+        assert [len(p) for _, p in recorder.calls] == [2, 2, 8]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_a_bad_group_weight_refuses_that_request_and_the_queue_keeps_serving():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_wait_ms=0, group_weight=beams_of)
+        batcher.start()
+        with pytest.raises(ValueError, match="weight"):
+            batcher.submit_many(["x"], costs=[1], group="beam0")
+        assert await asyncio.gather(*batcher.submit_many(["ok"], costs=[1], group="beam1")) == ["OK"]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_constructor_validates_the_hypothesis_limit():
+    async def noop(group, payloads):
+        return payloads
+
+    with pytest.raises(ValueError, match="max_batch_hypotheses"):
+        DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=0, max_queue_items=1,
+                       max_batch_hypotheses=0)
+
+
 class SlowRecorder(Recorder):
     """Each batch takes `seconds` of wall time (as a model would)."""
 
@@ -310,3 +369,40 @@ def test_the_rebatch_wait_ends_when_clients_stop_arriving_or_at_the_cap(gap_ms, 
         await batcher.close()
 
     run(scenario())
+
+
+class BatchSizes:
+    """A BatchObserver that keeps each batch's size."""
+
+    def __init__(self):
+        self.sizes: list[int] = []
+
+    def on_batch(self, *, lane, size, padded_tokens, seconds):
+        self.sizes.append(size)
+
+    def on_queue_wait(self, *, lane, seconds):
+        pass
+
+
+@pytest.mark.parametrize(("num_beams", "expected"), [(1, [8]), (4, [2, 2, 2, 2])])
+def test_the_model_runner_budgets_a_batch_in_beams(tiny_marian_dir, num_beams, expected):
+    """Wiring: the runner weighs each decoding group by its beams (real tiny model, real generate)."""
+    from model_server.backends.base import GenerationOptions
+    from model_server.services import ModelRunner, load_translation_backend
+    from tests.conftest import tiny_settings
+
+    settings = tiny_settings(tiny_marian_dir, max_batch_size=8, max_batch_hypotheses=8, max_wait_ms=LONG_WAIT_MS)
+    runner = ModelRunner.create(load_translation_backend(settings), settings, "translation")
+    sizes = BatchSizes()
+    runner.batcher.observer = sizes
+
+    async def scenario():
+        runner.start()
+        futures = runner.batcher.submit_many(["مرحبا"] * 8, costs=[4] * 8,
+                                             group=GenerationOptions(num_beams=num_beams, max_new_tokens=8))
+        results = await asyncio.gather(*futures)
+        await runner.close(drain_timeout_s=10)
+        return results
+
+    assert len(run(scenario())) == 8
+    assert sizes.sizes == expected

@@ -77,14 +77,24 @@ class TorchSeq2SeqBackend:
         return GenerationOptions.from_generation_config(self.model.generation_config)
 
     def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[Generated]:
+        sequences, token_logprobs = self.generate_tokens(texts, options)
+        with self._tokenizer_lock:
+            texts_out = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        return [self._result(texts_out[i], sequences[i], token_logprobs[i], options) for i in range(len(texts))]
+
+    def generate_tokens(self, texts: Sequence[str], options: GenerationOptions):
+        """Output token ids (decoder start first) and each token's log-probability, both on the CPU."""
+        from transformers import LogitsProcessorList
+
         torch = self._torch
         with self._tokenizer_lock:
             encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=False).to(self.device)
-        greedy = options.num_beams == 1
-        # Greedy search records only the chosen tokens' log-probs; output_scores would keep a full
-        # vocabulary distribution per row and step (gigabytes for a batch of 64 at a 62k vocabulary).
-        # Beam search needs output_scores to trace each kept beam's token scores.
-        recorder = _ChosenTokenLogProbs() if greedy else None
+        # Greedy search's processors see logits; beam search's see log-probs, renormalized afterwards by
+        # transformers' last processor when the generation config sets renormalize_logits (the tiny
+        # eos-last Marian does), which runs after the recorder: the recorder then applies the same log_softmax.
+        normalize = options.num_beams == 1 or bool(self.model.generation_config.renormalize_logits)
+        recorder = _ChosenTokenLogProbs(keep=_candidates_per_row(options.num_beams, self._eos_ids()),
+                                        normalize=normalize)
         try:
             with torch.inference_mode():
                 output = self.model.generate(
@@ -97,27 +107,18 @@ class TorchSeq2SeqBackend:
                     length_penalty=options.length_penalty,
                     no_repeat_ngram_size=options.no_repeat_ngram_size,
                     repetition_penalty=options.repetition_penalty,
-                    logits_processor=_processors(recorder),
+                    logits_processor=LogitsProcessorList([recorder]),
                     return_dict_in_generate=True,
-                    output_scores=not greedy,
                 )
-                if greedy:
-                    token_logprobs = recorder.stacked().cpu()
-                else:
-                    token_logprobs = self.model.compute_transition_scores(
-                        output.sequences, output.scores, output.beam_indices, normalize_logits=False).float().cpu()
+                token_logprobs = recorder.chosen(output.sequences, getattr(output, "beam_indices", None)).cpu()
         except torch.cuda.OutOfMemoryError:
             # Free the cache so the batcher's smaller retry has room.
             torch.cuda.empty_cache()
             raise
-        sequences = output.sequences.cpu()
-        with self._tokenizer_lock:
-            texts_out = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
-        return [self._result(texts_out[i], sequences[i], token_logprobs[i], options) for i in range(len(texts))]
+        return output.sequences.cpu(), token_logprobs
 
     def _result(self, text: str, sequence, logprobs, options: GenerationOptions) -> Generated:
-        eos_id = self.model.generation_config.eos_token_id
-        eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
+        eos_ids = self._eos_ids()
         generated = sequence[1:].tolist()  # drop decoder_start_token
         length = next((i + 1 for i, tok in enumerate(generated) if tok in eos_ids), len(generated))
         ended = length <= len(generated) and bool(generated) and generated[length - 1] in eos_ids
@@ -128,34 +129,75 @@ class TorchSeq2SeqBackend:
         return Generated(text=text.strip(), score=round(score, 6), num_tokens=length,
                          hit_max_length=(not ended or forced_eos) and length >= options.max_new_tokens)
 
+    def _eos_ids(self) -> set[int]:
+        eos_id = self.model.generation_config.eos_token_id
+        return set(eos_id if isinstance(eos_id, list) else [eos_id])
+
     def close(self) -> None:
         del self.model
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
 
 
-class _ChosenTokenLogProbs:
-    """A logits processor (run after transformers' own) that records, per step, the log-probability of
-    the token greedy search picks: the maximum of the processed scores' log-softmax. Same numbers as
-    compute_transition_scores(normalize_logits=True), without storing whole distributions."""
+def _candidates_per_row(num_beams: int, eos_ids: set[int]) -> int:
+    """How many continuations per hypothesis row can survive one step. Greedy keeps the best token;
+    beam search keeps the top (EOS tokens + 1) x beams (at least 2 x beams) of all rows' continuations,
+    so whatever a row contributes is within that row's own top that many."""
+    if num_beams == 1:
+        return 1
+    return max(2, 1 + len(eos_ids)) * num_beams
 
-    def __init__(self) -> None:
-        self.steps: list = []
+
+class _ChosenTokenLogProbs:
+    """A logits processor (run after transformers' own) that keeps, per step and hypothesis row, only the
+    few candidates that can be chosen: the top `keep` processed log-probabilities and their token ids.
+    `chosen` then traces each output token back to its row (beam_indices) and looks its score up.
+
+    Same numbers as compute_transition_scores over output_scores=True, without keeping a vocabulary-wide
+    distribution per row and step (hypotheses x 62k x steps floats: gigabytes for a beam-4 batch of 64).
+    `normalize` applies log_softmax first (greedy search's processors see logits, not log-probs)."""
+
+    def __init__(self, *, keep: int, normalize: bool) -> None:
+        self.keep = keep
+        self.normalize = normalize
+        self.values: list = []
+        self.tokens: list = []
 
     def __call__(self, input_ids, scores):
-        self.steps.append(scores.log_softmax(dim=-1).max(dim=-1).values.float())
+        logprobs = scores.log_softmax(dim=-1) if self.normalize else scores
+        top = logprobs.topk(min(self.keep, logprobs.shape[-1]), dim=-1)
+        self.values.append(top.values.float())
+        self.tokens.append(top.indices)
         return scores
 
-    def stacked(self):
+    def chosen(self, sequences, beam_indices=None):
+        """Log-probability of each output token, (outputs, generated steps); 0 past the end of a beam
+        search hypothesis (greedy: the step's best token, as past EOS nothing is used).
+        `sequences` start with the decoder prompt; `beam_indices` (beam search) names, per output and
+        step, the row the token was chosen from; None means row = output (greedy)."""
         import torch
 
-        return torch.stack(self.steps, dim=1)
-
-
-def _processors(recorder: _ChosenTokenLogProbs | None):
-    from transformers import LogitsProcessorList
-
-    return LogitsProcessorList([recorder] if recorder is not None else [])
+        steps = min(len(self.values), sequences.shape[1] - 1)
+        if steps == 0:
+            return torch.zeros((sequences.shape[0], 0))
+        values = torch.stack(self.values[:steps], dim=1)  # (rows, steps, keep)
+        tokens = torch.stack(self.tokens[:steps], dim=1)
+        outputs = sequences.shape[0]
+        if beam_indices is None:
+            rows = torch.arange(outputs, device=values.device)[:, None].expand(outputs, steps)
+        else:
+            rows = beam_indices[:, :steps].to(device=values.device, dtype=torch.long)
+        ended = rows < 0
+        rows = rows.clamp(min=0)
+        step_index = torch.arange(steps, device=values.device)[None, :].expand_as(rows)
+        row_values = values[rows, step_index]  # (outputs, steps, keep)
+        row_tokens = tokens[rows, step_index]
+        picked = row_tokens == sequences[:, 1:steps + 1, None].to(values.device)
+        found = torch.where(picked, row_values, torch.full_like(row_values, float("-inf"))).amax(dim=-1)
+        # A token the search took but topk left out ties with the last kept candidate (nothing outside
+        # the top `keep` scores higher than it), so that candidate's value is the token's.
+        logprobs = torch.where(picked.any(dim=-1), found, row_values[..., -1])
+        return logprobs.masked_fill(ended, 0.0)
 
 
 def _model_input_limit(config, tokenizer) -> int:

@@ -7,6 +7,9 @@ process function (which runs the model off the event loop) and resolves each seg
 Guarantees:
 - only segments of the same `group` (e.g. equal decoding options) share a batch, so batching never
   changes a result;
+- a batch's budget is in what the engine computes: `group_weight(group)` (given by the caller, e.g. the
+  number of beams) is the hypotheses per segment of that group, and the planner caps segments,
+  hypotheses (max_batch_hypotheses) and padded tokens per hypothesis (max_batch_tokens);
 - a failing batch is split in halves and retried until the failure is pinned to single segments
   (isolates a poison input; also how a CUDA out-of-memory batch is retried smaller);
 - futures already done (cancelled by a timed-out or disconnected client) are dropped, never resolved;
@@ -29,12 +32,17 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Awaitable, Callable, Generic, Hashable, Protocol, Sequence, TypeVar
 
-from model_server.batching.planner import check_limits, fits, select_batch
+from model_server.batching.planner import check_limits, fits, most_segments, select_batch
 from model_server.errors import ServiceError, overloaded
 
 T = TypeVar("T")
 R = TypeVar("R")
 ProcessFn = Callable[[Hashable, list[T]], Awaitable[list[R]]]
+WeightFn = Callable[[Hashable], int]  # hypotheses the engine computes per segment of a group
+
+
+def _unweighted(group: Hashable) -> int:
+    return 1
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ class _Pending(Generic[T, R]):
     payload: T
     cost: int
     group: Hashable
+    weight: int  # hypotheses per segment: the group's weight, checked at admission
     future: asyncio.Future
     enqueued_at: float = field(default_factory=time.monotonic)
 
@@ -96,8 +105,10 @@ class DynamicBatcher(Generic[T, R]):
         observer: BatchObserver | None = None,
         rebatch_wait_fraction: float = 0.0,
         rebatch_gap_ms: float = 300.0,
+        max_batch_hypotheses: int | None = None,
+        group_weight: WeightFn = _unweighted,
     ) -> None:
-        check_limits(max_batch_size, max_batch_tokens)
+        check_limits(max_batch_size, max_batch_tokens, max_batch_hypotheses)
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         if max_queue_items < 1:
@@ -115,6 +126,8 @@ class DynamicBatcher(Generic[T, R]):
         self._expected_back = 0  # segments the last batch answered plus those left waiting when it ended
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.max_batch_hypotheses = max_batch_hypotheses
+        self._group_weight = group_weight
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_items = max_queue_items
         self.retry_after_s = retry_after_s
@@ -172,8 +185,10 @@ class DynamicBatcher(Generic[T, R]):
             raise overloaded(
                 "queue_full", f"the batch queue is full ({self.pending()} segments waiting, limit "
                 f"{self.max_queue_items}); retry later", self.retry_after_s)
+        weight = self._group_weight(group)
+        check_limits(self.max_batch_size, self.max_batch_tokens, self.max_batch_hypotheses, weight)
         loop = asyncio.get_running_loop()
-        items = [_Pending(p, c, group, loop.create_future()) for p, c in zip(payloads, costs)]
+        items = [_Pending(p, c, group, weight, loop.create_future()) for p, c in zip(payloads, costs)]
         self._lanes[lane].extend(items)
         self._last_arrival = time.monotonic()
         self._wakeup.set()
@@ -218,9 +233,10 @@ class DynamicBatcher(Generic[T, R]):
         queue = self._lanes[lane]
         group = queue[0].group
         same = [item.cost for item in queue if item.group == group]
-        longest = max(same[: self.max_batch_size])
-        full = len(same) >= self.max_batch_size or not fits(
-            len(same), longest, max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens)
+        limits = self._limits(queue[0].weight)
+        most = most_segments(max_batch_size=self.max_batch_size, max_batch_hypotheses=self.max_batch_hypotheses,
+                             weight=queue[0].weight)
+        full = len(same) >= most or not fits(len(same), max(same[:most]), **limits)
         if full:
             return 0.0
         ready_at = max(queue[0].enqueued_at + self.max_wait_s, self._rebatch_ready_at(len(queue)))
@@ -250,12 +266,16 @@ class DynamicBatcher(Generic[T, R]):
         except asyncio.TimeoutError:
             pass
 
+    def _limits(self, weight: int) -> dict[str, Any]:
+        """The planner's limits for a batch of segments of `weight` hypotheses each."""
+        return dict(max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens,
+                    max_batch_hypotheses=self.max_batch_hypotheses, weight=weight)
+
     def _take_batch(self, lane: Lane) -> list[_Pending]:
         queue = self._lanes[lane]
         group = queue[0].group
         candidates = [item for item in queue if item.group == group]
-        chosen_idx = select_batch([item.cost for item in candidates],
-                                  max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens)
+        chosen_idx = select_batch([item.cost for item in candidates], **self._limits(queue[0].weight))
         chosen = [candidates[i] for i in chosen_idx]
         chosen_ids = {id(item) for item in chosen}
         self._lanes[lane] = deque(item for item in queue if id(item) not in chosen_ids)

@@ -46,15 +46,8 @@ def load_translation_backend(settings: Settings, model: str | None = None) -> Se
                                         architectures=TRANSLATION_ARCHITECTURES,
                                         max_input_tokens=settings.max_input_tokens)
     source = resolve_model_source(name, settings.models_dir)
-    device = resolve_device(settings.device)
-    dtype, reason = dtype_choice(settings.dtype, device, task="translation")
-    from model_server.backends.torch_backend import TorchSeq2SeqBackend
-
-    backend = TorchSeq2SeqBackend(name=name, source=source, task="translation",
-                                  architectures=TRANSLATION_ARCHITECTURES, device=device, dtype=dtype,
-                                  threads=settings.torch_threads, max_input_tokens=settings.max_input_tokens)
-    backend.info = with_precision(backend.info, settings.dtype.value, dtype, reason)
-    return backend
+    return _load_torch_backend(settings, name, source, task="translation", architectures=TRANSLATION_ARCHITECTURES,
+                               max_input_tokens=settings.max_input_tokens)
 
 
 def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
@@ -89,14 +82,21 @@ def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
     except ServiceError as exc:
         raise ServiceError(exc.code, f"summarization model: {exc.message} Or serve translation only with "
                            "MODEL_SERVER_SUMMARIZATION_ENABLED=false.") from None
-    device = resolve_device(settings.device)
     # mT5 overflows float16: on cuda `auto` is bfloat16 or float32 for it (choose_dtype).
-    dtype, reason = dtype_choice(settings.dtype, device, task="summarization")
+    return _load_torch_backend(settings, name, source, task="summarization",
+                               architectures=SUMMARIZATION_ARCHITECTURES,
+                               max_input_tokens=settings.summary_max_input_tokens)
+
+
+def _load_torch_backend(settings: Settings, name: str, source: str, *, task: str, architectures: tuple[str, ...],
+                        max_input_tokens: int | None) -> Seq2SeqBackend:
+    """A model on torch, on the configured device, in the dtype chosen for this task and machine (recorded)."""
+    device = resolve_device(settings.device)
+    dtype, reason = dtype_choice(settings.dtype, device, task=task)
     from model_server.backends.torch_backend import TorchSeq2SeqBackend
 
-    backend = TorchSeq2SeqBackend(name=name, source=source, task="summarization",
-                                  architectures=SUMMARIZATION_ARCHITECTURES, device=device, dtype=dtype,
-                                  threads=settings.torch_threads, max_input_tokens=settings.summary_max_input_tokens)
+    backend = TorchSeq2SeqBackend(name=name, source=source, task=task, architectures=architectures, device=device,
+                                  dtype=dtype, threads=settings.torch_threads, max_input_tokens=max_input_tokens)
     backend.info = with_precision(backend.info, settings.dtype.value, dtype, reason)
     return backend
 

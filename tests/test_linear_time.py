@@ -59,10 +59,17 @@ def test_clean_up_of_digit_lines_is_linear():
     assert_linear(clean_scraped, lambda n: ("1" * 199 + "\n") * (n // 200), 80_000)
 
 
+_LETTERS = "ابتثجحخدذرزسشصضطظعغفقكلمنهوي"
+
+
 def _overlapping_terms(count: int) -> dict[str, str]:
-    """Terms sharing prefixes: "كلمة", "كلمة كلمة", ... and "كلمة <k>" variants."""
-    terms = {" ".join([WORD] * (k % 12 + 1)) + f" {k}": f"term {k}" for k in range(count)}
-    terms.update({" ".join([WORD] * k): f"words {k}" for k in range(1, 13)})
+    """Terms sharing long prefixes ("كلمة كلمة ... <3 letters>"), plus one that shares none, so that no
+    common prefix can be factored out of a plain alternation."""
+    def suffix(k: int) -> str:
+        return "".join(_LETTERS[k // len(_LETTERS) ** i % len(_LETTERS)] for i in range(3))
+
+    terms = {f"{WORD} " * (k % 12 + 1) + suffix(k): f"term {k}" for k in range(count)}
+    terms["ت"] = "t"
     return terms
 
 

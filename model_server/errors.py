@@ -37,7 +37,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "summarization_disabled": (503, "summarization is off (summarization_enabled=false) or no summarizer is loaded"),
     "unknown_preset": (422, "the request names a summary preset that prompts_dir does not hold"),
     "invalid_preset": (500, "a preset file in prompts_dir is invalid (start-up: the message names file and field)"),
-    "invalid_glossary": (400, "a glossary term or rendering is empty after normalization, or too many entries"),
+    "invalid_glossary": (400, "a glossary term or rendering is empty after normalization, a term spans lines, "
+                         "or a rendering holds a control or bidi character"),
     "unknown_glossary": (404, "the request names a glossary that does not exist (GET /v1/glossaries lists them)"),
     "glossary_exists": (409, "POST /v1/glossaries with a name already taken (PUT replaces a glossary)"),
     "glossaries_unavailable": (503, "the glossary store (cache_path) cannot be opened; see the start-up log"),
@@ -52,6 +53,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
                         "the server), so it is not run again"),
     "too_many_inflight": (429, "more requests of one API key (or client address) in flight at once than "
                           "max_inflight_per_key; retry after Retry-After seconds"),
+    "too_many_glossaries": (409, "creating a glossary while glossaries_max_count are stored (delete one first)"),
+    "glossary_too_many_entries": (413, "a glossary with more than glossary_max_entries entries"),
+    "glossary_term_too_long": (413, "a glossary term longer than glossary_max_term_chars"),
+    "glossary_rendering_too_long": (413, "a glossary rendering longer than glossary_max_rendering_chars"),
     "internal_error": (500, "a bug: logged with its stack trace"),
 }
 

@@ -6,7 +6,10 @@ version that grows on every replace. Applying one (`translate_with_glossary`):
 1. Matching. Terms and texts are normalized the same way (`normalize_text`). A term matches as whole
    words only (no letter or digit right before or after), optionally preceded by ONE attached Arabic
    proclitic from `و ف ب ل ك` and/or the article `ال` (when the term itself has no article):
-   for the term `حفتر`, `وحفتر` and `بالحفتر` match, `حفتري` does not. Longest terms win.
+   for the term `حفتر`, `وحفتر` and `بالحفتر` match, `حفتري` does not. Longest terms win. The terms
+   are compiled as a trie (one regex branch per shared prefix), so matching costs the text's length
+   times at most the longest term, whatever the number of terms (one branch per term would cost the
+   text's length times the number of terms: thousands).
 2. Protection. Each match becomes a placeholder token `ZX<n>Q` that a Marian model copies like a Latin
    proper noun; a proclitic is kept before it as its own word (`و ZX0Q`, "and <term>"), the article
    is dropped (the target rendering carries it).
@@ -16,8 +19,13 @@ version that grows on every replace. Applying one (`translate_with_glossary`):
    must check the terminology); nothing is silently dropped.
 4. Reporting: every sentence lists the terms applied to it in `glossary_terms` ([{source, target}]).
 
-Cache entries of protected segments are keyed with the glossary's name and version; segments without
-any term share entries with glossary-free requests.
+Cache entries of protected segments are keyed with the glossary's name, version and creation time;
+segments without any term share entries with glossary-free requests.
+
+Bounds (`GlossaryLimits`, from the settings): glossaries stored, entries per glossary, term and
+rendering length, each refused with its own error code; renderings holding control or bidi characters
+are refused (`invalid_glossary`). The store keeps only the latest version of each glossary compiled.
+Matching and restoring run on the pipeline's CPU pool, off the event loop.
 """
 
 from __future__ import annotations
@@ -44,9 +52,31 @@ if TYPE_CHECKING:
 
 GLOSSARY_MISSED = "glossary_missed"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-MAX_ENTRIES = 5000
 _PROCLITICS = "وفبلك"
 _PLACEHOLDER = re.compile(r"ZX\s?(\d+)\s?Q")
+# Placeholder numbers are below the terms of one segment; a longer digit run is simply not one of ours
+# (and int() of thousands of digits is refused by Python).
+_MAX_PLACEHOLDER_DIGITS = 9
+# Refused in renderings (they reach the English output as they are): C0 and C1 controls (tab and line
+# breaks included: a rendering is one line) and the bidi controls, which can make the output read
+# other than it is.
+_FORBIDDEN_IN_RENDERING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+@dataclass(frozen=True)
+class GlossaryLimits:
+    """The caps on stored glossaries (settings glossaries_max_count, glossary_max_*)."""
+
+    max_count: int
+    max_entries: int
+    max_term_chars: int
+    max_rendering_chars: int
+
+    @classmethod
+    def from_settings(cls, settings) -> "GlossaryLimits":
+        return cls(max_count=settings.glossaries_max_count, max_entries=settings.glossary_max_entries,
+                   max_term_chars=settings.glossary_max_term_chars,
+                   max_rendering_chars=settings.glossary_max_rendering_chars)
 
 
 @dataclass(frozen=True)
@@ -60,7 +90,8 @@ class Glossary:
 
     @property
     def cache_context(self) -> str:
-        return f"glossary:{self.name}:{self.version}"
+        # The creation time too: a glossary deleted and created again starts at version 1 again.
+        return f"glossary:{self.name}:{self.version}:{self.created_at!r}"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "entries": self.entries, "version": self.version,
@@ -68,7 +99,7 @@ class Glossary:
 
     def pattern(self) -> re.Pattern | None:
         if self._pattern is None and self.entries:
-            terms = "|".join(re.escape(term) for term in sorted(self.entries, key=len, reverse=True))
+            terms = _trie_alternation(self.entries)
             compiled = re.compile(rf"(?<![\w])(?P<clitic>[{_PROCLITICS}]?)(?P<article>ال)?(?P<term>{terms})(?![\w])")
             object.__setattr__(self, "_pattern", compiled)
         return self._pattern
@@ -93,35 +124,91 @@ class Glossary:
 
     def restore(self, output: str, terms: list[str]) -> str | None:
         """The output with placeholders rendered, or None when a placeholder was lost or invented."""
-        seen = [int(number) for number in _PLACEHOLDER.findall(output)]
+        seen = [int(number) if len(number) <= _MAX_PLACEHOLDER_DIGITS else -1
+                for number in _PLACEHOLDER.findall(output)]
         if sorted(seen) != list(range(len(terms))):
             return None
         return _PLACEHOLDER.sub(lambda m: self.entries[terms[int(m.group(1))]], output)
 
 
-def normalize_entries(entries: dict[str, str]) -> dict[str, str]:
-    """Validated, normalized entries (raises ServiceError invalid_glossary)."""
-    if len(entries) > MAX_ENTRIES:
-        raise ServiceError("invalid_glossary", f"a glossary holds at most {MAX_ENTRIES} entries")
+def _trie_alternation(terms) -> str:
+    """A regex that matches exactly `terms`, preferring the longest (as a longest-first alternation
+    does), written as a trie: at each position the engine follows one branch per character instead of
+    trying every term. Branches of a node start with different characters, so their order is free; a
+    term that ends at a node makes the rest optional, greedy (longer first, shorter on backtracking)."""
+    root: dict = {}
+    for term in terms:
+        node = root
+        for char in term:
+            node = node.setdefault(char, {})
+        node[""] = None  # a term ends here
+    parts: dict[int, str] = {}
+    stack: list[tuple[dict, bool]] = [(root, False)]  # post-order without recursion (long terms)
+    while stack:
+        node, children_done = stack.pop()
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for char, child in node.items() if char)
+            continue
+        branches = [re.escape(char) + parts.pop(id(child)) for char, child in node.items() if char]
+        if len(branches) > 1:
+            body = "(?:" + "|".join(branches) + ")"
+        else:
+            body = branches[0] if branches else ""
+        parts[id(node)] = f"(?:{body})?" if "" in node and body else body
+    return parts[id(root)]
+
+
+def _entry_label(source: str) -> str:
+    """An entry named in an error message: its term, shortened (terms that are too long are long)."""
+    return repr(source if len(source) <= 40 else source[:40] + "...")
+
+
+def normalize_entries(entries: dict[str, str], limits: GlossaryLimits) -> dict[str, str]:
+    """Validated, normalized entries. Raises ServiceError: glossary_too_many_entries, glossary_term_too_long,
+    glossary_rendering_too_long (each cap of `limits`), invalid_glossary (empty, multi-line term, control
+    or bidi characters in a rendering); the message names the entry."""
+    if len(entries) > limits.max_entries:
+        raise ServiceError("glossary_too_many_entries", f"the glossary has {len(entries)} entries; at most "
+                           f"{limits.max_entries} are allowed (glossary_max_entries)")
     out: dict[str, str] = {}
     for source, target in entries.items():
+        _check_entry(source, target, limits)
         term, rendering = normalize_text(source), " ".join(target.split())
         if not term or not rendering:
-            raise ServiceError("invalid_glossary", f"glossary entry {source!r}: term and rendering must not be empty")
+            raise ServiceError("invalid_glossary", f"glossary entry {_entry_label(source)}: term and rendering "
+                               "must not be empty")
         if "\n" in term:
-            raise ServiceError("invalid_glossary", f"glossary entry {source!r}: a term is one line")
+            raise ServiceError("invalid_glossary", f"glossary entry {_entry_label(source)}: a term is one line")
         out[term] = rendering
     return out
 
 
+def _check_entry(source: str, target: str, limits: GlossaryLimits) -> None:
+    if len(source) > limits.max_term_chars:
+        raise ServiceError("glossary_term_too_long", f"glossary entry {_entry_label(source)}: the term has "
+                           f"{len(source)} characters; at most {limits.max_term_chars} (glossary_max_term_chars)")
+    if len(target) > limits.max_rendering_chars:
+        raise ServiceError("glossary_rendering_too_long", f"glossary entry {_entry_label(source)}: the rendering "
+                           f"has {len(target)} characters; at most {limits.max_rendering_chars} "
+                           "(glossary_max_rendering_chars)")
+    forbidden = _FORBIDDEN_IN_RENDERING.search(target)
+    if forbidden is not None:
+        raise ServiceError("invalid_glossary", f"glossary entry {_entry_label(source)}: the rendering holds the "
+                           f"control character U+{ord(forbidden.group()):04X}; renderings are plain one-line text")
+
+
 class GlossaryStore:
-    """Glossaries in a SQLite file (shared with the translation cache). Blocking: call from a thread."""
+    """Glossaries in a SQLite file (shared with the translation cache). Blocking: call from a thread.
+
+    Each glossary read is kept (with its compiled pattern) until a newer version of it is read or it is
+    deleted: one compiled version per glossary, never an accumulation of replaced ones."""
 
     def __init__(self, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        self._compiled: dict[tuple[str, int], Glossary] = {}
+        self._compiled: dict[str, Glossary] = {}  # name -> its latest version read
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS glossaries (name TEXT PRIMARY KEY, entries TEXT NOT NULL, "
@@ -129,12 +216,20 @@ class GlossaryStore:
 
     def _row(self, row) -> Glossary:
         name, entries, version, created, updated = row
-        cached = self._compiled.get((name, version))
-        if cached is not None:
+        cached = self._compiled.get(name)
+        if cached is not None and (cached.version, cached.created_at) == (version, created):
             return cached
         glossary = Glossary(name, json.loads(entries), version, created, updated)
-        self._compiled[(name, version)] = glossary
+        with self._lock:
+            latest = self._compiled.get(name)
+            if latest is None or (latest.created_at, latest.version) <= (created, version):
+                self._compiled[name] = glossary  # replaces (frees) any older version
         return glossary
+
+    def compiled_versions(self) -> dict[str, int]:
+        """The version of each glossary held in memory (one per glossary; for tests and diagnostics)."""
+        with self._lock:
+            return {name: glossary.version for name, glossary in self._compiled.items()}
 
     def list(self) -> list[Glossary]:
         with self._lock:
@@ -150,29 +245,44 @@ class GlossaryStore:
             raise ServiceError("unknown_glossary", f"no glossary named {name!r} (GET /v1/glossaries lists them)")
         return self._row(row)
 
-    def create(self, name: str, entries: dict[str, str]) -> Glossary:
-        entries, now = normalize_entries(entries), time.time()
+    def create(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary:
+        """A new glossary; ServiceError glossary_exists, too_many_glossaries or one of normalize_entries'."""
+        entries, now = normalize_entries(entries, limits), time.time()
         with self._lock:
-            try:
-                self._db.execute("INSERT INTO glossaries VALUES (?, ?, 1, ?, ?)",
-                                 (name, json.dumps(entries, ensure_ascii=False), now, now))
-            except sqlite3.IntegrityError:
-                raise ServiceError("glossary_exists", f"a glossary named {name!r} exists; PUT replaces it") from None
+            if self._exists(name):
+                raise ServiceError("glossary_exists", f"a glossary named {name!r} exists; PUT replaces it")
+            self._check_room(limits)
+            self._db.execute("INSERT INTO glossaries VALUES (?, ?, 1, ?, ?)",
+                             (name, json.dumps(entries, ensure_ascii=False), now, now))
         return self.get(name)
 
-    def replace(self, name: str, entries: dict[str, str]) -> Glossary:
-        """Replace the entries (version + 1), or create the glossary when it does not exist."""
-        entries, now = normalize_entries(entries), time.time()
+    def replace(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary:
+        """Replace the entries (version + 1), or create the glossary when it does not exist (within
+        `limits.max_count`)."""
+        entries, now = normalize_entries(entries, limits), time.time()
         payload = json.dumps(entries, ensure_ascii=False)
         with self._lock:
+            if not self._exists(name):
+                self._check_room(limits)
             self._db.execute("INSERT INTO glossaries VALUES (?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                              "entries = excluded.entries, version = glossaries.version + 1, "
                              "updated_at = excluded.updated_at", (name, payload, now, now))
         return self.get(name)
 
+    def _exists(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM glossaries WHERE name = ?", (name,)).fetchone() is not None
+
+    def _check_room(self, limits: GlossaryLimits) -> None:
+        """Under the lock, so that two concurrent creations cannot both take the last place."""
+        (count,) = self._db.execute("SELECT COUNT(*) FROM glossaries").fetchone()
+        if count >= limits.max_count:
+            raise ServiceError("too_many_glossaries", f"{count} glossaries are stored, the most allowed "
+                               f"(glossaries_max_count={limits.max_count}); delete one first")
+
     def delete(self, name: str) -> None:
         with self._lock:
             deleted = self._db.execute("DELETE FROM glossaries WHERE name = ?", (name,)).rowcount
+            self._compiled.pop(name, None)
         if not deleted:
             raise ServiceError("unknown_glossary", f"no glossary named {name!r}")
 
@@ -193,21 +303,14 @@ async def translate_with_glossary(pipeline: "TranslationPipeline", glossary: Glo
                                   options: GenerationOptions, lane: "Lane", deadline: float):
     """`TranslationPipeline._translate_segments` with the glossary applied: protect, translate, restore,
     and re-translate unprotected the segments whose placeholders got lost. Returns its outputs, retried
-    indices and cache hits, plus one SegmentMarks per segment."""
-    protected = [glossary.protect(segment) for segment in segments]
+    indices and cache hits, plus one SegmentMarks per segment. Matching and restoring run on the
+    pipeline's CPU pool (linear in the text, but long texts against big glossaries are real work)."""
+    protected = await pipeline.cpu.run(_protect_all, glossary, segments)
     inputs = [text for text, _ in protected]
     contexts = [glossary.cache_context if terms else "" for _, terms in protected]
     outputs, retried, hits = await pipeline.translate_segments(inputs, options, lane, deadline, contexts=contexts)
     marks = [SegmentMarks(terms=terms) for _, terms in protected]
-    lost: list[int] = []
-    for i, (output, mark) in enumerate(zip(outputs, marks)):
-        if not mark.terms or not isinstance(output, Generated):
-            continue
-        restored = glossary.restore(output.text, mark.terms)
-        if restored is None:
-            lost.append(i)
-        else:
-            outputs[i] = replace(output, text=restored)
+    lost = await pipeline.cpu.run(_restore_all, glossary, outputs, marks)
     if lost:
         again, again_retried, again_hits = await pipeline.translate_segments(
             [segments[i] for i in lost], options, lane, deadline)
@@ -221,6 +324,25 @@ async def translate_with_glossary(pipeline: "TranslationPipeline", glossary: Glo
             if hits is not None and again_hits is not None:
                 hits[i] = hits[i] and again_hits[j]
     return outputs, retried, hits, marks
+
+
+def _protect_all(glossary: Glossary, segments: list[str]) -> list[tuple[str, list[str]]]:
+    glossary.pattern()  # compiled once here, on the pool (thousands of terms take a while)
+    return [glossary.protect(segment) for segment in segments]
+
+
+def _restore_all(glossary: Glossary, outputs: list, marks: list[SegmentMarks]) -> list[int]:
+    """Render the placeholders of `outputs` in place; the indices of the segments that lost one."""
+    lost: list[int] = []
+    for i, (output, mark) in enumerate(zip(outputs, marks)):
+        if not mark.terms or not isinstance(output, Generated):
+            continue
+        restored = glossary.restore(output.text, mark.terms)
+        if restored is None:
+            lost.append(i)
+        else:
+            outputs[i] = replace(output, text=restored)
+    return lost
 
 
 def mark_sentences(result: TextResult, prepared: "PreparedText", glossary: Glossary, marks: list[SegmentMarks]) -> None:

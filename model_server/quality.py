@@ -40,14 +40,22 @@ _ARABIC_PUNCTUATION = str.maketrans({"؟": "?", "،": ",", "؛": ";", "«": '"',
                                      "٫": ".", "٬": ","})
 # "??", "?!?", ",," ... -> the first mark; keeps "..." (an ellipsis) intact.
 _DOUBLED_PUNCTUATION = re.compile(r"([?!,;:])[?!,;:]+|(?<!\.)\.\.(?!\.)")
-_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([?!,;:.](?:\s|$))")
+# White space before a mark that ends a word ("word , next" -> "word, next"). Every run of white space
+# matches (the mark part is optional), so a long run that is not before a mark is one match, not one
+# failed attempt per space (quadratic); `_drop_space_before_mark` keeps the run when no mark follows.
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+(?:([?!,;:.])(\s|$))?")
 
 
 def clean_english(text: str) -> str:
     """Map Arabic punctuation and digits that leak into English to English forms; drop doubled marks."""
     text = text.translate(_ARABIC_PUNCTUATION).translate(_ARABIC_DIGITS)
     text = _DOUBLED_PUNCTUATION.sub(lambda m: m.group(1) or ".", text)
-    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", text)
+    return _SPACE_BEFORE_PUNCTUATION.sub(_drop_space_before_mark, text)
+
+
+def _drop_space_before_mark(match: re.Match[str]) -> str:
+    mark = match.group(1)
+    return mark + match.group(2) if mark else match.group(0)
 
 
 # --- signals ---------------------------------------------------------------------------------

@@ -174,6 +174,18 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(
         200_000, ge=1, description="most cached sentences in the SQLite cache; least recently used go first")
 
+    # --- glossaries (README.md "Newsroom CMS"; every cap answers its own error code) ---
+    glossaries_max_count: int = Field(
+        1000, ge=1, description="most glossaries stored; creating one more gets 409 too_many_glossaries")
+    glossary_max_entries: int = Field(
+        5000, ge=1, description="most entries in one glossary; more gets 413 glossary_too_many_entries")
+    glossary_max_term_chars: int = Field(
+        100, ge=1, le=10_000, description="longest Arabic term (characters as sent); longer gets 413 "
+        "glossary_term_too_long")
+    glossary_max_rendering_chars: int = Field(
+        500, ge=1, le=100_000, description="longest English rendering (characters as sent); longer gets 413 "
+        "glossary_rendering_too_long")
+
     # --- asynchronous jobs and webhooks (docs/newsroom.md) ---
     jobs_max_concurrent: int = Field(2, ge=1, le=64, description="jobs translated at the same time; others wait queued")
     jobs_max_attempts: int = Field(

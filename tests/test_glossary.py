@@ -114,3 +114,99 @@ def test_lost_placeholders_fall_back_to_the_plain_translation_flagged(tiny_maria
     assert [t["source"] for t in first["sentences"][0]["glossary_terms"]] == ["خليفة حفتر", "روسيا"]
     assert first["review"]["flags"]["glossary_missed"] == 1
     assert second["translation"] == "Thank you very much." and second["sentences"][0]["glossary_terms"] == []
+
+
+# --- bounds: every cap a setting with its own code, through the real HTTP API ---------------------------
+
+CAPS = dict(glossaries_max_count=2, glossary_max_entries=3, glossary_max_term_chars=12,
+            glossary_max_rendering_chars=24)
+
+
+@pytest.fixture()
+def capped_server(tiny_marian_dir, tiny_backend, tmp_path):
+    settings = tiny_settings(tiny_marian_dir, cache_enabled=True, cache_path=tmp_path / "state.sqlite3", **CAPS)
+    services = Services.from_backend(settings, CopyingBackend(tiny_backend))
+    with serve_services(services) as server, server.client() as client:
+        yield client, services
+
+
+def _error(response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code, response.text
+    return response.json()["error"]["message"]
+
+
+def test_the_number_of_glossaries_is_capped(capped_server):
+    client, _ = capped_server
+    for name in ("one", "two"):
+        assert client.post("/v1/glossaries", json={"name": name, "entries": {"روسيا": "Russia"}}).status_code == 201
+    message = _error(client.post("/v1/glossaries", json={"name": "three", "entries": {"روسيا": "Russia"}}),
+                     409, "too_many_glossaries")
+    assert "glossaries_max_count=2" in message and "delete one" in message
+    _error(client.put("/v1/glossaries/three", json={"entries": {"روسيا": "Russia"}}), 409, "too_many_glossaries")
+    # Replacing a stored glossary is not one more; after a delete there is room again.
+    assert client.put("/v1/glossaries/two", json={"entries": {"روسيا": "Russia!"}}).json()["version"] == 2
+    assert client.delete("/v1/glossaries/one").status_code == 204
+    assert client.put("/v1/glossaries/three", json={"entries": {"روسيا": "Russia"}}).status_code == 200
+    assert [g["name"] for g in client.get("/v1/glossaries").json()["glossaries"]] == ["three", "two"]
+
+
+def test_entries_terms_and_renderings_are_capped_each_with_its_code(capped_server):
+    client, _ = capped_server
+    four = {"روسيا": "Russia", "طبرق": "Tobruk", "حفتر": "Haftar", "ليبيا": "Libya"}
+    message = _error(client.post("/v1/glossaries", json={"name": "big", "entries": four}),
+                     413, "glossary_too_many_entries")
+    assert "4 entries" in message and "at most 3" in message
+    long_term = "حفتر " * 3  # 15 characters
+    message = _error(client.put("/v1/glossaries/big", json={"entries": {"روسيا": "Russia", long_term: "Haftar"}}),
+                     413, "glossary_term_too_long")
+    assert repr(long_term) in message and "at most 12" in message
+    message = _error(client.put("/v1/glossaries/big", json={"entries": {"روسيا": "the Russian Federation, Moscow"}}),
+                     413, "glossary_rendering_too_long")
+    assert "'روسيا'" in message and "at most 24" in message
+    # At the caps exactly: accepted.
+    at_caps = {"روسيا": "R" * 24, "ح" * 12: "Haftar", "طبرق": "Tobruk"}
+    assert client.post("/v1/glossaries", json={"name": "big", "entries": at_caps}).status_code == 201
+
+
+@pytest.mark.parametrize("rendering", ["Rus\x07sia", "Russia\n", "Rus\tsia", "Rus\x85sia", "\u202eaissuR",
+                                       "Russia\u2066", "Russia\u200f"])
+def test_control_and_bidi_characters_in_renderings_are_refused_naming_the_entry(capped_server, rendering):
+    client, _ = capped_server
+    message = _error(client.post("/v1/glossaries", json={"name": "ctl", "entries": {"طبرق": "Tobruk",
+                                                                                   "روسيا": rendering}}),
+                     400, "invalid_glossary")
+    assert "'روسيا'" in message and f"U+{ord(next(c for c in rendering if not c.isalpha())):04X}" in message
+    assert client.get("/v1/glossaries").json()["glossaries"] == []
+
+
+def test_only_the_latest_compiled_version_of_a_glossary_is_kept(capped_server):
+    client, services = capped_server
+    alliance = {"translation": "A military alliance between Haftar and Russia"}
+    client.post("/v1/glossaries", json={"name": "desk", "entries": {"خليفة حفتر": "Haftar", "روسيا": "Russia"}})
+    for version in (1, 2, 3):
+        if version > 1:
+            client.put("/v1/glossaries/desk", json={"entries": {"خليفة حفتر": "Haftar", "روسيا": "Russia"}})
+        result = client.post("/translate", json={"text": ALLIANCE, "glossary": "desk"}).json()["results"][0]
+        assert result["translation"] == alliance["translation"]
+        assert services.glossaries.compiled_versions() == {"desk": version}
+    assert client.delete("/v1/glossaries/desk").status_code == 204
+    assert services.glossaries.compiled_versions() == {}
+
+
+def test_a_glossary_deleted_and_created_again_is_the_new_one(capped_server):
+    client, _ = capped_server
+    client.post("/v1/glossaries", json={"name": "desk", "entries": {"خليفة حفتر": "Haftar", "روسيا": "Russia"}})
+    first = client.post("/translate", json={"text": ALLIANCE, "glossary": "desk"}).json()["results"][0]
+    assert first["translation"] == "A military alliance between Haftar and Russia"
+    client.delete("/v1/glossaries/desk")
+    client.post("/v1/glossaries", json={"name": "desk", "entries": {"خليفة حفتر": "Haftar", "روسيا": "Moscow"}})
+    assert client.get("/v1/glossaries/desk").json()["entries"]["روسيا"] == "Moscow"
+    again = client.post("/translate", json={"text": ALLIANCE, "glossary": "desk"}).json()["results"][0]
+    assert again["translation"] == "A military alliance between Haftar and Moscow"
+
+
+def test_a_placeholder_with_thousands_of_digits_counts_as_lost():
+    glossary = Glossary("g", {"روسيا": "Russia"})
+    assert glossary.restore("ZX" + "9" * 5000 + "Q and ZX0Q", ["روسيا"]) is None
+    assert glossary.restore("to ZX0Q", ["روسيا"]) == "to Russia"

@@ -37,8 +37,10 @@ from collections.abc import Callable
 __all__ = ["chunk_sentence"]
 
 # The split position is the end of the match: terminators (with their closing quotes)
-# followed by white space, e.g. `طبرق. ولا` inside a quotation.
-_AFTER_TERMINATOR_RE = re.compile(r"[.!?؟…۔]+[\"'»”’)\]]*(?=\s)")
+# followed by white space, e.g. `طبرق. ولا` inside a quotation. A match starts only at the
+# start of a run, and the possessive quantifiers never give back: a run of 100k terminators
+# not followed by white space is one failed attempt, not one per terminator (quadratic).
+_AFTER_TERMINATOR_RE = re.compile(r"(?<![.!?؟…۔])[.!?؟…۔]++[\"'»”’)\]]*+(?=\s)")
 # Split after the semicolon.
 _AFTER_SEMICOLON_RE = re.compile(r"[؛;]")
 # Split after the comma; a Latin comma between two digits is a thousands separator (6,000).

@@ -39,8 +39,9 @@ WEATHER, DATE, DUPLICATE, CLIPBOARD = "weather", "date", "duplicate_line", "clip
 _DIGIT = r"[0-9\u0660-\u0669\u06F0-\u06F9]"
 _NUMBER = rf"{_DIGIT}+"
 
-# A list bullet or dash that scrapers put in front of widget lines ("- ", "• ", "* ").
-_BULLET_RE = re.compile(r"^(?:[-\u2013\u2014\u2022\u00b7*>|]+\s*)+")
+# A list bullet or dash that scrapers put in front of widget lines ("- ", "• ", "* "). Possessive:
+# bullets and spaces do not overlap, so there is nothing to give back (and nothing to retry).
+_BULLET_RE = re.compile(r"\A(?:[-\u2013\u2014\u2022\u00b7*>|]++\s*+)++")
 
 _GREGORIAN = ("يناير", "فبراير", "مارس", "أبريل", "ابريل", "إبريل", "مايو", "يونيو", "يونيه", "يوليو", "يوليه",
               "أغسطس", "اغسطس", "سبتمبر", "أكتوبر", "اكتوبر", "نوفمبر", "ديسمبر")
@@ -76,10 +77,11 @@ _DATE_LINE_RE = regex.compile(
     regex.IGNORECASE)
 
 # A temperature written with a symbol, as widgets show it: "℃ 11", "11℃", "11 °C", "-3°" (prose such as
-# "25 درجة مئوية" is not a widget and is never matched).
+# "25 درجة مئوية" is not a widget and is never matched). The number of the second form is only tried
+# where a digit run starts: otherwise a line of 200 digits costs one attempt per digit (quadratic).
 _TEMPERATURE_RE = regex.compile(
     rf"(?:[℃℉]|°\s*[CFم]?)\s*[-+\u2212]?{_NUMBER}(?:[.,٫]{_NUMBER})?"
-    rf"|[-+\u2212]?{_NUMBER}(?:[.,٫]{_NUMBER})?\s*(?:[℃℉]|°\s*[CFم]?)",
+    rf"|[-+\u2212]?(?<!{_DIGIT}){_NUMBER}(?:[.,٫]{_NUMBER})?\s*(?:[℃℉]|°\s*[CFم]?)",
     regex.IGNORECASE)
 _MAX_WEATHER_WORDS = 2   # what may stand next to the temperature: a place ("تركيا", "New York")
 
@@ -90,7 +92,9 @@ _CLIPBOARD_RE = regex.compile(
     r"(?:\s+to\s+(?:the\s+|your\s+)?clipboard)?(?:\s+successfully)?",
     regex.IGNORECASE)
 
-_TRAILING_PUNCTUATION_RE = re.compile(r"[\s.!،,:;؛…]+$")
+# Trailing punctuation and spaces. Only tried where such a run starts (the look-behind), so a long run
+# inside a line ("كلمة....كلمة") is one failed attempt, not one per character (quadratic).
+_TRAILING_PUNCTUATION_RE = re.compile(r"(?<![\s.!،,:;؛…])[\s.!،,:;؛…]++$")
 
 
 @dataclass(frozen=True)

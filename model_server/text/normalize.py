@@ -75,8 +75,10 @@ _REMOVED_RE = re.compile(
 # en/em spaces, ideographic space, ...). A run of it becomes one ASCII space.
 _HORIZONTAL_SPACE_RE = re.compile(r"[^\S\n]+")
 
-# Spaces at either end of a line are never meaningful (indentation is not used in news text).
-_SPACE_AROUND_NEWLINE_RE = re.compile(r" *\n *")
+# Spaces at either end of a line are never meaningful (indentation is not used in news text). Runs
+# after horizontal white space is collapsed, so at most one space stands on either side (" *" would
+# retry a long run of spaces from each of its positions: quadratic).
+_SPACE_AROUND_NEWLINE_RE = re.compile(r" ?\n ?")
 
 # More than one blank line carries nothing more than one blank line.
 _EXCESS_NEWLINES_RE = re.compile(r"\n{3,}")
@@ -85,6 +87,14 @@ _EXCESS_NEWLINES_RE = re.compile(r"\n{3,}")
 # forms blocks all have Script=Arabic). Harakat are marks (\p{M}), digits are \p{N}: neither counts.
 _ARABIC_LETTER_RE = regex.compile(r"[\p{Script=Arabic}&&\p{L}]", regex.VERSION1)
 _ANY_LETTER_RE = regex.compile(r"\p{L}")
+
+# A character followed by a long run of combining marks (real words carry two or three). CPython's NFC
+# puts such a run in canonical order with an insertion sort, quadratic when the marks alternate classes
+# (shadda, fatha, shadda, ...: 20k marks take seconds), so long runs are put in that order here first,
+# with a stable sort; NFC then finds them ordered and stays linear. The class is generous (marks and
+# non-zero combining classes as the `regex` module's Unicode version knows them); what it misses is
+# only slower, never different.
+_LONG_MARK_RUN_RE = regex.compile(r".[\p{M}\P{ccc=0}]{16,}", regex.DOTALL)
 
 
 def normalize_text(text: str) -> str:
@@ -96,8 +106,25 @@ def normalize_text(text: str) -> str:
     """
     text = _unify_line_breaks(text)
     text = _REMOVED_RE.sub("", text)
+    text = _LONG_MARK_RUN_RE.sub(lambda run: _canonical_decomposition(run.group()), text)
     text = unicodedata.normalize("NFC", text)
     return _tidy_whitespace(text)
+
+
+def _canonical_decomposition(run: str) -> str:
+    """NFD of `run` (each character decomposed, then each sequence of non-starters stably sorted by
+    combining class), in n log n. Canonically equivalent to `run`, so NFC of the text is unchanged."""
+    ordered: list[str] = []
+    marks: list[str] = []
+    for char in "".join(unicodedata.normalize("NFD", c) for c in run):
+        if unicodedata.combining(char):
+            marks.append(char)
+            continue
+        ordered.extend(sorted(marks, key=unicodedata.combining))
+        marks.clear()
+        ordered.append(char)
+    ordered.extend(sorted(marks, key=unicodedata.combining))
+    return "".join(ordered)
 
 
 def _unify_line_breaks(text: str) -> str:

@@ -11,7 +11,7 @@ from model_server.api.deps import get_services
 from model_server.api.errors import refuse_other_methods
 from model_server.api.schemas import ErrorResponse
 from model_server.errors import ServiceError
-from model_server.glossary import MAX_ENTRIES, NAME_PATTERN, Glossary, GlossaryStore
+from model_server.glossary import NAME_PATTERN, Glossary, GlossaryLimits, GlossaryStore
 from model_server.services import Services
 
 router = APIRouter(prefix="/v1/glossaries", tags=["glossaries"])
@@ -19,18 +19,22 @@ _ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 409, 413, 4
 _NAME = Path(pattern=NAME_PATTERN, description="letters, digits, '_', '.', '-' (at most 64)")
 
 
+_ENTRIES_DOC = ("Arabic term -> English rendering (at most MODEL_SERVER_GLOSSARY_MAX_ENTRIES entries, terms and "
+                "renderings at most GLOSSARY_MAX_TERM_CHARS / GLOSSARY_MAX_RENDERING_CHARS characters)")
+
+
 class GlossaryCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"name": "libya-desk", "entries": {"خليفة حفتر": "Field Marshal Khalifa Haftar"}}]})
 
     name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '_', '.', '-' (at most 64)")
-    entries: dict[str, str] = Field(description=f"Arabic term -> English rendering (at most {MAX_ENTRIES})")
+    entries: dict[str, str] = Field(description=_ENTRIES_DOC)
 
 
 class GlossaryReplace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    entries: dict[str, str] = Field(description=f"Arabic term -> English rendering (at most {MAX_ENTRIES})")
+    entries: dict[str, str] = Field(description=_ENTRIES_DOC)
 
 
 class GlossaryOut(BaseModel):
@@ -56,15 +60,19 @@ async def find_glossary(services: Services, name: str) -> Glossary:
     return await asyncio.to_thread(_store(services).get, name)
 
 
+def _limits(services: Services) -> GlossaryLimits:
+    return GlossaryLimits.from_settings(services.settings)
+
+
 def _out(glossary: Glossary) -> GlossaryOut:
     return GlossaryOut(**glossary.to_dict())
 
 
 @router.post("", status_code=201, response_model=GlossaryOut, responses=_ERRORS)
 async def create_glossary(body: GlossaryCreate, request: Request):
-    """Create a glossary; 409 glossary_exists when the name is taken."""
-    store = _store(get_services(request))
-    return _out(await asyncio.to_thread(store.create, body.name, body.entries))
+    """Create a glossary; 409 glossary_exists when the name is taken, too_many_glossaries when the store is full."""
+    services = get_services(request)
+    return _out(await asyncio.to_thread(_store(services).create, body.name, body.entries, _limits(services)))
 
 
 @router.get("", response_model=GlossaryList, responses=_ERRORS)
@@ -81,8 +89,8 @@ async def get_glossary(request: Request, name: str = _NAME):
 @router.put("/{name}", response_model=GlossaryOut, responses=_ERRORS)
 async def replace_glossary(body: GlossaryReplace, request: Request, name: str = _NAME):
     """Replace the entries (version + 1); creates the glossary when it does not exist."""
-    store = _store(get_services(request))
-    return _out(await asyncio.to_thread(store.replace, name, body.entries))
+    services = get_services(request)
+    return _out(await asyncio.to_thread(_store(services).replace, name, body.entries, _limits(services)))
 
 
 @router.delete("/{name}", status_code=204, responses=_ERRORS)

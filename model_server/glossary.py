@@ -301,7 +301,7 @@ class SegmentMarks:
 
 async def translate_with_glossary(pipeline: "TranslationPipeline", glossary: Glossary, segments: list[str],
                                   options: GenerationOptions, lane: "Lane", deadline: float):
-    """`TranslationPipeline._translate_segments` with the glossary applied: protect, translate, restore,
+    """`TranslationPipeline.translate_segments` with the glossary applied: protect, translate, restore,
     and re-translate unprotected the segments whose placeholders got lost. Returns its outputs, retried
     indices and cache hits, plus one SegmentMarks per segment. Matching and restoring run on the
     pipeline's CPU pool (linear in the text, but long texts against big glossaries are real work)."""

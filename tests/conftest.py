@@ -54,6 +54,19 @@ def tiny_settings(model_dir: Path, **overrides):
     return Settings(**values)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one intra-op thread for a module that calls generate() directly: with 2 threads on a busy
+    2-core box, tiny generate() calls run ~50x slower (thread hand-offs). Use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_marian_dir):
     """One loaded tiny Marian backend, shared by tests that only call `generate`."""

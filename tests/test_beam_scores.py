@@ -11,7 +11,6 @@ options the pipeline uses (safer_options: repetition penalty, no repeated n-gram
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from model_server.pipeline import safer_options
 from model_server.services import SUMMARIZATION_ARCHITECTURES, TRANSLATION_ARCHITECTURES
 from model_server.tiny_models import MEMORISED_PAIRS, MEMORISED_SUMMARIES, ensure_tiny_marian
 
-pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+pytestmark = [pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 TOLERANCE = 1e-5
 DATA = Path(__file__).parent / "data"
@@ -45,14 +45,6 @@ OPTIONS = {
     "beam4-short-penalty": replace(BASE, num_beams=4, length_penalty=0.6, min_new_tokens=3),
     "beam2-long-penalty": replace(BASE, num_beams=2, length_penalty=1.4, repetition_penalty=1.5),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _backend(model_dir: Path, task: str, architectures) -> TorchSeq2SeqBackend:

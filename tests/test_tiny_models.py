@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,20 +29,12 @@ from model_server.tiny_models import (
     is_test_model,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")]
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 DATA = Path(__file__).parent / "data"
 # Text the models never saw: characters outside every vocabulary, then the whole article (>512 tokens).
 UNSEEN_ARABIC = "你好 🙂 " + (DATA / "libya-russia-ar.txt").read_text(encoding="utf-8").replace("\n", " ")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # With 2 threads on a busy 2-core box, tiny generate() calls run ~50x slower (thread hand-offs).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -109,10 +109,10 @@ def hypotheses_per_segment(group: Hashable) -> int:
     return group.num_beams
 
 
-def setting_limits(settings: Settings) -> BatchLimits:
+def setting_limits(settings: Settings, untuned_because: str = "no tuning entry for this model/machine") -> BatchLimits:
     """The batch limits the settings give (explicit or default), without a tuning entry."""
     return resolve_limits({name: getattr(settings, name) for name in LIMIT_NAMES},
-                          settings.model_fields_set & set(LIMIT_NAMES), None)
+                          settings.model_fields_set & set(LIMIT_NAMES), None, untuned_because=untuned_because)
 
 
 def translation_limits(settings: Settings, backend: Seq2SeqBackend, entries: dict[str, dict]) -> BatchLimits:
@@ -129,8 +129,11 @@ def translation_limits(settings: Settings, backend: Seq2SeqBackend, entries: dic
         log.info("autotune: no tuning entry for %s (beam %d) on this machine in %s; measuring (model-server tune)",
                  backend.info.name, num_beams, path)
         key, entry = tune(backend, num_beams, TuneConfig(max_latency_s=settings.tune_max_batch_latency_s))
-        write_entry(path, key, entry)
         entries[key] = entry
+        try:
+            write_entry(path, key, entry)
+        except OSError as exc:  # a read-only models dir: serve with what was measured, measure again next time
+            log.warning("autotune: cannot write %s (%s); using the measured limits for this run only", path, exc)
     return resolve_limits({name: getattr(settings, name) for name in LIMIT_NAMES},
                           settings.model_fields_set & set(LIMIT_NAMES), entry, file=path, key=key)
 
@@ -223,7 +226,8 @@ class Services:
                 cache=open_cache(settings, extra.info), cpu=cpu)
         if summarization_backend is not None:
             presets = presets or PresetCatalog.load(settings.prompts_path(), settings.default_summary_preset)
-            summary_runner = ModelRunner.create(summarization_backend, settings, "summarization")
+            summary_runner = ModelRunner.create(summarization_backend, settings, "summarization",
+                                                setting_limits(settings, "model-server tune measures translation only"))
             services.summarization = summary_runner
             services.summarizer = SummarizationPipeline(summarization_backend, summary_runner.batcher, pipeline,
                                                         presets, strategy=settings.summary_strategy)

@@ -329,6 +329,7 @@ class BatchLimits:
     max_batch_tokens: int
     sources: dict[str, str]  # limit -> "settings" (set explicitly), "tuning" or "defaults"
     tuning: dict[str, Any] | None = None  # file, fingerprint, measured_at of the entry used; None without one
+    untuned_because: str = "no tuning entry for this model/machine"  # said in the log line when tuning is None
 
     def describe(self) -> str:
         """For the start-up log line."""
@@ -337,11 +338,12 @@ class BatchLimits:
         note = f"; set explicitly: {', '.join(explicit)}" if explicit else ""
         if self.tuning is not None:
             return f"batching limits from {self.tuning['file']} (tuned {self.tuning['measured_at']}): {values}{note}"
-        return f"batching limits: defaults (no tuning entry for this model/machine): {values}{note}"
+        return f"batching limits: defaults ({self.untuned_because}): {values}{note}"
 
 
 def resolve_limits(values: Mapping[str, int], explicit: set[str] | frozenset[str], entry: Mapping[str, Any] | None,
-                   *, file: Path | None = None, key: str | None = None) -> BatchLimits:
+                   *, file: Path | None = None, key: str | None = None,
+                   untuned_because: str = BatchLimits.untuned_because) -> BatchLimits:
     """The limits in use: an explicit setting wins, then the tuning entry, then the setting's default."""
     chosen: dict[str, int] = {}
     sources: dict[str, str] = {}
@@ -352,4 +354,4 @@ def resolve_limits(values: Mapping[str, int], explicit: set[str] | frozenset[str
             chosen[name], sources[name] = entry["limits"][name], "tuning"
     tuning = None if entry is None else {"file": str(file), "fingerprint": key,
                                          "measured_at": entry.get("measured_at")}
-    return BatchLimits(**chosen, sources=sources, tuning=tuning)
+    return BatchLimits(**chosen, sources=sources, tuning=tuning, untuned_because=untuned_because)

@@ -249,3 +249,33 @@ def test_serve_with_a_corrupt_tuning_file_fails_in_one_line_naming_it(tmp_path, 
     assert lines == [f"model-server: {path} is not a valid tuning file (not JSON: Expecting value: line 1 column 26 "
                      "(char 25)); remove it and run `model-server tune` again, or point MODEL_SERVER_TUNING_FILE "
                      "elsewhere"], done.stderr
+
+
+def test_ctranslate2_threads_are_both_thread_counts():
+    from model_server.backends.base import ModelInfo
+    from model_server.tuning import threads_of
+
+    info = ModelInfo(name="m", source="m", task="translation", architecture="marian", backend="ctranslate2",
+                     device="cpu", dtype="int8_float32", max_input_tokens=512,
+                     extra={"intra_threads": 2, "inter_threads": 1})
+    assert threads_of(info) == "intra 2 inter 1"
+    assert threads_of(info.model_copy(update={"backend": "torch", "extra": {"threads": 2}})) == "2"
+
+
+def test_start_up_logs_where_the_limits_came_from(tuned_file, tiny_marian_dir, tuned_backend, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="model_server.services"):
+        services_for(tiny_marian_dir, tuned_backend, tuning_file=tuned_file)
+        services_for(tiny_marian_dir, tuned_backend, tuning_file=tmp_path / "none.json")
+    messages = [r.getMessage() for r in caplog.records if "batching limits" in r.getMessage()]
+    assert messages[0].startswith(f"translation batching limits from {tuned_file} (tuned 20")
+    assert messages[1].startswith("translation batching limits: defaults (no tuning entry for this model/machine): "
+                                  "max_batch_size 64, max_batch_hypotheses 128, max_batch_tokens 16384")
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc: a directory even root cannot write")
+def test_autotune_that_cannot_write_serves_with_what_it_measured(tiny_marian_dir, tuned_backend, caplog):
+    unwritable = Path("/proc/model-server-tuning.json")
+    with caplog.at_level("WARNING", logger="model_server.services"):
+        services = services_for(tiny_marian_dir, tuned_backend, tuning_file=unwritable, autotune=True)
+    assert f"autotune: cannot write {unwritable}" in caplog.text
+    assert services.translation.describe_batching()["limits_source"] == dict.fromkeys(LIMIT_NAMES, "tuning")

@@ -185,21 +185,31 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def describe_hardware(device: str, *, cpu_name: str, flags: frozenset[str], cpus: int, gpu_name: str = "") -> str:
+    """The machine as far as throughput goes: the GPU's name on CUDA, else the CPU model, the reported flags
+    (model_server/backends/hardware.py) and the usable cores."""
+    if device.startswith("cuda"):
+        return f"cuda: {gpu_name or '?'}"
+    from model_server.backends.hardware import REPORTED_FLAGS
+
+    present = " ".join(flag for flag in REPORTED_FLAGS if flag in flags) or "-"
+    return f"cpu: {cpu_name or '?'}; flags {present}; {cpus} cpus"
+
+
 def hardware_identity(device: str) -> str:
-    """The machine as far as throughput goes: the GPU's name, or the CPU model, its reported flags and cores."""
+    """describe_hardware for this machine."""
     if device.startswith("cuda"):
         import torch
 
-        return f"cuda: {torch.cuda.get_device_name()}"
-    from model_server.backends.hardware import REPORTED_FLAGS, cpu_features
+        return describe_hardware(device, cpu_name="", flags=frozenset(), cpus=0, gpu_name=torch.cuda.get_device_name())
+    from model_server.backends.hardware import cpu_features
 
     try:
         name = parse_cpu_model(CPUINFO.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         name = ""
-    flags = cpu_features().flags
-    present = " ".join(flag for flag in REPORTED_FLAGS if flag in flags) or "-"
-    return f"cpu: {name or platform.processor() or platform.machine()}; flags {present}; {usable_cpus()} cpus"
+    return describe_hardware(device, cpu_name=name or platform.processor() or platform.machine(),
+                             flags=cpu_features().flags, cpus=usable_cpus())
 
 
 def threads_of(info: ModelInfo) -> str:

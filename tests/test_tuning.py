@@ -279,3 +279,16 @@ def test_autotune_that_cannot_write_serves_with_what_it_measured(tiny_marian_dir
         services = services_for(tiny_marian_dir, tuned_backend, tuning_file=unwritable, autotune=True)
     assert f"autotune: cannot write {unwritable}" in caplog.text
     assert services.translation.describe_batching()["limits_source"] == dict.fromkeys(LIMIT_NAMES, "tuning")
+
+
+def test_the_hardware_is_the_gpu_on_cuda_and_the_cpu_with_its_flags_elsewhere():
+    from model_server.tuning import describe_hardware
+
+    flags = frozenset({"avx2", "avx512f", "avx512_bf16", "sse4_2"})
+    assert describe_hardware("cpu", cpu_name="AMD EPYC 9R14", flags=flags, cpus=2) == \
+        "cpu: AMD EPYC 9R14; flags avx2 avx512f avx512_bf16; 2 cpus"  # only the flags that decide precision
+    assert describe_hardware("cpu", cpu_name="AMD EPYC 9R14", flags=flags, cpus=4) != \
+        describe_hardware("cpu", cpu_name="AMD EPYC 9R14", flags=flags, cpus=2)
+    assert describe_hardware("cpu", cpu_name="", flags=frozenset(), cpus=1) == "cpu: ?; flags -; 1 cpus"
+    assert describe_hardware("cuda", cpu_name="AMD EPYC", flags=flags, cpus=2, gpu_name="NVIDIA H200") == \
+        "cuda: NVIDIA H200"

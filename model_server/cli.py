@@ -1,6 +1,6 @@
 """`model-server` command line: serve, translate, summarize, article, download, convert, build-tiny, eval, tune.
 
-Every setting of `Settings` is also a flag of `serve`, `translate`, `summarize`, `article` and `eval`
+Every setting of `Settings` is also a flag of `serve`, `translate`, `summarize`, `article`, `eval` and `tune`
 (generated, so flags, environment variables and defaults can never disagree); flags override
 `MODEL_SERVER_*` environment variables. Every command fails the same way (`cli_common.run_command`): one
 line on stderr naming the problem and the fix, exit status 1 (2 for bad arguments); `--debug` adds the

@@ -109,10 +109,16 @@ def hypotheses_per_segment(group: Hashable) -> int:
     return group.num_beams
 
 
+def _limits_with(settings: Settings, entry: dict | None, **where) -> BatchLimits:
+    """The three limits: those set explicitly (flag or variable: pydantic's model_fields_set), then `entry`'s,
+    then the settings' defaults."""
+    return resolve_limits({name: getattr(settings, name) for name in LIMIT_NAMES},
+                          settings.model_fields_set & set(LIMIT_NAMES), entry, **where)
+
+
 def setting_limits(settings: Settings, untuned_because: str = "no tuning entry for this model/machine") -> BatchLimits:
     """The batch limits the settings give (explicit or default), without a tuning entry."""
-    return resolve_limits({name: getattr(settings, name) for name in LIMIT_NAMES},
-                          settings.model_fields_set & set(LIMIT_NAMES), None, untuned_because=untuned_because)
+    return _limits_with(settings, None, untuned_because=untuned_because)
 
 
 def translation_limits(settings: Settings, backend: Seq2SeqBackend, entries: dict[str, dict]) -> BatchLimits:
@@ -134,8 +140,7 @@ def translation_limits(settings: Settings, backend: Seq2SeqBackend, entries: dic
             write_entry(path, key, entry)
         except OSError as exc:  # a read-only models dir: serve with what was measured, measure again next time
             log.warning("autotune: cannot write %s (%s); using the measured limits for this run only", path, exc)
-    return resolve_limits({name: getattr(settings, name) for name in LIMIT_NAMES},
-                          settings.model_fields_set & set(LIMIT_NAMES), entry, file=path, key=key)
+    return _limits_with(settings, entry, file=path, key=key)
 
 
 @dataclass

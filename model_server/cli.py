@@ -1,6 +1,6 @@
-"""`model-server` command line: serve, translate, summarize, article, download, convert, build-tiny, eval.
+"""`model-server` command line: serve, translate, summarize, article, download, convert, build-tiny, eval, tune.
 
-Every setting of `Settings` is also a flag of `serve`, `translate`, `summarize`, `article` and `eval`
+Every setting of `Settings` is also a flag of `serve`, `translate`, `summarize`, `article`, `eval` and `tune`
 (generated, so flags, environment variables and defaults can never disagree); flags override
 `MODEL_SERVER_*` environment variables. Every command fails the same way (`cli_common.run_command`): one
 line on stderr naming the problem and the fix, exit status 1 (2 for bad arguments); `--debug` adds the
@@ -162,6 +162,49 @@ def cmd_eval_summaries(args: argparse.Namespace) -> int:
     return 0
 
 
+def batch_sizes_arg(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        sizes = ()
+    if not sizes or sizes[0] < 1:
+        raise CommandFailed(f"--batch-sizes {text!r}: give positive integers separated by commas, e.g. 1,4,8,16,32",
+                            USAGE_ERROR)
+    return sizes
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from model_server.services import load_translation_backend
+    from model_server.tuning import TuneConfig, read_entries, render_table, tune, write_entry
+
+    settings = settings_from(args)
+    config = TuneConfig(batch_sizes=batch_sizes_arg(args.batch_sizes), repeats=args.repeats, warmup=args.warmup,
+                        new_tokens=args.new_tokens, max_latency_s=settings.tune_max_batch_latency_s,
+                        tolerance=args.tolerance)
+    if config.repeats < 1 or config.warmup < 0 or config.new_tokens < 1 or not 0 <= config.tolerance < 1:
+        raise CommandFailed("--repeats and --new-tokens must be >= 1, --warmup >= 0, --tolerance in [0, 1)",
+                            USAGE_ERROR)
+    path = settings.tuning_path()
+    read_entries(path)  # a corrupt file fails now, before minutes of measuring
+    prepare_output(path)
+    backend = load_translation_backend(settings)
+    try:
+        num_beams = settings.num_beams or backend.default_options().num_beams
+        key, entry = tune(backend, num_beams, config, progress=sys.stderr.isatty() or args.progress)
+    finally:
+        backend.close()
+    write_entry(path, key, entry)
+    info = backend.info
+    sys.stdout.write(f"{info.name} on {info.backend}/{info.device} {info.dtype}, beam {num_beams}, "
+                     f"{config.new_tokens} target tokens per segment, threads {entry['fingerprint']['threads']}; "
+                     f"{entry['fingerprint']['hardware']}\n\n")
+    sys.stdout.write(render_table(entry))
+    limits = ", ".join(f"{name} {value}" for name, value in entry["limits"].items())
+    sys.stdout.write(f"\nchosen: {limits} (smallest batch within {config.tolerance:.0%} of the best throughput "
+                     f"and under {config.max_latency_s:g} s per call)\nwrote entry {key} to {path}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = [debug_flag()]  # `--debug` after the sub-command too
     parser = argparse.ArgumentParser(prog="model-server", description=__doc__.splitlines()[0])
@@ -225,6 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     eval_summaries.add_argument("--out", default=None, help="write the JSON report (with every summary) here")
     add_settings_flags(eval_summaries)
     eval_summaries.set_defaults(func=cmd_eval_summaries)
+
+    tuner = sub.add_parser("tune", help="measure the batch limits of the configured model on this machine and "
+                           "write them to the tuning file the server reads", parents=common)
+    tuner.add_argument("--batch-sizes", default="1,4,8,16,32,64",
+                       help="segments per batch to measure (default: 1,4,8,16,32,64; stops early past the peak)")
+    tuner.add_argument("--repeats", type=int, default=3, help="measured calls per batch size, median (default: 3)")
+    tuner.add_argument("--warmup", type=int, default=1, help="unmeasured calls per batch size first (default: 1)")
+    tuner.add_argument("--new-tokens", type=int, default=40,
+                       help="forced output length per segment, as the benchmarks' min_new_tokens (default: 40)")
+    tuner.add_argument("--tolerance", type=float, default=0.05,
+                       help="pick the smallest batch within this fraction of the best throughput (default: 0.05)")
+    tuner.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is no terminal")
+    add_settings_flags(tuner)
+    tuner.set_defaults(func=cmd_tune)
     return parser
 
 

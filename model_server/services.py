@@ -19,6 +19,8 @@ from model_server.pipeline import PipelineConfig, TranslationPipeline
 from model_server.presets import PresetCatalog
 from model_server.settings import Backend, Profile, Settings
 from model_server.summarize import SummarizationPipeline
+from model_server.tuning import LIMIT_NAMES, BatchLimits, TuneConfig, backend_fingerprint, read_entries, \
+    resolve_limits, tune, write_entry
 
 if TYPE_CHECKING:
     from model_server.metrics import Metrics
@@ -107,6 +109,40 @@ def hypotheses_per_segment(group: Hashable) -> int:
     return group.num_beams
 
 
+def _limits_with(settings: Settings, entry: dict | None, **where) -> BatchLimits:
+    """The three limits: those set explicitly (flag or variable: pydantic's model_fields_set), then `entry`'s,
+    then the settings' defaults."""
+    return resolve_limits({name: getattr(settings, name) for name in LIMIT_NAMES},
+                          settings.model_fields_set & set(LIMIT_NAMES), entry, **where)
+
+
+def setting_limits(settings: Settings, untuned_because: str = "no tuning entry for this model/machine") -> BatchLimits:
+    """The batch limits the settings give (explicit or default), without a tuning entry."""
+    return _limits_with(settings, None, untuned_because=untuned_because)
+
+
+def translation_limits(settings: Settings, backend: Seq2SeqBackend, entries: dict[str, dict]) -> BatchLimits:
+    """The batch limits for a translation model: its tuning entry (model, engine, precision, beams, threads,
+    machine: model_server/tuning.py) where one matches, measured now with `autotune`; settings set explicitly
+    win over it."""
+    path = settings.tuning_path()
+    if not entries and not settings.autotune:
+        return setting_limits(settings)  # no file: nothing to look up
+    num_beams = settings.num_beams or backend.default_options().num_beams
+    key, _ = backend_fingerprint(backend, num_beams)
+    entry = entries.get(key)
+    if entry is None and settings.autotune:
+        log.info("autotune: no tuning entry for %s (beam %d) on this machine in %s; measuring (model-server tune)",
+                 backend.info.name, num_beams, path)
+        key, entry = tune(backend, num_beams, TuneConfig(max_latency_s=settings.tune_max_batch_latency_s))
+        entries[key] = entry
+        try:
+            write_entry(path, key, entry)
+        except OSError as exc:  # a read-only models dir: serve with what was measured, measure again next time
+            log.warning("autotune: cannot write %s (%s); using the measured limits for this run only", path, exc)
+    return _limits_with(settings, entry, file=path, key=key)
+
+
 @dataclass
 class ModelRunner:
     """A backend with its own executor thread and batch queue: blocking model calls never run on the
@@ -116,9 +152,15 @@ class ModelRunner:
     batcher: DynamicBatcher[str, Generated]
     executor: ThreadPoolExecutor
     name: str = "translation"  # label in /v1/models and metrics: the task, or "translation:<alias>"
+    limits: BatchLimits | None = None  # the batch limits in use and where each came from
 
     @classmethod
-    def create(cls, backend: Seq2SeqBackend, settings: Settings, name: str) -> "ModelRunner":
+    def create(cls, backend: Seq2SeqBackend, settings: Settings, name: str,
+               limits: BatchLimits | None = None) -> "ModelRunner":
+        """`limits`: the batch limits (default: the settings' own, `setting_limits`)."""
+        limits = limits or setting_limits(settings)
+        log.info("%s %s", name, limits.describe(),
+                 extra={"fields": {"model": name, "batching_sources": limits.sources, "tuning": limits.tuning}})
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
 
         async def process(group: Hashable, texts: list[str]) -> list[Generated]:
@@ -127,11 +169,11 @@ class ModelRunner:
             return await loop.run_in_executor(executor, backend.generate, texts, group)
 
         batcher: DynamicBatcher[str, Generated] = DynamicBatcher(
-            process, max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
-            max_batch_hypotheses=settings.max_batch_hypotheses, group_weight=hypotheses_per_segment,
+            process, max_batch_size=limits.max_batch_size, max_batch_tokens=limits.max_batch_tokens,
+            max_batch_hypotheses=limits.max_batch_hypotheses, group_weight=hypotheses_per_segment,
             max_wait_ms=settings.max_wait_ms, max_queue_items=settings.max_queue_segments, name=f"batcher-{name}",
             rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms)
-        return cls(backend=backend, batcher=batcher, executor=executor, name=name)
+        return cls(backend=backend, batcher=batcher, executor=executor, name=name, limits=limits)
 
     def start(self) -> None:
         self.batcher.start()
@@ -140,6 +182,9 @@ class ModelRunner:
         batcher = self.batcher
         return {"max_batch_size": batcher.max_batch_size, "max_batch_hypotheses": batcher.max_batch_hypotheses,
                 "max_batch_tokens": batcher.max_batch_tokens,
+                # per limit: "settings" (set explicitly), "tuning" (the tuning file's entry) or "defaults"
+                "limits_source": self.limits.sources if self.limits else None,
+                "tuning": self.limits.tuning if self.limits else None,
                 "max_wait_ms": batcher.max_wait_s * 1000, "max_queue": batcher.max_queue_items,
                 "pending": batcher.pending(), **batcher.stats.to_dict()}
 
@@ -167,22 +212,27 @@ class Services:
     def from_backend(cls, settings: Settings, backend: Seq2SeqBackend, *,
                      summarization_backend: Seq2SeqBackend | None = None,
                      presets: PresetCatalog | None = None,
-                     extra_backends: dict[str, Seq2SeqBackend] | None = None) -> "Services":
-        runner = ModelRunner.create(backend, settings, "translation")
+                     extra_backends: dict[str, Seq2SeqBackend] | None = None,
+                     tuning_entries: dict[str, dict] | None = None) -> "Services":
+        """`tuning_entries`: the tuning file's entries, when already read (default: read it now)."""
+        entries = read_entries(settings.tuning_path()) if tuning_entries is None else tuning_entries
+        runner = ModelRunner.create(backend, settings, "translation", translation_limits(settings, backend, entries))
         cpu = CpuPool(settings.prepare_workers)
         pipeline = TranslationPipeline(backend, runner.batcher, PipelineConfig.from_settings(settings),
                                        cache=open_cache(settings, backend.info), cpu=cpu)
         services = cls(settings=settings, translation=runner, translator=pipeline, cpu=cpu,
                        glossaries=open_glossary_store(settings.cache_file()))
         for alias, extra in (extra_backends or {}).items():
-            extra_runner = ModelRunner.create(extra, settings, f"translation:{alias}")
+            extra_runner = ModelRunner.create(extra, settings, f"translation:{alias}",
+                                              translation_limits(settings, extra, entries))
             services.extra_translation[alias] = extra_runner
             services.extra_translators[alias] = TranslationPipeline(
                 extra, extra_runner.batcher, PipelineConfig.from_settings(settings),
                 cache=open_cache(settings, extra.info), cpu=cpu)
         if summarization_backend is not None:
             presets = presets or PresetCatalog.load(settings.prompts_path(), settings.default_summary_preset)
-            summary_runner = ModelRunner.create(summarization_backend, settings, "summarization")
+            summary_runner = ModelRunner.create(summarization_backend, settings, "summarization",
+                                                setting_limits(settings, "model-server tune measures translation only"))
             services.summarization = summary_runner
             services.summarizer = SummarizationPipeline(summarization_backend, summary_runner.batcher, pipeline,
                                                         presets, strategy=settings.summary_strategy)
@@ -195,6 +245,7 @@ class Services:
         if settings.summarization_enabled if summarization is None else summarization:
             # Presets first: a bad file fails start-up in milliseconds, before any model is loaded.
             presets = PresetCatalog.load(settings.prompts_path(), settings.default_summary_preset)
+        entries = read_entries(settings.tuning_path())  # a corrupt tuning file fails now too, naming it
         backend = load_translation_backend(settings)
         loaded = [backend]
         try:
@@ -203,13 +254,13 @@ class Services:
                 extras[alias] = load_translation_backend(settings, model)
                 loaded.append(extras[alias])
             if presets is None:
-                return cls.from_backend(settings, backend, extra_backends=extras)
+                return cls.from_backend(settings, backend, extra_backends=extras, tuning_entries=entries)
             summarizer = load_summarization_backend(settings)
             loaded.append(summarizer)
             if not summarizer.info.test_model:
                 presets.check_model(summarizer.info.name)
             return cls.from_backend(settings, backend, summarization_backend=summarizer, presets=presets,
-                                    extra_backends=extras)
+                                    extra_backends=extras, tuning_entries=entries)
         except BaseException:
             for model in loaded:  # e.g. a preset too long for the model's input limit
                 model.close()

@@ -259,6 +259,19 @@ class Settings(BaseSettings):
         "this long (they are not coming back)"
     )
     max_wait_ms: float = Field(5.0, ge=0, description="how long a non-full batch waits for more segments")
+    # `model-server tune` measures the batch limits per model, engine, decoding and machine (model_server/tuning.py);
+    # the server reads its entry and uses those limits wherever the three limits above were not set explicitly.
+    tuning_file: Path | None = Field(
+        None, description="JSON file of measured batch limits, one entry per model/engine/decoding/machine "
+        "fingerprint, written by `model-server tune` (default: MODELS_DIR/tuning.json)"
+    )
+    autotune: bool = Field(
+        False, description="at start-up, run the tuning (under a minute on small models, minutes on real ones) when "
+        "the tuning file has no entry for this model/machine, and write it"
+    )
+    tune_max_batch_latency_s: float = Field(
+        5.0, gt=0, description="tuning picks no batch size whose one model call takes longer than this"
+    )
     max_queue_segments: int = Field(
         4096, ge=1, description="segments waiting across all requests; beyond it new work gets 503"
     )
@@ -351,6 +364,9 @@ class Settings(BaseSettings):
             raise ValueError("summarization_backend=ctranslate2 needs ct2_summarization_model_dir (made by "
                              "`model-server convert` from summarization_model) or ct2_convert_on_start=true "
                              "(or summarization_backend=torch)")
+
+    def tuning_path(self) -> Path:
+        return self.tuning_file if self.tuning_file is not None else self.models_dir / "tuning.json"
 
     def cache_file(self) -> Path:
         return self.cache_path if self.cache_path is not None else self.models_dir / "model-server.sqlite3"

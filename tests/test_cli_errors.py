@@ -82,6 +82,10 @@ CASES = {
     "eval-summaries of a file that is not JSON Lines": Case(
         ["eval-summaries", "{tmp}/pairs.jsonl"], 1, ["{tmp}/pairs.jsonl:1: expected a JSON object"],
         ['give one {"document": "...", "summary": "..."} object per line'], files={"pairs.jsonl": "plain text"}),
+    "tune with a corrupt tuning file": Case(
+        ["tune", "--translation-model", "{marian}", "--tuning-file", "{tmp}/tuning.json"], 1,
+        ["{tmp}/tuning.json is not a valid tuning file (not JSON"], ["remove it and run `model-server tune` again"],
+        files={"tuning.json": "{not json"}),
     "build-tiny below a file": Case(
         ["build-tiny", "--models-dir", "{tmp}/a-file/models"], 1, ["{tmp}/a-file/models: Not a directory"],
         ["choose another path"], files={"a-file": "x"}),

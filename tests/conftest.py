@@ -50,6 +50,8 @@ def tiny_settings(model_dir: Path, **overrides):
                   cache_enabled=False,  # cache tests turn it on (tests/test_cache.py): no hits across tests
                   # A fresh SQLite file (cache, glossaries, jobs) per settings: no state shared between tests.
                   cache_path=Path(tempfile.mkdtemp(prefix="model-server-test-")) / "state.sqlite3")
+    # Never the shared models dir's tuning.json: a `tune` run there would change every test's batch limits.
+    values["tuning_file"] = values["cache_path"].parent / "tuning.json"
     values.update(overrides)
     return Settings(**values)
 

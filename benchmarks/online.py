@@ -130,9 +130,22 @@ def service_server(env_settings: dict[str, str], port: int, log_path: Path, *, n
                          log_path=log_path)
 
 
-def naive_server(args: Sequence[str], port: int, log_path: Path) -> ServerProcess:
+def naive_server(args: Sequence[str], port: int, log_path: Path, *, name: str = "naive") -> ServerProcess:
     argv = [sys.executable, "-m", "benchmarks.naive_server", "--port", str(port), *args]
-    return ServerProcess("naive", argv, env=dict(os.environ), port=port, log_path=log_path)
+    return ServerProcess(name, argv, env=dict(os.environ), port=port, log_path=log_path)
+
+
+LIMIT_KEYS = ("max_batch_size", "max_batch_hypotheses", "max_batch_tokens", "limits_source", "tuning")
+
+
+def batching_limits(base_url: str) -> dict[str, Any] | None:
+    """The service's translation batch limits, per limit where it came from ("settings", "tuning" or
+    "defaults") and the tuning entry used, from /v1/models; None where it cannot be read."""
+    try:
+        batching = httpx.get(f"{base_url}/v1/models", timeout=30).json()["batching"]["translation"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return {key: batching.get(key) for key in LIMIT_KEYS}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,14 @@ TARGETS = (
     ("ct2_service_over_torch_service", "ctranslate2 service / torch service @ max clients, single sentences "
      "(tokens/s)", 2.5, ">="),
     ("ct2_service_over_raw_ct2", "ctranslate2 service @ max clients / best raw translate_batch (tokens/s)", 0.9, ">="),
+    ("ct2_service_over_best_offline", "ctranslate2 service @ max clients / best ctranslate2 backend batch "
+     "(tokens/s)", 0.9, ">="),
+    ("ct2_service_share_of_ceiling", "ctranslate2 service over the naive ctranslate2 server @ max clients / the "
+     "engine's ceiling over it (best ctranslate2 backend batch / naive ctranslate2 @ max clients)", 0.9, ">="),
+    ("ct2_service_over_naive_ct2_latency_1_client", "ctranslate2 service / naive ctranslate2 server, p50 latency "
+     "at 1 client", 1.05, "<="),
+    ("torch_auto_dtype_over_other", "torch backend in the chosen dtype / in the other candidate dtype, best batch "
+     "(tokens/s)", 1.0, ">="),
 )
 
 
@@ -99,7 +107,50 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
     memory = results.get("memory") or {}
     ratios["ct2_peak_rss_over_torch"] = _ratio((memory.get("service-ctranslate2") or {}).get("peak_rss_mib"),
                                                (memory.get("service-torch") or {}).get("peak_rss_mib"))
+    ratios.update(_naive_ct2_ratios(online, offline_all))
+    ratios["torch_auto_dtype_over_other"] = _dtype_ratio(results.get("torch_dtypes"))
     return ratios
+
+
+def _naive_ct2_ratios(online: dict[str, Any], offline_all: dict[str, Any]) -> dict[str, Any]:
+    """The CTranslate2 service against the naive one-translate_batch-per-request server: the engine's own
+    batching gain over it (the ceiling), the service's gain, their quotient, and latency at 1 client."""
+    naive, service = online.get("naive-ctranslate2") or {}, online.get("service-ctranslate2") or {}
+    levels = [lv["concurrency"] for lv in naive.get("single") or []]
+    if not levels or not service.get("single"):
+        return {}
+    top = max(levels)
+    naive_tok = _tok(_level(naive.get("single"), top))
+    ceiling = _ratio(_best(offline_all.get("ctranslate2")), naive_tok)
+    gain = _ratio(_tok(_level(service.get("single"), top)), naive_tok)
+    one_service, one_naive = _level(service.get("single"), 1), _level(naive.get("single"), 1)
+    return {"ct2_engine_ceiling_over_naive_ct2": ceiling, "ct2_service_over_naive_ct2": gain,
+            "ct2_service_share_of_ceiling": _ratio(gain, ceiling),
+            "ct2_service_over_naive_ct2_latency_1_client": _ratio((one_service or {}).get("latency_p50_ms"),
+                                                                  (one_naive or {}).get("latency_p50_ms"))}
+
+
+def _dtype_ratio(dtypes: dict[str, Any] | None) -> float | None:
+    """Best batch of the torch backend in the dtype dtype=auto chose over the best other candidate's."""
+    if not dtypes:
+        return None
+    chosen = dtypes["chosen"]
+    others = [_best(section) for dtype, section in dtypes["sections"].items() if dtype != chosen]
+    return _ratio(_best(dtypes["sections"].get(chosen)), max((o for o in others if o), default=None))
+
+
+def decoding_view(results: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A second decoding set (e.g. "greedy") shaped like a whole run's results, so compute_ratios and the
+    tables read it as they read the headline: its offline and raw rows, its single-sentence online levels
+    (online mode "single_<name>" on the same servers), no articles, idle or memory."""
+    section = results.get(name)
+    if not section:
+        return None
+    online = {server: {"kind": value["kind"], "backend": value["backend"],
+                       "single": value.get(f"single_{name}") or []}
+              for server, value in (results.get("online") or {}).items() if isinstance(value, dict)}
+    return {"backends": results.get("backends"), "offline": section.get("offline") or {},
+            "raw": section.get("raw") or {}, "torch_dtypes": section.get("torch_dtypes"), "online": online}
 
 
 def evaluate_targets(ratios: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,13 +193,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"# model_server benchmark: {model['label']} on {machine['device']} ({meta['dtype']})",
         "",
         f"- model: `{model['path']}` ({model['note']})",
-        f"- decoding: num_beams={gen['num_beams']}, exactly {gen['decode_tokens']} target tokens per segment "
+        f"- decoding: {_decodings_line(results)}; exactly {gen['decode_tokens']} target tokens per segment "
         f"(min_new_tokens = max_new_tokens)",
         f"- machine: {machine['cpu_model']}, {machine['cpus_usable']} usable CPUs"
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
         + f"; torch {machine['torch']} ({machine['torch_threads']} threads), transformers {machine['transformers']}",
         f"- engines: {_engines_line(results)}",
         f"- precision: {_precision_line(meta)}",
+        *[f"- {line}" for line in _limits_lines(results)],
+        *[f"- {line}" for line in _naive_lines(results)],
         f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
         f"- git: {(meta['git'].get('commit') or '?')[:12]}"
         + (f" + {len(meta['git']['dirty_files'])} uncommitted files" if meta["git"].get("dirty_files") else ""),
@@ -156,6 +209,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     lines += _offline_section(results)
+    lines += _dtype_section(results)
     lines += _online_section(results)
     lines += _memory_section(results)
     lines += _idle_section(results)
@@ -165,17 +219,78 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += summarization_markdown(results["summarization"])
     ratios = results.get("ratios") or {}
     if ratios:
-        lines += ["## Ratios and targets", ""]
-        rows = [[t["description"], t["value"] if t["value"] is not None else "-", t["target"],
-                 {True: "yes", False: "**NO**", None: "-"}[t["met"]]] for t in results.get("targets") or []]
-        rows += [[description, ratios.get(key), "-", "-"] for key, description in _INFO_RATIOS]
-        lines += ["| ratio | value | target | met |", "|---|---:|---:|---:|"]
-        lines += [f"| {d} | {_fmt(v, 3) if isinstance(v, float) else (v if v is not None else '-')} | {t} | {m} |"
-                  for d, v, t, m in rows]
+        lines += [f"## Ratios and targets, {_decoding_label(results, 'headline')}", ""]
+        lines += _ratio_table(ratios, results.get("targets") or [])
         lines += ["", f"Max clients = {ratios.get('max_concurrency')} (single sentences), "
                   f"{ratios.get('max_article_concurrency')} (articles). The batching targets (first three) use "
                   f"the {ratios.get('primary_backend')} service.", ""]
+    for decoding in (results.get("decodings") or [])[1:]:
+        section = results.get(decoding["name"]) or {}
+        if section.get("ratios"):
+            lines += [f"## Ratios and targets, {_decoding_label(results, decoding['name'])} (single sentences)", ""]
+            lines += _ratio_table(section["ratios"], section.get("targets") or []) + [""]
     return "\n".join(lines) + "\n"
+
+
+def _ratio_table(ratios: dict[str, Any], targets: list[dict[str, Any]]) -> list[str]:
+    rows = [[t["description"], t["value"] if t["value"] is not None else "-", t["target"],
+             {True: "yes", False: "**NO**", None: "-"}[t["met"]]] for t in targets]
+    rows += [[description, ratios.get(key), "-", "-"] for key, description in _INFO_RATIOS]
+    lines = ["| ratio | value | target | met |", "|---|---:|---:|---:|"]
+    return lines + [f"| {d} | {_fmt(v, 3) if isinstance(v, float) else (v if v is not None else '-')} | {t} | {m} |"
+                    for d, v, t, m in rows]
+
+
+def _decoding_label(results: dict[str, Any], name: str) -> str:
+    """'beam 4 (model generation config)' / 'greedy (--greedy-row)': which decoding a table used."""
+    for decoding in results.get("decodings") or [{"name": "headline", **results.get("generation", {})}]:
+        if decoding["name"] == name:
+            beams = decoding.get("num_beams")
+            kind = "greedy" if beams == 1 else f"beam {beams}"
+            return f"{kind} ({decoding['source']})" if decoding.get("source") else kind
+    return name
+
+
+def _decodings_line(results: dict[str, Any]) -> str:
+    sets = results.get("decodings") or []
+    if len(sets) <= 1:
+        return f"{_decoding_label(results, 'headline')} in every table"
+    return (f"headline {_decoding_label(results, 'headline')} (offline, online single sentences and articles, "
+            "idle); second set " + ", ".join(
+                f"{_decoding_label(results, d['name'])} (offline rows, online single sentences as mode "
+                f"'single_{d['name']}', same servers)" for d in sets[1:]))
+
+
+def _limits_lines(results: dict[str, Any]) -> list[str]:
+    """Each service's batch limits, where each came from (settings, a tuning entry, defaults)."""
+    lines = []
+    for name, value in (results.get("online") or {}).items():
+        limits = value.get("limits") if isinstance(value, dict) else None
+        if not limits:
+            continue
+        sources = limits.get("limits_source") or {}
+        parts = [f"{key} {limits.get(key)} ({sources.get(key, '?')})"
+                 for key in ("max_batch_size", "max_batch_hypotheses", "max_batch_tokens")]
+        tuning = limits.get("tuning")
+        parts.append("tuning entry " + (_tuning_summary(tuning) if tuning else "none matched"))
+        lines.append(f"{name} limits: " + ", ".join(parts))
+    return lines
+
+
+def _tuning_summary(tuning: Any) -> str:
+    if isinstance(tuning, dict) and "file" in tuning:
+        return f"{tuning['file']} (tuned {tuning.get('measured_at', '?')})"
+    return str(tuning)
+
+
+def _naive_lines(results: dict[str, Any]) -> list[str]:
+    """Each naive server's engine and thread layout."""
+    lines = []
+    for name, value in (results.get("online") or {}).items():
+        layout = value.get("layout") if isinstance(value, dict) else None
+        if layout:
+            lines.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in layout.items()))
+    return lines
 
 
 def _engines_line(results: dict[str, Any]) -> str:
@@ -218,10 +333,12 @@ _INFO_RATIOS = (
     ("idle_naive_http_over_direct", "idle naive HTTP / direct"),
     ("torch_backend_over_raw", "torch backend / raw model.generate, best batch (tokens/s)"),
     ("ctranslate2_backend_over_raw", "ctranslate2 backend / raw translate_batch, best batch (tokens/s)"),
-    ("ct2_service_over_best_offline", "ctranslate2 service @ max clients / best ctranslate2 backend batch"),
     ("raw_ct2_over_raw_torch", "raw translate_batch / raw model.generate, best batch (tokens/s)"),
     ("ct2_idle_http_over_direct_paired", "idle ctranslate2 service HTTP / direct (median of per-round ratios)"),
     ("ct2_peak_rss_over_torch", "peak RSS, ctranslate2 service / torch service"),
+    ("ct2_engine_ceiling_over_naive_ct2", "best ctranslate2 backend batch / naive ctranslate2 server @ max clients: "
+     "the engine's ceiling over it"),
+    ("ct2_service_over_naive_ct2", "ctranslate2 service / naive ctranslate2 server @ max clients (tokens/s)"),
 )
 
 _ENGINE_LABELS = {("offline", "torch"): "torch backend.generate", ("raw", "torch"): "torch raw model.generate",
@@ -229,30 +346,61 @@ _ENGINE_LABELS = {("offline", "torch"): "torch backend.generate", ("raw", "torch
                   ("raw", "ctranslate2"): "ctranslate2 raw translate_batch"}
 
 
+def _offline_row(label: str, decoding: str, r: dict[str, Any]) -> list[Any]:
+    return [label, decoding, r["batch_size"], r["ms_per_batch"], _fmt(r["segments_per_s"], 2), r["target_tokens_per_s"],
+            _fmt(r.get("cpu_s_per_batch"), 2), _fmt(r.get("segments_per_cpu_s"), 2)]
+
+
 def _offline_section(results: dict[str, Any]) -> list[str]:
     rows = []
-    for backend in results.get("backends") or []:
-        for kind in ("raw", "offline"):
-            section = (results.get(kind) or {}).get(backend)
-            for r in (section or {}).get("rows") or []:
-                rows.append([_ENGINE_LABELS[(kind, backend)], r["batch_size"], r["ms_per_batch"],
-                             _fmt(r["segments_per_s"], 2), r["target_tokens_per_s"], _fmt(r.get("cpu_s_per_batch"), 2),
-                             _fmt(r.get("segments_per_cpu_s"), 2)])
+    sets = [("headline", results)] + [(d["name"], results.get(d["name"]) or {})
+                                      for d in (results.get("decodings") or [])[1:]]
+    for name, section_set in sets:
+        decoding = _decoding_label(results, name)
+        for backend in results.get("backends") or []:
+            for kind in ("raw", "offline"):
+                section = (section_set.get(kind) or {}).get(backend)
+                rows += [_offline_row(_ENGINE_LABELS[(kind, backend)], decoding, r)
+                         for r in (section or {}).get("rows") or []]
     if not rows:
         return []
     lines = ["## Offline engine: fixed batches, no HTTP, no batcher", ""]
-    lines += _table(["engine", "batch size", "ms / batch (median)", "segments/s", "target tokens/s", "CPU s / batch",
-                     "segments / CPU-s"], rows, left=1)
+    lines += _table(["engine", "decoding", "batch size", "ms / batch (median)", "segments/s", "target tokens/s",
+                     "CPU s / batch", "segments / CPU-s"], rows, left=2)
     return lines + ["", "`backend.generate` is the service's backend (tokenize, generate, scores, decode); raw is the "
                     "engine call alone on pre-tokenized inputs. Batch size 1 is the per-request generate() baseline.",
                     ""]
+
+
+def _dtype_section(results: dict[str, Any]) -> list[str]:
+    """The torch backend per candidate dtype, interleaved per batch size: did dtype=auto pick the faster?"""
+    sets = [("headline", results)] + [(d["name"], results.get(d["name"]) or {})
+                                      for d in (results.get("decodings") or [])[1:]]
+    rows = []
+    for name, section_set in sets:
+        dtypes = section_set.get("torch_dtypes")
+        if not dtypes:
+            continue
+        for dtype, section in dtypes["sections"].items():
+            label = f"torch backend.generate {dtype}" + (" (the run's dtype)" if dtype == dtypes["chosen"] else "")
+            rows += [_offline_row(label, _decoding_label(results, name), r) for r in section.get("rows") or []]
+    if not rows:
+        return []
+    lines = ["## Torch dtypes: the backend in each candidate dtype, same batches, interleaved", ""]
+    lines += _table(["engine", "decoding", "batch size", "ms / batch (median)", "segments/s", "target tokens/s",
+                     "CPU s / batch", "segments / CPU-s"], rows, left=2)
+    return lines + [""]
 
 
 def _online_section(results: dict[str, Any]) -> list[str]:
     online = results.get("online") or {}
     servers = [name for name, value in online.items() if isinstance(value, dict)]
     lines = []
-    for mode, title in (("single", "single sentences"), ("article", "whole articles")):
+    modes = [("single", f"single sentences, {_decoding_label(results, 'headline')}"),
+             ("article", f"whole articles, {_decoding_label(results, 'headline')}")]
+    modes += [(f"single_{d['name']}", f"single sentences, {_decoding_label(results, d['name'])}")
+              for d in (results.get("decodings") or [])[1:]]
+    for mode, title in modes:
         if not any(online[name].get(mode) for name in servers):
             continue
         lines += [f"## Online, {title}: closed-loop clients over HTTP", ""]

@@ -35,8 +35,11 @@ log = logging.getLogger("benchmarks")
 
 BACKENDS = ("torch", "ctranslate2")
 
+# The naive CTranslate2 server's layout: LibreTranslate's best measured on 2 cores (8 request threads,
+# inter_threads 2 = one call per core, intra_threads 1); inter_threads None = the usable CPUs.
 DEFAULTS = dict(batch_sizes="1,8,32,64", concurrency="1,8,32,64", article_concurrency=None, requests_per_client=3,
                 article_requests_per_client=None, naive_requests_per_client=None, warmup_requests=1,
+                naive_ct2_workers=8, naive_ct2_inter_threads=None, naive_ct2_intra_threads=1,
                 decode_tokens=40, idle_repeats=20, offline_repeats=3, offline_warmup=1, torch_threads=None,
                 summary_models="tiny,random-mt5-xlsum", summary_repeats=3, summary_warmup=1)
 # --quick: a smoke run of seconds on the tiny model (any value given explicitly still wins).
@@ -44,7 +47,7 @@ DEFAULTS = dict(batch_sizes="1,8,32,64", concurrency="1,8,32,64", article_concur
 QUICK = dict(batch_sizes="1,4", concurrency="1,4", article_concurrency="1,2", requests_per_client=2,
              article_requests_per_client=1, warmup_requests=1, decode_tokens=8, idle_repeats=5, offline_repeats=2,
              offline_warmup=1, torch_threads=1, summary_models="tiny", summary_repeats=1, summary_warmup=0,
-             summary_decode_tokens=8, summary_num_beams=2)
+             summary_decode_tokens=8, summary_num_beams=2, naive_ct2_workers=2, naive_ct2_inter_threads=1)
 
 
 def _ints(text: str) -> list[int]:
@@ -86,7 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int,
                    help="intra-op threads of every engine (torch_threads and ct2_intra_threads), offline and in "
                         "every server [the engines' own choice; 1 with --quick]")
-    p.add_argument("--num-beams", type=int, default=1, help="beam size (greedy by default)")
+    p.add_argument("--num-beams", default="model",
+                   help="beam size of the headline rows: 'model' = the model's own generation config (4 for "
+                        "opus-mt-ar-en and the random real-shape model), or a number")
+    p.add_argument("--greedy-row", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure greedy decoding (offline rows and single-sentence online levels, same "
+                        "servers) when the headline decoding is beam search")
+    p.add_argument("--torch-dtypes", action=argparse.BooleanOptionalAction, default=True,
+                   help="offline torch rows in both candidate dtypes (float32 and bfloat16 on cpu, float16 and "
+                        "bfloat16 on cuda), interleaved, to show whether dtype=auto picked the faster one")
+    p.add_argument("--naive-ct2-workers", type=int,
+                   help="naive CTranslate2 server: request threads (LibreTranslate's waitress threads) "
+                        f"[{DEFAULTS['naive_ct2_workers']}]")
+    p.add_argument("--naive-ct2-inter-threads", type=int,
+                   help="naive CTranslate2 server: translate_batch calls in parallel [usable CPUs; 1 with --quick]")
+    p.add_argument("--naive-ct2-intra-threads", type=int,
+                   help=f"naive CTranslate2 server: threads per call [{DEFAULTS['naive_ct2_intra_threads']}]")
     p.add_argument("--decode-tokens", type=int, help=f"every segment decodes exactly this many tokens "
                    f"[{DEFAULTS['decode_tokens']}]")
     p.add_argument("--batch-sizes", help=f"offline batch sizes [{DEFAULTS['batch_sizes']}]")
@@ -108,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-requests", type=int,
                    help=f"unrecorded requests per client before each level [{DEFAULTS['warmup_requests']}]")
     p.add_argument("--idle-repeats", type=int, help=f"idle-latency samples per path [{DEFAULTS['idle_repeats']}]")
-    p.add_argument("--max-batch-size", type=int, default=64, help="the service's max_batch_size")
+    p.add_argument("--max-batch-size", type=int,
+                   help="the service's max_batch_size [unset: the service's own limits, a matching tuning entry "
+                        "(model-server tune, in --models-dir) or its defaults]")
     p.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="any other service setting (e.g. max_wait_ms=2), repeatable")
     p.add_argument("--request-timeout-s", type=float, default=900.0, help="client timeout per request")
@@ -144,8 +164,11 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
         args.article_concurrency = _ints(args.article_concurrency)
     except ValueError as exc:
         raise SystemExit(f"benchmarks: {exc}") from None
+    if args.naive_ct2_inter_threads is None:
+        args.naive_ct2_inter_threads = machine.usable_cpus()
+    args.num_beams = _num_beams(args.num_beams)
     for name in ("requests_per_client", "article_requests_per_client", "offline_repeats", "idle_repeats",
-                 "decode_tokens", "num_beams"):
+                 "decode_tokens", "naive_ct2_workers", "naive_ct2_inter_threads", "naive_ct2_intra_threads"):
         if getattr(args, name) < 1:
             raise SystemExit(f"benchmarks: --{name.replace('_', '-')} must be at least 1")
     args.summary_models = [] if args.summary_models.strip().lower() == "none" else \
@@ -160,6 +183,38 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
             raise SystemExit(f"benchmarks: --{name.replace('_', '-')} must be at least 0")
     args.backends = _backends(args.backends)
     return args
+
+
+def _num_beams(text: str) -> int | str:
+    """'model' (the model's own generation config, resolved once the model is) or a positive beam size."""
+    if str(text).strip().lower() == "model":
+        return "model"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SystemExit(f"benchmarks: --num-beams {text!r}: expected 'model' or a positive integer")
+    return value
+
+
+def model_num_beams(model_path: Path) -> int:
+    """The beam size the model ships with (its generation config's num_beams; 1 when it names none)."""
+    from transformers import GenerationConfig
+
+    try:
+        return int(GenerationConfig.from_pretrained(model_path).num_beams or 1)
+    except OSError:  # no generation_config.json: transformers' default, greedy
+        return 1
+
+
+def decodings(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The decoding sets a run measures: the headline (the model's own decoding unless --num-beams says
+    otherwise) and, with --greedy-row when the headline is beam search, greedy as the second set."""
+    sets = [{"name": "headline", "num_beams": args.num_beams, "source": args.num_beams_source}]
+    if args.greedy_row and args.num_beams != 1:
+        sets.append({"name": "greedy", "num_beams": 1, "source": "--greedy-row"})
+    return sets
 
 
 def _backends(text: str) -> list[str]:
@@ -191,9 +246,11 @@ def service_settings(args: argparse.Namespace, model_path: Path, device: str, dt
     """
     values: dict[str, Any] = dict(translation_model=str(model_path), models_dir=str(args.models_dir), device=device,
                                   dtype=dtype, num_beams=args.num_beams, max_new_tokens=args.decode_tokens,
-                                  min_new_tokens=args.decode_tokens, max_batch_size=args.max_batch_size,
-                                  retry_suspect_sentences=False, cache_enabled=False, summarization_enabled=False,
-                                  log_level="warning", backend=backend)
+                                  min_new_tokens=args.decode_tokens, retry_suspect_sentences=False,
+                                  cache_enabled=False, summarization_enabled=False, log_level="warning",
+                                  backend=backend)
+    if args.max_batch_size:  # else the service's own limits, as it would serve: tuned or default
+        values["max_batch_size"] = args.max_batch_size
     if args.torch_threads:
         values["torch_threads"] = args.torch_threads
     if backend == "ctranslate2":
@@ -230,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "ctranslate2" in args.backends:
         precision["ctranslate2"] = _ct2_precision(args, device)
     model = resolve_model(args.model, args.models_dir, seed=args.seed)
+    args.num_beams_source = "model generation config" if args.num_beams == "model" else "--num-beams"
+    if args.num_beams == "model":
+        args.num_beams = model_num_beams(model.path)
     ct2_dir = _ct2_conversion(args, model, device) if "ctranslate2" in args.backends else None
     values = {backend: service_settings(args, model.path, device, dtype, backend, ct2_dir) for backend in args.backends}
     try:
@@ -244,20 +304,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "schema": 2,
         "backends": list(args.backends),
-        "generation": {"num_beams": args.num_beams, "decode_tokens": args.decode_tokens,
+        "generation": {"num_beams": args.num_beams, "num_beams_source": args.num_beams_source,
+                       "decode_tokens": args.decode_tokens,
                        "min_new_tokens": args.decode_tokens, "max_new_tokens": args.decode_tokens},
+        # Which decoding each table row used: the headline set is at the top level (offline, raw, online
+        # single/article, idle); the greedy set (if any) under "greedy" and online "single_greedy".
+        "decodings": decodings(args),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "settings": {backend: s.model_dump(mode="json") for backend, s in settings.items()},
         "workload": {"article": str(SAMPLE_ARTICLE), "sentences": len(workload.sentences),
                      "article_chars": len(workload.article)},
         "offline": {}, "raw": {}, "idle": {}, "online": {}, "memory": {}, "summarization": None,
     }
+    for decoding in results["decodings"][1:]:
+        results[decoding["name"]] = {"num_beams": decoding["num_beams"], "offline": {}, "raw": {}}
 
     with tempfile.TemporaryDirectory(prefix="bench-server-logs-") as logs, contextlib.ExitStack() as stack:
         # Every model loads at once (servers and the in-process backends), then the phases run one at a
         # time: while one is measured the others are idle (an idle server uses no CPU or GPU time).
         servers = [] if args.skip_online else _start_servers(args, values, model, device, dtype, Path(logs), stack)
         backends = {} if args.skip_offline else {name: _load_backend(s) for name, s in settings.items()}
+        # The other candidate torch dtype(s), offline only: does dtype=auto pick the faster one here?
+        dtype_backends = {} if args.skip_offline or "torch" not in settings or not args.torch_dtypes else {
+            other: _load_backend(settings["torch"].model_copy(update={"dtype": DType(other)}))
+            for other in other_torch_dtypes(dtype, device)}
         for server in servers:
             ready_s = server.process.wait_ready(timeout_s=900)
             results["online"][f"{server.name}_ready_s"] = round(ready_s, 2)
@@ -265,9 +335,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         try:
             _idle_phase(args, backends, servers, workload, device, results)
             if backends:
-                _offline_phase(args, backends, workload, device, results)
+                _offline_phase(args, backends, dtype_backends, workload, device, results)
         finally:
-            for backend in backends.values():
+            for backend in [*backends.values(), *dtype_backends.values()]:
                 backend.close()  # free the device (and memory) before the servers are measured
         if args.summary_models:
             _summarization_phase(args, device, workload, results)
@@ -276,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     results["ratios"] = report.compute_ratios(results)
     results["targets"] = report.evaluate_targets(results["ratios"])
+    for decoding in results["decodings"][1:]:  # the same ratios and targets for the greedy set
+        ratios = report.compute_ratios(report.decoding_view(results, decoding["name"]))
+        results[decoding["name"]].update(ratios=ratios, targets=report.evaluate_targets(ratios))
     results["meta"] = {
         "started_utc": started_wall.isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - started, 1),
@@ -314,11 +387,18 @@ def _load_backend(settings):
     return load_translation_backend(settings)
 
 
-def _options(args):
+def _options(args, num_beams: int | None = None):
     from model_server.backends.base import GenerationOptions
 
-    return GenerationOptions(num_beams=args.num_beams, max_new_tokens=args.decode_tokens,
+    return GenerationOptions(num_beams=num_beams or args.num_beams, max_new_tokens=args.decode_tokens,
                              min_new_tokens=args.decode_tokens)
+
+
+def other_torch_dtypes(chosen: str, device: str) -> list[str]:
+    """The candidate torch dtypes besides the chosen one: float32 / bfloat16 on a CPU, float16 / bfloat16
+    on CUDA (what dtype=auto chooses between)."""
+    candidates = ("float16", "bfloat16") if device.startswith("cuda") else ("float32", "bfloat16")
+    return [dtype for dtype in candidates if dtype != chosen]
 
 
 def _idle_phase(args, backends: dict, servers: list["Server"], workload, device: str,
@@ -352,8 +432,10 @@ def _idle_phase(args, backends: dict, servers: list["Server"], workload, device:
         f"{name} {results['idle'][name]['median_ms']:.1f}" for name in probes))
 
 
-def _offline_phase(args, backends: dict, workload, device: str, results: dict[str, Any]) -> None:
-    """Every backend and (unless --skip-raw) the raw engine under it on the same fixed batches, interleaved."""
+def _offline_phase(args, backends: dict, dtype_backends: dict, workload, device: str,
+                   results: dict[str, Any]) -> None:
+    """Every backend, (unless --skip-raw) the raw engine under it and the torch backend in its other candidate
+    dtypes on the same fixed batches, interleaved; once per decoding set (headline, then greedy)."""
     from benchmarks.offline import run_offline
     from benchmarks.raw import raw_engine
 
@@ -362,13 +444,22 @@ def _offline_phase(args, backends: dict, workload, device: str, results: dict[st
         engines[f"{name} backend"] = backend
         if not args.skip_raw:
             engines[f"{name} raw"] = raw_engine(backend)
-    log.info("offline: %s, interleaved", ", ".join(engines))
-    sections = run_offline(engines, workload, _options(args), batch_sizes=args.batch_sizes,
-                           warmup=args.offline_warmup, repeats=args.offline_repeats, device=device)
-    for name, backend in backends.items():
-        results["offline"][name] = {**sections[f"{name} backend"], "backend": backend.info.model_dump(mode="json")}
-        if not args.skip_raw:
-            results["raw"][name] = {**sections[f"{name} raw"], "engine": engines[f"{name} raw"].info}
+    for dtype, backend in dtype_backends.items():
+        engines[f"torch {dtype} backend"] = backend
+    for decoding in results["decodings"]:
+        log.info("offline, num_beams %d: %s, interleaved", decoding["num_beams"], ", ".join(engines))
+        sections = run_offline(engines, workload, _options(args, decoding["num_beams"]), batch_sizes=args.batch_sizes,
+                               warmup=args.offline_warmup, repeats=args.offline_repeats, device=device)
+        target = results if decoding["name"] == "headline" else results[decoding["name"]]
+        for name, backend in backends.items():
+            target["offline"][name] = {**sections[f"{name} backend"], "backend": backend.info.model_dump(mode="json")}
+            if not args.skip_raw:
+                target["raw"][name] = {**sections[f"{name} raw"], "engine": engines[f"{name} raw"].info}
+        if dtype_backends and "torch" in backends:
+            # The torch backend per dtype: the chosen one is the "torch backend" rows themselves.
+            target["torch_dtypes"] = {"chosen": backends["torch"].info.dtype, "sections": {
+                backends["torch"].info.dtype: sections["torch backend"],
+                **{dtype: sections[f"torch {dtype} backend"] for dtype in dtype_backends}}}
 
 
 def _summarization_phase(args, device: str, workload, results: dict[str, Any]) -> None:
@@ -388,11 +479,12 @@ def _summarization_phase(args, device: str, workload, results: dict[str, Any]) -
 
 @dataclasses.dataclass
 class Server:
-    name: str                       # service-torch | service-ctranslate2 | naive
+    name: str                       # service-torch | service-ctranslate2 | naive | naive-ctranslate2
     kind: str                       # service | naive
     backend: str                    # the engine it runs
     process: online.ServerProcess
     parse: online.ResponseParser
+    layout: dict[str, Any] | None = None  # a naive server's engine, precision and threads (for the report)
 
 
 def _start_servers(args, values: dict[str, dict[str, Any]], model, device: str, dtype: str, log_dir: Path,
@@ -406,29 +498,65 @@ def _start_servers(args, values: dict[str, dict[str, Any]], model, device: str, 
                               online.service_server(env, online.free_port(), log_dir / f"{name}.log", name=name),
                               online.service_parser(args.decode_tokens)))
     if not args.skip_naive:
-        naive_args = ["--model", str(model.path), "--device", device, "--dtype", dtype,
-                      "--decode-tokens", str(args.decode_tokens), "--num-beams", str(args.num_beams)]
-        if args.torch_threads:
-            naive_args += ["--threads", str(args.torch_threads)]
-        servers.append(Server("naive", "naive", "torch",
-                              online.naive_server(naive_args, online.free_port(), log_dir / "naive.log"),
-                              online.naive_parser))
+        for name, layout in naive_layouts(args, dtype, values).items():
+            servers.append(Server(name, "naive", layout["engine"],
+                                  online.naive_server(naive_argv(args, model.path, device, layout), online.free_port(),
+                                                      log_dir / f"{name}.log", name=name),
+                                  online.naive_parser, layout))
     for server in servers:
         stack.enter_context(server.process)
     return servers
 
 
+def naive_layouts(args, dtype: str, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Server name -> engine, precision and thread layout of each naive server: per-request torch
+    generate() under one lock ("naive"), and with CTranslate2 measured, one translate_batch per request
+    with --naive-ct2-workers request threads and the given inter/intra threads ("naive-ctranslate2", on the
+    service's converted model and compute type)."""
+    layouts = {"naive": {"engine": "torch", "dtype": dtype, "workers": 1, "threads": args.torch_threads}}
+    if "ctranslate2" in values:
+        from model_server.backends.ctranslate2_backend import compute_type_choice, resolve_ct2_device
+
+        ct2 = values["ctranslate2"]
+        compute_type, _ = compute_type_choice(args.ct2_compute_type, resolve_ct2_device(ct2["device"]))
+        layouts["naive-ctranslate2"] = {"engine": "ctranslate2", "ct2_model": ct2["ct2_model_dir"],
+                                        "compute_type": compute_type, "workers": args.naive_ct2_workers,
+                                        "inter_threads": args.naive_ct2_inter_threads,
+                                        "intra_threads": args.naive_ct2_intra_threads}
+    return layouts
+
+
+def naive_argv(args, model_path: Path, device: str, layout: dict[str, Any]) -> list[str]:
+    """benchmarks.naive_server's arguments for one layout (same model, decode length and default beams)."""
+    argv = ["--engine", layout["engine"], "--model", str(model_path), "--decode-tokens", str(args.decode_tokens),
+            "--num-beams", str(args.num_beams), "--workers", str(layout["workers"])]
+    if layout["engine"] == "ctranslate2":
+        from model_server.backends.ctranslate2_backend import resolve_ct2_device
+
+        return argv + ["--device", resolve_ct2_device(device), "--ct2-model", layout["ct2_model"],
+                       "--compute-type", layout["compute_type"], "--inter-threads", str(layout["inter_threads"]),
+                       "--intra-threads", str(layout["intra_threads"])]
+    argv += ["--device", device, "--dtype", layout["dtype"]]
+    return argv + (["--threads", str(layout["threads"])] if layout["threads"] else [])
+
+
 def _online_phase(args, servers: list[Server], workload, results: dict[str, Any]) -> None:
     """Each load level runs on every server back to back (levels outer, servers inner), so servers compared
     at one level are measured minutes apart at most, whatever the background load does meanwhile."""
-    singles = [{"text": s} for s in workload.sentences]
-    articles = [{"text": workload.article}]
+    singles = [{"text": s, "num_beams": args.num_beams} for s in workload.sentences]
+    articles = [{"text": workload.article, "num_beams": args.num_beams}]
+    modes = [("single", singles, args.concurrency, args.requests_per_client),
+             ("article", articles, args.article_concurrency, args.article_requests_per_client)]
+    for decoding in results["decodings"][1:]:  # greedy: single sentences on the same servers, per request
+        modes.append((f"single_{decoding['name']}", [{**p, "num_beams": decoding["num_beams"]} for p in singles],
+                      args.concurrency, args.requests_per_client))
     level_kwargs = dict(warmup=args.warmup_requests, duration_s=args.duration_s, timeout_s=args.request_timeout_s)
     for server in servers:
-        results["online"][server.name] = {"kind": server.kind, "backend": server.backend, "single": [], "article": []}
-    for mode, payloads, levels, requests in (
-            ("single", singles, args.concurrency, args.requests_per_client),
-            ("article", articles, args.article_concurrency, args.article_requests_per_client)):
+        results["online"][server.name] = {"kind": server.kind, "backend": server.backend,
+                                          **{mode: [] for mode, *_ in modes}}
+        if server.layout:
+            results["online"][server.name]["layout"] = {k: v for k, v in server.layout.items() if k != "ct2_model"}
+    for mode, payloads, levels, requests in modes:
         for concurrency in levels:
             for server in servers:
                 count = args.naive_requests_per_client if server.kind == "naive" and \
@@ -447,6 +575,8 @@ def _online_phase(args, servers: list[Server], workload, results: dict[str, Any]
     for server in servers:
         results["memory"][server.name] = online.process_memory(server.process.proc.pid if server.process.proc
                                                                else None)
+        if server.kind == "service":  # the batch limits it ran with and where they came from (a tuning entry?)
+            results["online"][server.name]["limits"] = online.batching_limits(server.process.base_url)
 
 
 def _write_outputs(out_dir: Path, results: dict[str, Any], started: datetime, device: str, label: str) -> None:

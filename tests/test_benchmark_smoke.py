@@ -1,5 +1,6 @@
-"""The benchmark harness end to end on the tiny model: offline, service and naive servers, idle latency,
-report files. Numbers are not judged, only that every section exists and is sane."""
+"""The benchmark harness end to end on the tiny model: offline (both decodings, both torch dtypes), service
+and naive servers (torch and CTranslate2), idle latency, report files. Numbers are not judged, only that
+every section exists and is sane."""
 
 from __future__ import annotations
 
@@ -28,29 +29,53 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     [json_path] = tmp_path.glob("*-cpu-tiny.json")
     results = json.loads(json_path.read_text(encoding="utf-8"))
     assert results["ratios"] == returned["ratios"]
-    assert results["generation"] == {"num_beams": 1, "decode_tokens": 8, "min_new_tokens": 8, "max_new_tokens": 8}
+    # The headline decodes as the model ships (the tiny model's generation config: beam 4), greedy second.
+    assert results["generation"] == {"num_beams": 4, "num_beams_source": "model generation config",
+                                     "decode_tokens": 8, "min_new_tokens": 8, "max_new_tokens": 8}
+    assert [(d["name"], d["num_beams"]) for d in results["decodings"]] == [("headline", 4), ("greedy", 1)]
+    assert results["greedy"]["num_beams"] == 1
     assert all(s["min_new_tokens"] == s["max_new_tokens"] == 8 for s in results["settings"].values())
 
     backends = ["torch", "ctranslate2"] if _has_ctranslate2() else ["torch"]
     assert results["backends"] == backends
+    def assert_offline_rows(rows, where):
+        assert [row["batch_size"] for row in rows] == [1, 4], where
+        for row in rows:
+            assert row["segments_per_s"] > 0 and row["target_tokens_per_s"] > 0 and row["ms_per_batch"] > 0
+            assert row["forced_length_exact"], "min_new_tokens = max_new_tokens must fix the decode length"
+            assert row["cpu_s_per_batch"] > 0
+
     for backend in backends:
         assert results["settings"][backend]["backend"] == backend
-        for kind in ("offline", "raw"):  # the service's backend and the raw engine call under it
-            rows = results[kind][backend]["rows"]
-            assert [row["batch_size"] for row in rows] == [1, 4], (kind, backend)
-            for row in rows:
-                assert row["segments_per_s"] > 0 and row["target_tokens_per_s"] > 0 and row["ms_per_batch"] > 0
-                assert row["forced_length_exact"], "min_new_tokens = max_new_tokens must fix the decode length"
-                assert row["cpu_s_per_batch"] > 0
+        assert results["settings"][backend]["num_beams"] == 4
+        for kind in ("offline", "raw"):  # the service's backend and the raw engine call under it, both decodings
+            assert_offline_rows(results[kind][backend]["rows"], (kind, backend))
+            assert_offline_rows(results["greedy"][kind][backend]["rows"], ("greedy", kind, backend))
+    # Torch in both candidate dtypes, per decoding; the chosen one is the torch backend rows themselves.
+    chosen = results["meta"]["precision"]["torch"]["chosen"]
+    for section in (results, results["greedy"]):
+        dtypes = section["torch_dtypes"]
+        assert dtypes["chosen"] == chosen and set(dtypes["sections"]) == {"float32", "bfloat16"}
+        for dtype, timed in dtypes["sections"].items():
+            assert_offline_rows(timed["rows"], ("dtype", dtype))
+        assert dtypes["sections"][chosen]["rows"] == section["offline"]["torch"]["rows"]
     if "ctranslate2" in backends:
         info = results["offline"]["ctranslate2"]["backend"]
         assert info["backend"] == "ctranslate2" and info["extra"]["quantization"] == "int8"
         assert results["raw"]["ctranslate2"]["engine"]["compute_type"].startswith("int8")
 
-    servers = [f"service-{backend}" for backend in backends] + ["naive"]
+    naive_servers = ["naive"] + (["naive-ctranslate2"] if "ctranslate2" in backends else [])
+    servers = [f"service-{backend}" for backend in backends] + naive_servers
+    assert [name for name, value in results["online"].items() if isinstance(value, dict)] == servers
+    assert results["online"]["naive"]["layout"] == {"engine": "torch", "dtype": chosen, "workers": 1, "threads": 1}
+    if "ctranslate2" in backends:  # --quick: 2 request threads, 1 inter thread, 1 intra thread
+        assert results["online"]["naive-ctranslate2"]["backend"] == "ctranslate2"
+        assert results["online"]["naive-ctranslate2"]["layout"] == {
+            "engine": "ctranslate2", "compute_type": results["meta"]["precision"]["ctranslate2"]["chosen"],
+            "workers": 2, "inter_threads": 1, "intra_threads": 1}
     for server in servers:
-        assert results["online"][server]["kind"] == ("naive" if server == "naive" else "service")
-        for mode, levels in (("single", [1, 4]), ("article", [1, 2])):
+        assert results["online"][server]["kind"] == ("naive" if server in naive_servers else "service")
+        for mode, levels in (("single", [1, 4]), ("article", [1, 2]), ("single_greedy", [1, 4])):
             rows = results["online"][server][mode]
             assert [row["concurrency"] for row in rows] == levels
             for row in rows:
@@ -68,11 +93,17 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     # quality retries: the batcher saw exactly the segments the responses report).
     for server in servers:
         assert results["online"][server]["article"][0]["segments"] == results["workload"]["sentences"]
-    for server in servers[:-1]:
-        for row in results["online"][server]["single"] + results["online"][server]["article"]:
+    for server in servers[:len(backends)]:
+        online = results["online"][server]
+        for row in online["single"] + online["article"] + online["single_greedy"]:
             assert row["batching"]["segments"] == row["segments"]
             assert row["batching"]["mean_batch_size"] >= 1
         assert results["settings"][server.removeprefix("service-")]["retry_suspect_sentences"] is False
+        # The limits the service ran with and their sources; tests never see a tuning entry.
+        limits = online["limits"]
+        assert min(limits[key] for key in ("max_batch_size", "max_batch_hypotheses", "max_batch_tokens")) > 0
+        assert set(limits["limits_source"].values()) <= {"settings", "tuning", "defaults"}
+        assert limits["tuning"] is None
 
     idle = results["idle"]
     for backend in backends:
@@ -80,11 +111,21 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
         assert idle[f"service-{backend}_http"]["direct_path"] == f"direct-{backend}"
         assert idle[f"service-{backend}_http"]["paired_ratio_to_direct"] > 0
     assert idle["naive_http"]["median_ms"] > 0
-    for key in ("service_over_best_offline", "service_over_naive", "idle_http_over_direct", "torch_backend_over_raw"):
-        assert results["ratios"][key] > 0
+    ratio_keys = ["service_over_best_offline", "service_over_naive", "torch_backend_over_raw",
+                  "torch_auto_dtype_over_other"]
     if "ctranslate2" in backends:
-        for key in ("ct2_service_over_torch_service", "ct2_service_over_raw_ct2", "raw_ct2_over_raw_torch"):
-            assert results["ratios"][key] > 0
+        assert idle["naive-ctranslate2_http"]["median_ms"] > 0
+        ratio_keys += ["ct2_service_over_torch_service", "ct2_service_over_raw_ct2", "raw_ct2_over_raw_torch",
+                       "ct2_engine_ceiling_over_naive_ct2", "ct2_service_over_naive_ct2",
+                       "ct2_service_share_of_ceiling", "ct2_service_over_naive_ct2_latency_1_client"]
+    for key in ratio_keys + ["idle_http_over_direct"]:
+        assert results["ratios"][key] > 0, key
+    for key in ratio_keys:  # the same ratios for the greedy set (single sentences; no idle phase)
+        assert results["greedy"]["ratios"][key] > 0, ("greedy", key)
+    if "ctranslate2" in backends:
+        ratios = results["ratios"]
+        assert ratios["ct2_service_share_of_ceiling"] == pytest.approx(
+            ratios["ct2_service_over_naive_ct2"] / ratios["ct2_engine_ceiling_over_naive_ct2"], rel=1e-3)
     assert [t["name"] for t in results["targets"]][:3] == [
         "service_over_best_offline", "service_over_naive", "idle_http_over_direct"]
 
@@ -105,6 +146,12 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     markdown = json_path.with_suffix(".md").read_text(encoding="utf-8")
     assert "## Offline engine" in markdown and "## Ratios and targets" in markdown
     assert "| 4 | service-torch |" in markdown and "| 4 | naive |" in markdown
+    assert "## Online, single sentences, beam 4 (model generation config)" in markdown
+    assert "## Online, single sentences, greedy (--greedy-row)" in markdown
+    assert "## Torch dtypes" in markdown and "torch backend.generate bfloat16" in markdown
+    assert "service-torch limits: max_batch_size" in markdown and "- naive: engine torch" in markdown
+    if "ctranslate2" in backends:
+        assert "| 4 | naive-ctranslate2 |" in markdown and "inter_threads 1, intra_threads 1" in markdown
     assert "## Memory: server processes" in markdown and "## Summarization" in markdown and "torch raw model.generate" in markdown
     for suffix in ("-throughput.png", "-latency.png"):
         png = json_path.with_name(json_path.stem + suffix)

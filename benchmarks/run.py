@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CTranslate2 compute type (the service's ct2_compute_type): auto = int8 on cpu, "
                         "int8_float16 on cuda; the model is converted once into --models-dir")
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="auto = float32 on cpu, float16 on cuda (the service's rule)")
+                   help="auto = the service's rule: bfloat16 on a CPU with native bf16, else float32; float16 on cuda")
     p.add_argument("--torch-threads", type=int,
                    help="intra-op threads of every engine (torch_threads and ct2_intra_threads), offline and in "
                         "every server [the engines' own choice; 1 with --quick]")

@@ -156,3 +156,107 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
     for suffix in ("-throughput.png", "-latency.png"):
         png = json_path.with_name(json_path.stem + suffix)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Fast checks of the harness's own decisions, without running it (the run above exercises them end to end).
+
+
+def test_num_beams_option_and_decoding_sets(tiny_marian_dir):
+    from benchmarks.run import build_parser, decodings, model_num_beams, resolve_options
+
+    def resolved(*argv):
+        args = resolve_options(build_parser().parse_args(["--model", "tiny", "--quick", *argv]))
+        args.num_beams_source = "test"
+        if args.num_beams == "model":
+            args.num_beams = model_num_beams(tiny_marian_dir)
+        return args
+
+    assert model_num_beams(tiny_marian_dir) == 4  # the tiny model's generation config, as opus-mt's
+    assert [d["num_beams"] for d in decodings(resolved())] == [4, 1]
+    assert [d["num_beams"] for d in decodings(resolved("--no-greedy-row"))] == [4]
+    assert [d["num_beams"] for d in decodings(resolved("--num-beams", "1"))] == [1]  # greedy headline: one set
+    assert [d["num_beams"] for d in decodings(resolved("--num-beams", "2"))] == [2, 1]
+    for bad in ("0", "beam", "-1"):
+        with pytest.raises(SystemExit):
+            resolved("--num-beams", bad)
+
+
+def test_naive_layouts_and_arguments(tmp_path):
+    from benchmarks.run import build_parser, naive_argv, naive_layouts, other_torch_dtypes, resolve_options
+
+    args = resolve_options(build_parser().parse_args(["--naive-ct2-workers", "8", "--naive-ct2-inter-threads", "2",
+                                                      "--torch-threads", "2", "--backends", "torch"]))
+    args.num_beams = 4
+    values = {"torch": {"device": "cpu"}, "ctranslate2": {"device": "cpu", "ct2_model_dir": str(tmp_path)}}
+    if not _has_ctranslate2():
+        values.pop("ctranslate2")
+    layouts = naive_layouts(args, "float32", values)
+    assert layouts["naive"] == {"engine": "torch", "dtype": "float32", "workers": 1, "threads": 2}
+    argv = naive_argv(args, tmp_path / "m", "cpu", layouts["naive"])
+    assert argv[:2] == ["--engine", "torch"] and argv[argv.index("--num-beams") + 1] == "4"
+    assert argv[argv.index("--threads") + 1] == "2" and argv[argv.index("--workers") + 1] == "1"
+    if "ctranslate2" in values:  # LibreTranslate's best layout on 2 cores: 8 threads, inter 2, intra 1
+        ct2 = layouts["naive-ctranslate2"]
+        assert (ct2["workers"], ct2["inter_threads"], ct2["intra_threads"]) == (8, 2, 1)
+        argv = naive_argv(args, tmp_path / "m", "cpu", ct2)
+        assert argv[argv.index("--ct2-model") + 1] == str(tmp_path) and "--threads" not in argv
+        assert [argv[argv.index(flag) + 1] for flag in ("--workers", "--inter-threads", "--intra-threads")] == \
+            ["8", "2", "1"]
+    assert other_torch_dtypes("float32", "cpu") == ["bfloat16"]
+    assert other_torch_dtypes("bfloat16", "cpu") == ["float32"]
+    assert other_torch_dtypes("float16", "cuda") == ["bfloat16"]
+
+
+@pytest.mark.skipif(not _has_ctranslate2(), reason="ctranslate2 not installed")
+def test_naive_ctranslate2_engine_does_the_forced_work(tiny_marian_dir):
+    """One translate_batch per request; every sentence decodes exactly N tokens, counted as the service's
+    backend counts them (the tiny model forces EOS as its last token, as opus-mt does)."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.models import ensure_ct2_conversion
+    from benchmarks.naive_server import ctranslate2_engine, torch_engine
+
+    ct2_dir = ensure_ct2_conversion(tiny_marian_dir, MODELS_DIR, "int8")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_marian_dir)
+    sentences = ["مرحبا بكم.", "كيف حالك اليوم؟", "شكرا"]
+    engines = {"ctranslate2": ctranslate2_engine(str(tiny_marian_dir), tokenizer, ct2_model=str(ct2_dir),
+                                                 device="cpu", compute_type="int8", inter_threads=1,
+                                                 intra_threads=1, decode_tokens=8),
+               "torch": torch_engine(str(tiny_marian_dir), tokenizer, device="cpu", dtype="float32", decode_tokens=8)}
+    for name, translate in engines.items():
+        for beams in (1, 4):
+            texts, generated = translate(sentences, beams)
+            assert len(texts) == 3 and all(isinstance(t, str) for t in texts), (name, beams)
+            assert generated == 3 * 8, (name, beams)
+
+
+def test_ct2_ceiling_ratios_and_greedy_view():
+    from benchmarks.report import compute_ratios, decoding_view
+
+    def level(clients, tokens, p50):
+        return {"concurrency": clients, "ok": 4, "target_tokens_per_s": tokens, "latency_p50_ms": p50}
+
+    def server(kind, backend, tokens, p50, greedy_tokens):
+        return {"kind": kind, "backend": backend, "single": [level(1, tokens / 4, p50), level(64, tokens, p50 * 8)],
+                "single_greedy": [level(64, greedy_tokens, 1.0)]}
+
+    def best(tokens):
+        return {"rows": [], "best": {"batch_size": 32, "target_tokens_per_s": tokens}}
+
+    results = {"backends": ["ctranslate2"], "offline": {"ctranslate2": best(500.0)},
+               "online": {"service-ctranslate2": server("service", "ctranslate2", 450.0, 400.0, 900.0),
+                          "naive-ctranslate2": server("naive", "ctranslate2", 100.0, 380.0, 200.0),
+                          "naive-ctranslate2_ready_s": 1.0},
+               "greedy": {"offline": {"ctranslate2": best(1000.0)}, "raw": {},
+                          "torch_dtypes": {"chosen": "bfloat16", "sections": {"bfloat16": best(30.0),
+                                                                              "float32": best(10.0)}}}}
+    ratios = compute_ratios(results)
+    assert ratios["ct2_engine_ceiling_over_naive_ct2"] == 5.0  # 500 / 100: the engine's batching gain
+    assert ratios["ct2_service_over_naive_ct2"] == 4.5
+    assert ratios["ct2_service_share_of_ceiling"] == 0.9
+    assert ratios["ct2_service_over_naive_ct2_latency_1_client"] == pytest.approx(400 / 380, abs=1e-4)
+    assert ratios["torch_auto_dtype_over_other"] is None  # no dtype rows in the headline here
+    greedy = compute_ratios(decoding_view(results, "greedy"))
+    assert greedy["ct2_engine_ceiling_over_naive_ct2"] == 5.0 and greedy["ct2_service_over_naive_ct2"] == 4.5
+    assert greedy["torch_auto_dtype_over_other"] == 3.0
+    assert decoding_view(results, "missing") is None

@@ -108,6 +108,9 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
     ratios["ct2_peak_rss_over_torch"] = _ratio((memory.get("service-ctranslate2") or {}).get("peak_rss_mib"),
                                                (memory.get("service-torch") or {}).get("peak_rss_mib"))
     ratios.update(_naive_ct2_ratios(online, offline_all))
+    # The same 1-client comparison from the idle phase (interleaved rounds, one fixed sentence).
+    ratios["ct2_idle_service_over_naive_ct2"] = _ratio((idle.get("service-ctranslate2_http") or {}).get("median_ms"),
+                                                       (idle.get("naive-ctranslate2_http") or {}).get("median_ms"))
     ratios["torch_auto_dtype_over_other"] = _dtype_ratio(results.get("torch_dtypes"))
     return ratios
 
@@ -339,6 +342,8 @@ _INFO_RATIOS = (
     ("ct2_engine_ceiling_over_naive_ct2", "best ctranslate2 backend batch / naive ctranslate2 server @ max clients: "
      "the engine's ceiling over it"),
     ("ct2_service_over_naive_ct2", "ctranslate2 service / naive ctranslate2 server @ max clients (tokens/s)"),
+    ("ct2_idle_service_over_naive_ct2", "idle latency, ctranslate2 service / naive ctranslate2 server (median, "
+     "interleaved rounds)"),
 )
 
 _ENGINE_LABELS = {("offline", "torch"): "torch backend.generate", ("raw", "torch"): "torch raw model.generate",

@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--article-requests-per-client", type=int,
                    help="measured article requests per client and level [same as --requests-per-client]")
     p.add_argument("--naive-requests-per-client", type=int,
-                   help="the naive server's measured requests per client and level, both request kinds (it runs "
-                        "one request at a time, so its throughput does not depend on this) [same as the service]")
+                   help="the naive servers' measured requests per client and level, all request kinds (they do "
+                        "not batch across requests, so their throughput barely depends on this) [same as the service]")
     p.add_argument("--duration-s", type=float, default=None,
                    help="instead of a request count: each client keeps sending for this long per level")
     p.add_argument("--warmup-requests", type=int,

@@ -118,7 +118,10 @@ def test_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_dir):
         ratio_keys += ["ct2_service_over_torch_service", "ct2_service_over_raw_ct2", "raw_ct2_over_raw_torch",
                        "ct2_engine_ceiling_over_naive_ct2", "ct2_service_over_naive_ct2",
                        "ct2_service_share_of_ceiling", "ct2_service_over_naive_ct2_latency_1_client"]
-    for key in ratio_keys + ["idle_http_over_direct"]:
+    headline_only = ["idle_http_over_direct"]  # the idle phase runs the headline decoding only
+    if "ctranslate2" in backends:
+        headline_only.append("ct2_idle_service_over_naive_ct2")
+    for key in ratio_keys + headline_only:
         assert results["ratios"][key] > 0, key
     for key in ratio_keys:  # the same ratios for the greedy set (single sentences; no idle phase)
         assert results["greedy"]["ratios"][key] > 0, ("greedy", key)
@@ -247,6 +250,7 @@ def test_ct2_ceiling_ratios_and_greedy_view():
                "online": {"service-ctranslate2": server("service", "ctranslate2", 450.0, 400.0, 900.0),
                           "naive-ctranslate2": server("naive", "ctranslate2", 100.0, 380.0, 200.0),
                           "naive-ctranslate2_ready_s": 1.0},
+               "idle": {"service-ctranslate2_http": {"median_ms": 30.0}, "naive-ctranslate2_http": {"median_ms": 40.0}},
                "greedy": {"offline": {"ctranslate2": best(1000.0)}, "raw": {},
                           "torch_dtypes": {"chosen": "bfloat16", "sections": {"bfloat16": best(30.0),
                                                                               "float32": best(10.0)}}}}
@@ -255,8 +259,10 @@ def test_ct2_ceiling_ratios_and_greedy_view():
     assert ratios["ct2_service_over_naive_ct2"] == 4.5
     assert ratios["ct2_service_share_of_ceiling"] == 0.9
     assert ratios["ct2_service_over_naive_ct2_latency_1_client"] == pytest.approx(400 / 380, abs=1e-4)
+    assert ratios["ct2_idle_service_over_naive_ct2"] == 0.75
     assert ratios["torch_auto_dtype_over_other"] is None  # no dtype rows in the headline here
     greedy = compute_ratios(decoding_view(results, "greedy"))
     assert greedy["ct2_engine_ceiling_over_naive_ct2"] == 5.0 and greedy["ct2_service_over_naive_ct2"] == 4.5
     assert greedy["torch_auto_dtype_over_other"] == 3.0
+    assert greedy["ct2_idle_service_over_naive_ct2"] is None  # the greedy set has no idle phase
     assert decoding_view(results, "missing") is None

@@ -202,7 +202,6 @@ class Services:
     # None when summarization is disabled (or not injected): summary endpoints then answer 503.
     summarization: ModelRunner | None = None
     summarizer: SummarizationPipeline | None = None
-    cpu: CpuPool | None = None  # per-request CPU work off the event loop (model_server/cpu.py), shared
     glossaries: GlossaryStore | None = None  # None when its SQLite file cannot be opened (503 glossaries_unavailable)
     # Extra translation models by alias (setting extra_translation_models), each with its own queue.
     extra_translation: dict[str, ModelRunner] = field(default_factory=dict)
@@ -220,7 +219,7 @@ class Services:
         cpu = CpuPool(settings.prepare_workers)
         pipeline = TranslationPipeline(backend, runner.batcher, PipelineConfig.from_settings(settings),
                                        cache=open_cache(settings, backend.info), cpu=cpu)
-        services = cls(settings=settings, translation=runner, translator=pipeline, cpu=cpu,
+        services = cls(settings=settings, translation=runner, translator=pipeline,
                        glossaries=open_glossary_store(settings.cache_file()))
         for alias, extra in (extra_backends or {}).items():
             extra_runner = ModelRunner.create(extra, settings, f"translation:{alias}",
@@ -266,6 +265,11 @@ class Services:
                 model.close()
             raise
 
+    @property
+    def cpu(self) -> CpuPool:
+        """The one pool for per-request CPU work (model_server/cpu.py): every pipeline shares the translator's."""
+        return self.translator.cpu
+
     def runners(self) -> list[ModelRunner]:
         """Every loaded model with its queue (one per model)."""
         return ([self.translation, *self.extra_translation.values()]
@@ -307,5 +311,4 @@ class Services:
                 await asyncio.to_thread(pipeline.cache.close)
         if self.glossaries is not None:
             self.glossaries.close()
-        if self.cpu is not None:
-            self.cpu.close()
+        self.cpu.close()

@@ -16,6 +16,8 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.redis_server import redis_server  # noqa: F401  (a fixture: a real redis-server per test)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 # Tiny models are built once into the repo's (git-ignored) models/ dir and reused across runs.

@@ -171,6 +171,13 @@ class Settings(BaseSettings):
         None, description="SQLite file of the cache (and glossaries; default: MODELS_DIR/model-server.sqlite3)")
     cache_url: str | None = Field(
         None, description="redis://host:6379/0 puts the cache in Redis instead (needs the `redis` extra)")
+    # --- shared state for several replicas (docs/scaling.md) ---
+    state_url: str | None = Field(
+        None, description="redis://host:6379/0 moves glossaries, rate limits, idempotency keys and job records "
+        "to Redis, shared by every replica (needs the `scale` extra); unset: one process, SQLite")
+    state_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="connect and command timeout of the state Redis; past it a request that "
+        "needs shared state gets 503 state_unavailable")
     cache_max_entries: int = Field(
         200_000, ge=1, description="most cached sentences in the SQLite cache; least recently used go first")
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from model_server.allocator import apply_arena_cap
 from model_server.backends.ct2_convert import QUANTIZATIONS as CT2_QUANTIZATIONS
 from model_server.cli_common import (USAGE_ERROR, CommandFailed, add_settings_flags, debug_flag, load_services,
                                      prepare_output, read_input, run_command, settings_from)
@@ -37,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from model_server.logs import configure_logging, logging_config
 
     settings = settings_from(args)
+    apply_arena_cap(settings.malloc_arena_max)  # before any thread or model allocates
     try:
         load_api_keys(settings)  # a bad key file fails now, naming its line, before any model loads
     except ValueError as exc:
@@ -55,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    apply_arena_cap(settings.malloc_arena_max)
     text = read_input(args.input)
     services = load_services(settings, summarization=False)
 

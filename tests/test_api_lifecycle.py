@@ -5,9 +5,11 @@ states are reached deterministically rather than by racing timers."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -127,6 +129,10 @@ def test_cli_server_tiny_profile_serves_and_exits_cleanly_on_sigterm(tmp_path, t
         wait_ready(f"http://127.0.0.1:{port}", proc)
         response = httpx.post(f"http://127.0.0.1:{port}/translate", json={"text": "مرحبا بالعالم."}, timeout=30)
         assert response.json()["results"][0]["translation"] == "Hello world."
+        # The server re-executed itself (same PID) with the malloc arena cap (model_server/allocator.py).
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        assert os.environ.get("MALLOC_ARENA_MAX", "2").encode() in {v.removeprefix(b"MALLOC_ARENA_MAX=")
+                                                                    for v in environ if v.startswith(b"MALLOC_")}
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status says "terminated".

@@ -122,6 +122,36 @@ def test_marian_scores_equal_the_full_distribution_computation(marian: TorchSeq2
 
 
 @pytest.mark.parametrize("name", ["greedy", "beam4", "beam4-safer"])
+def test_scores_equal_with_the_blocked_top_k(marian: TorchSeq2SeqBackend, name: str, monkeypatch) -> None:
+    """The tiny vocabularies are too narrow for row_top_k's blocked path (real ones take it): with
+    4-column blocks the tiny Marian's beam search goes through it too, with the same tokens and scores."""
+    from model_server.backends import torch_backend
+
+    monkeypatch.setattr(torch_backend, "TOP_K_BLOCK", 4)
+    assert marian.model.config.vocab_size >= 4 * 8 * 4  # wide enough for the blocked path at beam 4
+    assert max_score_difference(marian, MARIAN_SOURCES, OPTIONS[name]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("width", [1, 7, 64, 2047, 2048, 62_834])
+@pytest.mark.parametrize("k", [1, 2, 8, 12])
+def test_row_top_k_values_equal_torch_topk(width: int, k: int) -> None:
+    """Same values as torch.topk, and indices that point at them, on rows with ties, -inf and a short
+    last block (62,834 = opus-mt's vocabulary, not a multiple of the block)."""
+    from model_server.backends.torch_backend import row_top_k
+
+    generator = torch.Generator().manual_seed(width * 100 + k)
+    rows = torch.randn(6, width, generator=generator)
+    rows[1] = rows[1].round()  # many ties
+    rows[2, : width - 1] = float("-inf")  # forced EOS: one finite value
+    rows[3, -1] = 50.0  # the maximum in the short last block
+    values, indices = row_top_k(rows, k)
+    expected = rows.topk(min(k, width), dim=-1).values
+    assert torch.equal(values, expected)
+    assert torch.equal(rows.gather(1, indices), values)
+    assert all(len(set(row.tolist())) == row.numel() for row in indices)  # no column twice
+
+
+@pytest.mark.parametrize("name", ["greedy", "beam4", "beam4-safer"])
 def test_marian_eos_last_scores_equal(marian_eos_last: TorchSeq2SeqBackend, name: str) -> None:
     assert max_score_difference(marian_eos_last, MARIAN_SOURCES, OPTIONS[name]) <= TOLERANCE
 

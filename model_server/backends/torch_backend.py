@@ -165,9 +165,9 @@ class _ChosenTokenLogProbs:
 
     def __call__(self, input_ids, scores):
         logprobs = scores.log_softmax(dim=-1) if self.normalize else scores
-        top = logprobs.topk(min(self.keep, logprobs.shape[-1]), dim=-1)
-        self.values.append(top.values.float())
-        self.tokens.append(top.indices)
+        values, tokens = row_top_k(logprobs, self.keep)
+        self.values.append(values.float())
+        self.tokens.append(tokens)
         return scores
 
     def chosen(self, sequences, beam_indices=None):
@@ -198,6 +198,39 @@ class _ChosenTokenLogProbs:
         # the top `keep` scores higher than it), so that candidate's value is the token's.
         logprobs = torch.where(picked.any(dim=-1), found, row_values[..., -1])
         return logprobs.masked_fill(ended, 0.0)
+
+
+TOP_K_BLOCK = 64
+
+
+def row_top_k(rows, k: int):
+    """`rows.topk(k, dim=-1)` (values and indices; rows of any width) in about a quarter of its time on CPU.
+
+    torch's topk over a 62,834-wide vocabulary cost ~3.6 ms per step for 128 beam hypotheses (2 threads), 3-4%
+    of a beam-4 batch. The k largest values lie in the k blocks of 64 columns with the largest maxima (each
+    is its own block's maximum or below it), so: one max per block, topk over the block maxima, topk over
+    the k x 64 candidates gathered from those blocks. Same values as topk; among equal values the index
+    may differ, as it may between topk implementations."""
+    import torch
+
+    count, width = rows.shape
+    k = min(k, width)
+    if k == 1:
+        best = rows.max(dim=-1, keepdim=True)
+        return best.values, best.indices
+    if width < 4 * k * TOP_K_BLOCK:
+        top = rows.topk(k, dim=-1)
+        return top.values, top.indices
+    whole = width // TOP_K_BLOCK * TOP_K_BLOCK
+    maxima = rows[:, :whole].reshape(count, -1, TOP_K_BLOCK).amax(dim=-1)  # a view of rows, split in blocks
+    if whole < width:  # the short last block
+        maxima = torch.cat([maxima, rows[:, whole:].amax(dim=-1, keepdim=True)], dim=1)
+    blocks = maxima.topk(k, dim=-1).indices
+    columns = (blocks[..., None] * TOP_K_BLOCK + torch.arange(TOP_K_BLOCK, device=rows.device)).reshape(count, -1)
+    outside = columns >= width  # past the end of the short last block
+    candidates = rows.gather(1, columns.clamp(max=width - 1)).masked_fill(outside, float("-inf"))
+    top = candidates.topk(k, dim=-1)
+    return top.values, columns.gather(1, top.indices)
 
 
 def _model_input_limit(config, tokenizer) -> int:

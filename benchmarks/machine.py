@@ -30,7 +30,9 @@ def load_average() -> list[float] | None:
 
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask), else the machine's count."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from model_server.backends.hardware import usable_cpus as service_view
+
+    return service_view()
 
 
 def machine_info(device: str) -> dict[str, Any]:

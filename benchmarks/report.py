@@ -306,7 +306,9 @@ def _engines_line(results: dict[str, Any]) -> str:
         if backend == "ctranslate2":
             compute = info.get("dtype") or settings.get("ct2_compute_type")
             version = extra.get("ctranslate2_version", "?")
-            parts.append(f"ctranslate2 {version} ({compute}, intra_threads {settings.get('ct2_intra_threads')}, "
+            inter = extra.get("inter_threads", settings.get("ct2_inter_threads"))
+            intra = extra.get("intra_threads", settings.get("ct2_intra_threads"))
+            parts.append(f"ctranslate2 {version} ({compute}, inter_threads {inter} x intra_threads {intra}, "
                          f"stored {extra.get('quantization', '?')})")
         else:
             parts.append(f"torch ({info.get('dtype') or settings.get('dtype')}, "

@@ -231,6 +231,14 @@ def _backends(text: str) -> list[str]:
     return names
 
 
+def ct2_thread_values(device: str, cores: int) -> dict[str, int]:
+    """ct2_inter_threads/ct2_intra_threads for `cores` cores, as the service's auto layout chooses them."""
+    from model_server.backends.hardware import ct2_thread_layout
+
+    inter, intra = ct2_thread_layout(device, cores)
+    return {"ct2_inter_threads": inter, "ct2_intra_threads": intra}
+
+
 def service_settings(args: argparse.Namespace, model_path: Path, device: str, dtype: str, backend: str = "torch",
                      ct2_dir: Path | None = None) -> dict[str, Any]:
     """The service's settings as MODEL_SERVER_* values (forced decode length: min = max = decode tokens).
@@ -241,8 +249,9 @@ def service_settings(args: argparse.Namespace, model_path: Path, device: str, dt
     --server-setting retry_suspect_sentences=true. The translation cache is off: the benchmark re-sends
     the same 26 sentences, which a cache would answer without the model (and it persists across runs).
     The summarization model is not loaded: only translation is measured, and the service then owns the
-    machine the way the naive server does. CTranslate2 gets the torch thread count as its intra_threads,
-    so both backends use the same cores.
+    machine the way the naive server does. CTranslate2 gets the torch thread count as its cores, in the
+    layout the service's auto layout picks for that many (ct2_thread_layout: on 2 cores, 2 one-thread
+    replicas), so both backends use the same cores.
     """
     values: dict[str, Any] = dict(translation_model=str(model_path), models_dir=str(args.models_dir), device=device,
                                   dtype=dtype, num_beams=args.num_beams, max_new_tokens=args.decode_tokens,
@@ -255,8 +264,8 @@ def service_settings(args: argparse.Namespace, model_path: Path, device: str, dt
         values["torch_threads"] = args.torch_threads
     if backend == "ctranslate2":
         values.update(ct2_model_dir=str(ct2_dir), ct2_compute_type=args.ct2_compute_type)
-        if args.torch_threads:
-            values["ct2_intra_threads"] = args.torch_threads
+        if args.torch_threads:  # the same cores as torch, in the layout the service picks for that many
+            values.update(ct2_thread_values(device, args.torch_threads))
     for item in args.server_setting:
         name, sep, value = item.partition("=")
         if not sep:

@@ -280,14 +280,16 @@ def load_backend(model_path: Path, *, models_dir: Path, device: str, dtype: str,
                  engine: str = "torch", ct2_compute_type: str = "auto"):
     """The summarization backend exactly as the service loads it (load_summarization_backend), on `engine`:
     torch, or ctranslate2 converted on first use into models_dir/ct2-cache (the service's convert-on-start),
-    with `torch_threads` as its intra_threads."""
+    with `torch_threads` as its cores (ct2_thread_layout)."""
     from model_server.services import load_summarization_backend
     from model_server.settings import Settings
 
     values: dict[str, Any] = dict(summarization_model=str(model_path), models_dir=str(models_dir), device=device,
                                   dtype=dtype, log_level="warning", summarization_backend=engine)
     if torch_threads:
-        values.update(torch_threads=torch_threads, ct2_intra_threads=torch_threads)
+        from benchmarks.run import ct2_thread_values
+
+        values.update(torch_threads=torch_threads, **ct2_thread_values(device, torch_threads))
     if engine == "ctranslate2":
         values.update(ct2_convert_on_start=True, ct2_cache_dir=str(Path(models_dir) / "ct2-cache"),
                       ct2_compute_type=ct2_compute_type)

@@ -134,13 +134,15 @@ class Settings(BaseSettings):
     ct2_cache_dir: Path | None = Field(
         None, description="where ct2_convert_on_start keeps conversions (default: MODELS_DIR/ct2-cache)"
     )
-    ct2_intra_threads: int = Field(0, ge=0, description="CTranslate2 threads per batch (0 = its default: 4 or the cores)")
+    ct2_intra_threads: int = Field(
+        0, ge=0, description="CTranslate2 threads per replica (0 = auto: 1 up to 4 usable cores, 2 up to 16, then 4)")
     ct2_inter_threads: int = Field(
-        1, ge=1, description="batches CTranslate2 runs in parallel; the service runs one batch at a time per model"
+        0, ge=0, description="CTranslate2 replicas (one copy of the weights): each batch is split evenly over them "
+        "and the parts run in parallel (0 = auto: usable cores / ct2_intra_threads on cpu, 1 on cuda)"
     )
     ct2_max_batch_size: int = Field(
-        0, ge=0, description="CTranslate2's own split of each batch (0 = none: the dynamic batcher already plans "
-        "batches with max_batch_size/max_batch_tokens; CTranslate2 just runs them, no second queue)"
+        0, ge=0, description="CTranslate2's own split of each batch (0 = an even split over the ct2_inter_threads "
+        "replicas: the dynamic batcher already plans batches with max_batch_size/max_batch_tokens)"
     )
     ct2_batch_type: CT2BatchType = Field(
         CT2BatchType.examples, description="unit of ct2_max_batch_size: examples | tokens"

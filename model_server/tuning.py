@@ -181,10 +181,6 @@ def parse_cpu_model(cpuinfo: str) -> str:
     return ""
 
 
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def describe_hardware(device: str, *, cpu_name: str, flags: frozenset[str], cpus: int, gpu_name: str = "") -> str:
     """The machine as far as throughput goes: the GPU's name on CUDA, else the CPU model, the reported flags
     (model_server/backends/hardware.py) and the usable cores."""
@@ -202,7 +198,7 @@ def hardware_identity(device: str) -> str:
         import torch
 
         return describe_hardware(device, cpu_name="", flags=frozenset(), cpus=0, gpu_name=torch.cuda.get_device_name())
-    from model_server.backends.hardware import cpu_features
+    from model_server.backends.hardware import cpu_features, usable_cpus
 
     try:
         name = parse_cpu_model(CPUINFO.read_text(encoding="utf-8", errors="replace"))

@@ -74,6 +74,30 @@ def test_float32_conversion_reproduces_the_torch_backend(tiny_backend, ct2_f32, 
     assert sum(w.hit_max_length for w in want) >= 2  # the cut-output path (forced EOS emulation) is compared too
 
 
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_a_batch_split_over_replicas_gives_the_same_results(converted_f32, tiny_marian_dir, ct2_f32, num_beams):
+    """inter_threads 2: each batch is split evenly over two replicas that run in parallel (the auto layout
+    on small CPUs); every output, in input order, equals the one-replica backend's."""
+    split = ct2_backend(converted_f32, tiny_marian_dir, inter_threads=2)
+    assert split._split_size(len(SENTENCES)) == -(-len(SENTENCES) // 2)
+    assert split._split_size(1) == 1 and ct2_f32._split_size(len(SENTENCES)) == 0
+    options = GenerationOptions(num_beams=num_beams, max_new_tokens=48)
+    assert_same_results(split.generate(SENTENCES, options), ct2_f32.generate(SENTENCES, options), score_abs=1e-6)
+
+
+def test_the_auto_layout_is_loaded_and_reported(tiny_marian_dir, converted_f32):
+    """ct2_inter_threads/ct2_intra_threads 0 (the defaults) load the layout ct2_thread_layout picks for the
+    usable cores, and /v1/models (ModelInfo.extra) says which."""
+    from model_server.backends.hardware import ct2_thread_layout, usable_cpus
+    from model_server.services import load_translation_backend
+
+    settings = tiny_settings(tiny_marian_dir, backend="ctranslate2", ct2_model_dir=converted_f32)
+    backend = load_translation_backend(settings)
+    inter, intra = ct2_thread_layout("cpu", usable_cpus())
+    assert (backend.info.extra["inter_threads"], backend.info.extra["intra_threads"]) == (inter, intra)
+    assert backend.translator.num_translators == inter
+
+
 def test_model_facts_match_the_torch_backend(tiny_backend, ct2_f32):
     assert ct2_f32.default_options() == tiny_backend.default_options()
     assert [ct2_f32.count_tokens(s) for s in SENTENCES] == [tiny_backend.count_tokens(s) for s in SENTENCES]

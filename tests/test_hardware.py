@@ -249,3 +249,21 @@ def test_the_summarizer_follows_the_same_detection_and_keeps_its_memorised_summa
         assert [r.text for r in results] == [summary for _, summary in MEMORISED_SUMMARIES]
     finally:
         summarizer.close()
+
+
+@pytest.mark.parametrize("cores, expected", [(1, (1, 1)), (2, (2, 1)), (4, (4, 1)), (8, (4, 2)), (16, (8, 2)),
+                                             (32, (8, 4))])
+def test_ct2_auto_layout_on_cpu(cores, expected):
+    from model_server.backends.hardware import ct2_thread_layout
+
+    assert ct2_thread_layout("cpu", cores) == expected
+
+
+def test_ct2_layout_keeps_what_is_set():
+    from model_server.backends.hardware import ct2_thread_layout
+
+    assert ct2_thread_layout("cpu", 8, inter_threads=1) == (1, 8)   # one replica gets every core
+    assert ct2_thread_layout("cpu", 8, intra_threads=8) == (1, 8)
+    assert ct2_thread_layout("cpu", 8, 3, 2) == (3, 2)
+    assert ct2_thread_layout("cuda", 8) == (1, 1)
+    assert ct2_thread_layout("cuda", 8, inter_threads=2) == (2, 1)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from model_server.backends.base import Generated, GenerationOptions, ModelInfo
 from model_server.backends.ct2_convert import (cached_conversion, import_ctranslate2, quantization_for, read_metadata,
                                                tokenizer_dir, verify_converted)
-from model_server.backends.hardware import NATIVE_BF16_FLAGS, cpu_features
+from model_server.backends.hardware import NATIVE_BF16_FLAGS, cpu_features, ct2_thread_layout, usable_cpus
 from model_server.backends.loading import with_precision, wrong_architecture
 from model_server.backends.torch_backend import _model_input_limit  # the same limit on both backends
 from model_server.errors import ServiceError
@@ -123,7 +123,9 @@ class CTranslate2Seq2SeqBackend:
         self.forced_eos = generation.forced_eos_token_id is not None
         # patience 2 (collect 2 x beam finished hypotheses, then pick the best) chose what transformers'
         # beam search chooses on every tiny-model test input; CTranslate2's default 1 stops earlier.
-        self._run_options = {"max_batch_size": max_batch_size, "batch_type": batch_type, "patience": beam_patience}
+        self._run_options = {"batch_type": batch_type, "patience": beam_patience}
+        self._max_batch_size = max_batch_size
+        self._replicas = inter_threads
         self._end_token = self.tokenizer.eos_token
         limit = _model_input_limit(config, self.tokenizer)
         self.max_input_tokens = min(limit, max_input_tokens or limit)
@@ -162,6 +164,7 @@ class CTranslate2Seq2SeqBackend:
         results = self.translator.translate_batch(
             sources,
             **self._run_options,
+            max_batch_size=self._split_size(len(sources)),
             beam_size=options.num_beams,
             num_hypotheses=1,
             length_penalty=options.length_penalty,
@@ -176,6 +179,13 @@ class CTranslate2Seq2SeqBackend:
         if len(results) != len(texts):
             raise RuntimeError(f"CTranslate2 returned {len(results)} results for {len(texts)} inputs")
         return [self._result(result.hypotheses[0], result.scores[0], options, max_length) for result in results]
+
+    def _split_size(self, count: int) -> int:
+        """CTranslate2's sub-batch size: ct2_max_batch_size when set, else an even split of the batch over the
+        replicas (inter_threads), which CTranslate2 runs in parallel; 0 (no split) with one replica."""
+        if self._max_batch_size:
+            return self._max_batch_size
+        return -(-count // self._replicas) if self._replicas > 1 else 0
 
     def _result(self, tokens: list[str], score: float, options: GenerationOptions, max_length: int) -> Generated:
         ended = bool(tokens) and tokens[-1] == self._end_token
@@ -211,10 +221,12 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
     else:
         model_dir = cached_conversion(name, settings.models_dir, settings.ct2_cache_path(),
                                       quantization_for(compute_type))
+    inter_threads, intra_threads = ct2_thread_layout(device, usable_cpus(), settings.ct2_inter_threads,
+                                                     settings.ct2_intra_threads)
     backend = CTranslate2Seq2SeqBackend(
         name=name, model_dir=model_dir, task=task, architectures=architectures, device=device,
-        compute_type=compute_type, intra_threads=settings.ct2_intra_threads,
-        inter_threads=settings.ct2_inter_threads, max_batch_size=settings.ct2_max_batch_size,
+        compute_type=compute_type, intra_threads=intra_threads,
+        inter_threads=inter_threads, max_batch_size=settings.ct2_max_batch_size,
         batch_type=settings.ct2_batch_type.value, beam_patience=settings.ct2_beam_patience,
         max_input_tokens=max_input_tokens)
     backend.info = with_precision(backend.info, settings.ct2_compute_type.value, backend.translator.compute_type,

@@ -13,6 +13,7 @@ choice falls back to float32 / int8_float32, which are correct everywhere.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,3 +123,28 @@ def torch_runs_bf16_on_cpu() -> bool:
         return bool(probe()) if probe is not None else True
     except RuntimeError:
         return False
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity mask: a container's CPU set, taskset), else all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def ct2_thread_layout(device: str, cores: int, inter_threads: int = 0, intra_threads: int = 0) -> tuple[int, int]:
+    """CTranslate2's (inter_threads, intra_threads): replicas that run sub-batches in parallel (sharing one
+    copy of the weights), and threads per replica. A value set (> 0) is kept; 0 is chosen here.
+
+    On CPU, several one-thread replicas beat one replica with every thread: measured on a 2-core Zen 4,
+    int8 opus-mt, beam 4, a batch split evenly over 2 one-thread replicas against one 2-thread call:
+    1 sentence 248 vs 569 ms, 8: 430 vs 886 ms, 32: 1.25 vs 1.78 s, 64: 3.41 vs 4.95 s. Intra-op threads
+    pay off on wider machines, where a replica per core would split batches into slivers: up to 4 cores one
+    thread per replica, then 2 (up to 16 cores), then 4. On CUDA one replica per device."""
+    if device != "cpu":
+        return inter_threads or 1, intra_threads or 1
+    cores = max(cores, 1)
+    if not intra_threads:
+        per_replica = 1 if cores <= 4 else 2 if cores <= 16 else 4
+        intra_threads = per_replica if not inter_threads else max(1, cores // inter_threads)
+    if not inter_threads:
+        inter_threads = max(1, cores // intra_threads)
+    return inter_threads, intra_threads

@@ -136,7 +136,9 @@ def _state_unavailable(response) -> None:
 
 
 def test_redis_down_refuses_only_what_needs_shared_state_and_recovers(redis_server, tiny_marian_dir, tiny_backend):
-    with two_replicas(redis_server, tiny_marian_dir, tiny_backend) as replicas:
+    # The cache on the same (stopped) server too: a cache that does not answer never fails a request.
+    with two_replicas(redis_server, tiny_marian_dir, tiny_backend, cache_enabled=True,
+                      cache_url=cache_db(redis_server)) as replicas:
         (a, _), (b, _) = replicas
         a.put("/v1/glossaries/desk", json={"entries": {"خليفة حفتر": "Haftar", "روسيا": "Russia"}})
         assert b.get("/readyz").json() == {"status": "ready", "state": {"store": "redis", "reachable": True}}

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Iterator
 
+import httpx
 import pytest
 
 from model_server.errors import ServiceError
@@ -24,7 +25,7 @@ from model_server.state import EmbeddedState, RedisState, open_state
 from model_server.state.glossaries import RedisGlossaryStore
 from model_server.state.ratelimits import RedisTokenBuckets
 from model_server.state.redis_client import connect
-from tests.conftest import assert_error, serve_services, tiny_settings
+from tests.conftest import assert_error, free_port, serve_services, start_cli_server, tiny_settings, wait_ready
 from tests.test_glossary import ALLIANCE, CopyingBackend
 
 THANKS = "شكرا جزيلا."
@@ -126,6 +127,32 @@ def test_glossary_caps_hold_across_replicas(redis_server, tiny_marian_dir, tiny_
     assert_error(full, 409, "too_many_glossaries")
     assert_error(taken, 409, "glossary_exists")
     assert_error(too_long, 413, "glossary_too_many_entries")
+
+
+def test_two_serve_processes_configured_by_environment_act_as_one(redis_server, tiny_marian_dir, tmp_path):
+    """`model-server serve` twice, as deployed: only MODEL_SERVER_STATE_URL in common (own SQLite files)."""
+    procs, urls = [], []
+    try:
+        for name in ("a", "b"):
+            env = {"MODEL_SERVER_PROFILE": "tiny", "MODEL_SERVER_MODELS_DIR": str(tiny_marian_dir.parent),
+                   "MODEL_SERVER_STATE_PATH": str(tmp_path / f"{name}.sqlite3"),
+                   "MODEL_SERVER_STATE_URL": redis_server.url, "MODEL_SERVER_RATE_LIMIT_REQUESTS_PER_MINUTE": "5",
+                   "MODEL_SERVER_SUMMARIZATION_ENABLED": "false", "MODEL_SERVER_LOG_LEVEL": "warning"}
+            port = free_port()
+            procs.append(start_cli_server(env, port))
+            urls.append(f"http://127.0.0.1:{port}")
+        for proc, url in zip(procs, urls):
+            wait_ready(url, proc)
+        with httpx.Client(base_url=urls[0], timeout=30) as a, httpx.Client(base_url=urls[1], timeout=30) as b:
+            assert b.get("/readyz").json()["state"] == {"store": "redis", "reachable": True}
+            assert a.put("/v1/glossaries/desk", json={"entries": {"روسيا": "Russia"}}).status_code == 200
+            assert b.get("/v1/glossaries/desk").json()["entries"] == {"روسيا": "Russia"}
+            statuses = [(a if i % 2 else b).get("/v1/models").status_code for i in range(6)]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.communicate(timeout=60)
+    assert statuses == [200] * 3 + [429] * 3  # 5 requests per minute across both, probes not counted
 
 
 # --- Redis goes away, then comes back ------------------------------------------------------------------

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 
 from model_server.api.deps import get_services
 from model_server.api.errors import error_response
-from model_server.api.schemas import TEST_MODEL_WARNING, ErrorResponse, HealthResponse, ModelsResponse, ReadinessResponse
+from model_server.api.schemas import (TEST_MODEL_WARNING, ErrorResponse, HealthResponse, ModelsResponse,
+                                      ReadinessResponse)
 from model_server.backends.hardware import cpu_features
 
 router = APIRouter()

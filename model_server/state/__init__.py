@@ -109,8 +109,8 @@ def open_state(settings: "Settings") -> State:
 
 
 def _without_password(url: str) -> str:
+    """`url` without its credentials, for the log."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
-        if parts.password and parts.hostname else url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

@@ -50,9 +50,17 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (flag > MODEL_SERVER_* environment variable > default)")
     for name, field in Settings.model_fields.items():
         default = field.default.value if hasattr(field.default, "value") else field.default
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"setting_{name}", default=argparse.SUPPRESS,
+        flags = [f"--{setting.replace('_', '-')}" for setting in (name, *_old_names(name, field))]
+        group.add_argument(*flags, dest=f"setting_{name}", default=argparse.SUPPRESS,
                            metavar=name.upper(),
                            help=f"{field.description or ''} [env MODEL_SERVER_{name.upper()}; default {default}]")
+
+
+def _old_names(name: str, field) -> list[str]:
+    """The earlier names a renamed setting still accepts (its validation aliases), e.g. cache_path."""
+    choices = getattr(field.validation_alias, "choices", None) or []
+    return [choice for choice in choices
+            if isinstance(choice, str) and choice != name and not choice.upper().startswith("MODEL_SERVER_")]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

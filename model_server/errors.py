@@ -41,9 +41,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
                          "or a rendering holds a control or bidi character"),
     "unknown_glossary": (404, "the request names a glossary that does not exist (GET /v1/glossaries lists them)"),
     "glossary_exists": (409, "POST /v1/glossaries with a name already taken (PUT replaces a glossary)"),
-    "glossaries_unavailable": (503, "the glossary store (cache_path) cannot be opened; see the start-up log"),
+    "glossaries_unavailable": (503, "the glossary store (state_path) cannot be opened; see the start-up log"),
     "unknown_job": (404, "/v1/jobs/{id} with an id this server never issued, or (auth on) another API key's job"),
-    "jobs_unavailable": (503, "the job store (cache_path) cannot be opened; see the start-up log"),
+    "jobs_unavailable": (503, "the job store (state_path) cannot be opened; see the start-up log"),
     "too_many_segments": (413, "a request's segments alone exceed max_queue_segments: no retry can admit it; split it"),
     "callback_not_allowed": (400, "callback_url is not http(s), does not resolve, or reaches a loopback, private, "
                              "link-local, multicast or cloud metadata address not in webhook_allowed_hosts"),

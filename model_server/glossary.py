@@ -1,7 +1,7 @@
 """Glossaries (terminology): named Arabic term -> English rendering tables, applied to translations.
 
-Storage: `GlossaryStore`, a table in the service's SQLite file (`cache_path`), each glossary with a
-version that grows on every replace. Applying one (`translate_with_glossary`):
+Storage: `model_server.state` (a table of the SQLite file `state_path`, or the state Redis with
+`state_url`), each glossary with a version that grows on every replace. Applying one (`translate_with_glossary`):
 
 1. Matching. Terms and texts are normalized the same way (`normalize_text`). A term matches as whole
    words only (no letter or digit right before or after), optionally preceded by ONE attached Arabic
@@ -24,19 +24,14 @@ segments without any term share entries with glossary-free requests.
 
 Bounds (`GlossaryLimits`, from the settings): glossaries stored, entries per glossary, term and
 rendering length, each refused with its own error code; renderings holding control or bidi characters
-are refused (`invalid_glossary`). The store keeps only the latest version of each glossary compiled.
+are refused (`invalid_glossary`). A store keeps only the latest version of each glossary compiled.
 Matching and restoring run on the pipeline's CPU pool, off the event loop.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
-import threading
-import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_server.backends.base import Generated, GenerationOptions
@@ -198,99 +193,6 @@ def _check_entry(source: str, target: str, limits: GlossaryLimits) -> None:
                            f"control character U+{ord(forbidden.group()):04X}; renderings are plain one-line text")
 
 
-class GlossaryStore:
-    """Glossaries in a SQLite file (shared with the translation cache). Blocking: call from a thread.
-
-    Each glossary read is kept (with its compiled pattern) until a newer version of it is read or it is
-    deleted: one compiled version per glossary, never an accumulation of replaced ones."""
-
-    def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        self._compiled: dict[str, Glossary] = {}  # name -> its latest version read
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS glossaries (name TEXT PRIMARY KEY, entries TEXT NOT NULL, "
-                             "version INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL)")
-
-    def _row(self, row) -> Glossary:
-        name, entries, version, created, updated = row
-        cached = self._compiled.get(name)
-        if cached is not None and (cached.version, cached.created_at) == (version, created):
-            return cached
-        glossary = Glossary(name, json.loads(entries), version, created, updated)
-        with self._lock:
-            latest = self._compiled.get(name)
-            if latest is None or (latest.created_at, latest.version) <= (created, version):
-                self._compiled[name] = glossary  # replaces (frees) any older version
-        return glossary
-
-    def compiled_versions(self) -> dict[str, int]:
-        """The version of each glossary held in memory (one per glossary; for tests and diagnostics)."""
-        with self._lock:
-            return {name: glossary.version for name, glossary in self._compiled.items()}
-
-    def list(self) -> list[Glossary]:
-        with self._lock:
-            rows = self._db.execute("SELECT name, entries, version, created_at, updated_at FROM glossaries "
-                                    "ORDER BY name").fetchall()
-        return [self._row(row) for row in rows]
-
-    def get(self, name: str) -> Glossary:
-        with self._lock:
-            row = self._db.execute("SELECT name, entries, version, created_at, updated_at FROM glossaries "
-                                   "WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise ServiceError("unknown_glossary", f"no glossary named {name!r} (GET /v1/glossaries lists them)")
-        return self._row(row)
-
-    def create(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary:
-        """A new glossary; ServiceError glossary_exists, too_many_glossaries or one of normalize_entries'."""
-        entries, now = normalize_entries(entries, limits), time.time()
-        with self._lock:
-            if self._exists(name):
-                raise ServiceError("glossary_exists", f"a glossary named {name!r} exists; PUT replaces it")
-            self._check_room(limits)
-            self._db.execute("INSERT INTO glossaries VALUES (?, ?, 1, ?, ?)",
-                             (name, json.dumps(entries, ensure_ascii=False), now, now))
-        return self.get(name)
-
-    def replace(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary:
-        """Replace the entries (version + 1), or create the glossary when it does not exist (within
-        `limits.max_count`)."""
-        entries, now = normalize_entries(entries, limits), time.time()
-        payload = json.dumps(entries, ensure_ascii=False)
-        with self._lock:
-            if not self._exists(name):
-                self._check_room(limits)
-            self._db.execute("INSERT INTO glossaries VALUES (?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                             "entries = excluded.entries, version = glossaries.version + 1, "
-                             "updated_at = excluded.updated_at", (name, payload, now, now))
-        return self.get(name)
-
-    def _exists(self, name: str) -> bool:
-        return self._db.execute("SELECT 1 FROM glossaries WHERE name = ?", (name,)).fetchone() is not None
-
-    def _check_room(self, limits: GlossaryLimits) -> None:
-        """Under the lock, so that two concurrent creations cannot both take the last place."""
-        (count,) = self._db.execute("SELECT COUNT(*) FROM glossaries").fetchone()
-        if count >= limits.max_count:
-            raise ServiceError("too_many_glossaries", f"{count} glossaries are stored, the most allowed "
-                               f"(glossaries_max_count={limits.max_count}); delete one first")
-
-    def delete(self, name: str) -> None:
-        with self._lock:
-            deleted = self._db.execute("DELETE FROM glossaries WHERE name = ?", (name,)).rowcount
-            self._compiled.pop(name, None)
-        if not deleted:
-            raise ServiceError("unknown_glossary", f"no glossary named {name!r}")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
 @dataclass
 class SegmentMarks:
     """What the glossary did to one segment."""
@@ -362,15 +264,3 @@ def mark_sentences(result: TextResult, prepared: "PreparedText", glossary: Gloss
         from model_server.assembly import summarize_review
 
         result.review = summarize_review(result.sentences)
-
-
-def open_glossary_store(path: Path) -> GlossaryStore | None:
-    """The store, or None (logged) when the file cannot be opened: translation still works without it."""
-    try:
-        return GlossaryStore(path)
-    except Exception as exc:  # noqa: BLE001
-        import logging
-
-        logging.getLogger(__name__).warning("glossary store %s unavailable (%s: %s); glossary requests get 503",
-                                            path, type(exc).__name__, exc)
-        return None

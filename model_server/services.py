@@ -13,11 +13,12 @@ from model_server.backends.loading import dtype_choice, resolve_device, resolve_
 from model_server.batching.batcher import DynamicBatcher, Lane
 from model_server.cache import open_cache
 from model_server.cpu import CpuPool
-from model_server.glossary import GlossaryStore, open_glossary_store
 from model_server.errors import ServiceError
 from model_server.pipeline import PipelineConfig, TranslationPipeline
 from model_server.presets import PresetCatalog
 from model_server.settings import Backend, Profile, Settings
+from model_server.state import State, open_state
+from model_server.state.glossaries import GlossaryStore
 from model_server.summarize import SummarizationPipeline
 from model_server.tuning import LIMIT_NAMES, BatchLimits, TuneConfig, backend_fingerprint, read_entries, \
     resolve_limits, tune, write_entry
@@ -202,7 +203,9 @@ class Services:
     # None when summarization is disabled (or not injected): summary endpoints then answer 503.
     summarization: ModelRunner | None = None
     summarizer: SummarizationPipeline | None = None
-    glossaries: GlossaryStore | None = None  # None when its SQLite file cannot be opened (503 glossaries_unavailable)
+    # Shared state (model_server/state/): embedded (this process, state_path) or Redis (state_url).
+    state: State | None = None
+    glossaries: GlossaryStore | None = None  # state.glossaries; None when its SQLite file cannot be opened (503)
     # Extra translation models by alias (setting extra_translation_models), each with its own queue.
     extra_translation: dict[str, ModelRunner] = field(default_factory=dict)
     extra_translators: dict[str, TranslationPipeline] = field(default_factory=dict)
@@ -212,15 +215,17 @@ class Services:
                      summarization_backend: Seq2SeqBackend | None = None,
                      presets: PresetCatalog | None = None,
                      extra_backends: dict[str, Seq2SeqBackend] | None = None,
-                     tuning_entries: dict[str, dict] | None = None) -> "Services":
-        """`tuning_entries`: the tuning file's entries, when already read (default: read it now)."""
+                     tuning_entries: dict[str, dict] | None = None, state: State | None = None) -> "Services":
+        """`tuning_entries`: the tuning file's entries, when already read (default: read it now); `state`: the
+        app's shared state (default: opened now from the settings; the services close it)."""
         entries = read_entries(settings.tuning_path()) if tuning_entries is None else tuning_entries
         runner = ModelRunner.create(backend, settings, "translation", translation_limits(settings, backend, entries))
         cpu = CpuPool(settings.prepare_workers)
         pipeline = TranslationPipeline(backend, runner.batcher, PipelineConfig.from_settings(settings),
                                        cache=open_cache(settings, backend.info), cpu=cpu)
-        services = cls(settings=settings, translation=runner, translator=pipeline,
-                       glossaries=open_glossary_store(settings.cache_file()))
+        state = state or open_state(settings)
+        services = cls(settings=settings, translation=runner, translator=pipeline, state=state,
+                       glossaries=state.glossaries)
         for alias, extra in (extra_backends or {}).items():
             extra_runner = ModelRunner.create(extra, settings, f"translation:{alias}",
                                               translation_limits(settings, extra, entries))
@@ -238,8 +243,9 @@ class Services:
         return services
 
     @classmethod
-    def load(cls, settings: Settings, *, summarization: bool | None = None) -> "Services":
-        """Load the models. `summarization` (default: the summarization_enabled setting) False = translation only."""
+    def load(cls, settings: Settings, *, summarization: bool | None = None, state: State | None = None) -> "Services":
+        """Load the models. `summarization` (default: the summarization_enabled setting) False = translation only;
+        `state` as for from_backend."""
         presets = None
         if settings.summarization_enabled if summarization is None else summarization:
             # Presets first: a bad file fails start-up in milliseconds, before any model is loaded.
@@ -253,13 +259,13 @@ class Services:
                 extras[alias] = load_translation_backend(settings, model)
                 loaded.append(extras[alias])
             if presets is None:
-                return cls.from_backend(settings, backend, extra_backends=extras, tuning_entries=entries)
+                return cls.from_backend(settings, backend, extra_backends=extras, tuning_entries=entries, state=state)
             summarizer = load_summarization_backend(settings)
             loaded.append(summarizer)
             if not summarizer.info.test_model:
                 presets.check_model(summarizer.info.name)
             return cls.from_backend(settings, backend, summarization_backend=summarizer, presets=presets,
-                                    extra_backends=extras, tuning_entries=entries)
+                                    extra_backends=extras, tuning_entries=entries, state=state)
         except BaseException:
             for model in loaded:  # e.g. a preset too long for the model's input limit
                 model.close()
@@ -309,6 +315,6 @@ class Services:
         for pipeline in (self.translator, *self.extra_translators.values()):
             if pipeline.cache is not None:
                 await asyncio.to_thread(pipeline.cache.close)
-        if self.glossaries is not None:
-            self.glossaries.close()
+        if self.state is not None:
+            self.state.close()  # and its glossary store
         self.cpu.close()

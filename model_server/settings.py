@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_server.webhooks import AllowList
@@ -174,8 +174,11 @@ class Settings(BaseSettings):
     cache_enabled: bool = Field(
         True, description="remember each sentence's translation (per model and decoding options) so re-sent "
         "articles only translate what changed")
-    cache_path: Path | None = Field(
-        None, description="SQLite file of the cache (and glossaries; default: MODELS_DIR/model-server.sqlite3)")
+    state_path: Path | None = Field(
+        None, validation_alias=AliasChoices("state_path", "cache_path", "MODEL_SERVER_STATE_PATH",
+                                            "MODEL_SERVER_CACHE_PATH"),  # its old name, still accepted
+        description="SQLite file of the embedded state: cache, glossaries, jobs (default: "
+        "MODELS_DIR/model-server.sqlite3; old name cache_path)")
     cache_url: str | None = Field(
         None, description="redis://host:6379/0 puts the cache in Redis instead (needs the `redis` extra)")
     # --- shared state for several replicas (docs/scaling.md) ---
@@ -382,8 +385,17 @@ class Settings(BaseSettings):
     def tuning_path(self) -> Path:
         return self.tuning_file if self.tuning_file is not None else self.models_dir / "tuning.json"
 
+    def state_file(self) -> Path:
+        return self.state_path if self.state_path is not None else self.models_dir / "model-server.sqlite3"
+
     def cache_file(self) -> Path:
-        return self.cache_path if self.cache_path is not None else self.models_dir / "model-server.sqlite3"
+        """The old name of `state_file` (the file always held more than the cache)."""
+        return self.state_file()
+
+    @property
+    def cache_path(self) -> Path | None:
+        """The old name of `state_path`."""
+        return self.state_path
 
     def ct2_cache_path(self) -> Path:
         return self.ct2_cache_dir if self.ct2_cache_dir is not None else self.models_dir / "ct2-cache"

@@ -17,6 +17,7 @@ from model_server.api.routes import (articles, deepl, glossaries, health, jobs, 
 from model_server.jobs import start_jobs
 from model_server.services import Services
 from model_server.settings import Settings
+from model_server.state import open_state
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,12 @@ SUMMARY_ROUTERS = (summarize.router, articles.router)
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app. Tests inject `services` (e.g. around a gated backend); otherwise models load at start-up."""
     settings = settings or (services.settings if services else Settings())
+    # One shared state (model_server/state/) for the rate limits here and the services loaded below.
+    state = services.state if services else open_state(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loaded = services or await asyncio.to_thread(Services.load, settings)
+        loaded = services or await asyncio.to_thread(Services.load, settings, state=state)
         loaded.instrument(app.state.metrics)
         loaded.start()
         app.state.services = loaded
@@ -49,7 +52,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = FastAPI(title="model-server", version=__version__, lifespan=lifespan,
                   description="Arabic-to-English translation and summarization for newsrooms.")
-    install_operations(app, settings)  # body limits, API keys, rate limits, request ids, access logs, metrics
+    install_operations(app, settings, state)  # body limits, API keys, rate limits, request ids, access logs, metrics
     install_compat(app)  # outermost: DeepL/LibreTranslate keys in, dialect-shaped refusals out
     install_error_handlers(app)
     summaries = services.summarizer is not None if services else settings.summarization_enabled

@@ -52,7 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from model_server.api.auth import authorization_token, presented_key
 from model_server.api.context import error_code_of, header, note_results, refuse, replay
 from model_server.api.deps import ClientDisconnected, admit, cancel_on_disconnect, get_services
-from model_server.api.ratelimit import enforce_char_budget
+from model_server.api.ratelimit import charge_char_budget
 from model_server.documents import DocumentFormat, translate_documents
 from model_server.errors import ServiceError, status_for
 from model_server.results import TextResult
@@ -260,7 +260,7 @@ async def translate_texts(request: Request, texts: list[str], *, format: Documen
     `translate_documents` call. Blank texts come back as "" (both APIs do that) without model work.
     Raises the first text's error as a ServiceError: neither API has per-text errors."""
     services = get_services(request)
-    enforce_char_budget(request, admit(request, texts))
+    await charge_char_budget(request, admit(request, texts))
     wanted = [i for i, text in enumerate(texts) if text.strip()]
     pipeline = services.translator
     results, timings = await cancel_on_disconnect(request, translate_documents(

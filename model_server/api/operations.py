@@ -23,6 +23,7 @@ from model_server.api.ratelimit import InFlight, RateLimiter, RateLimitGuard, is
 from model_server.api.schemas import ErrorResponse
 from model_server.metrics import Metrics
 from model_server.settings import Settings
+from model_server.state import State
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
 _ERROR_CONTENT = {"application/json": {"schema": _ERROR_SCHEMA}}
@@ -31,13 +32,13 @@ _REQUEST_ID = {"description": "the request's id (the client's X-Request-ID if va
                "schema": {"type": "string"}}
 
 
-def install_operations(app: FastAPI, settings: Settings) -> None:
-    """Add the edge middleware and set app.state.metrics/rate_limiter/inflight. A bad key file fails here
-    (ValueError naming its line), at start-up."""
+def install_operations(app: FastAPI, settings: Settings, state: State) -> None:
+    """Add the edge middleware and set app.state.metrics/rate_limiter/inflight; the rate buckets live where
+    `state` keeps them. A bad key file fails here (ValueError naming its line), at start-up."""
     keys = load_api_keys(settings)
     metrics = Metrics()
     limiter = RateLimiter(requests_per_minute=settings.rate_limit_requests_per_minute,
-                          chars_per_minute=settings.rate_limit_chars_per_minute)
+                          chars_per_minute=settings.rate_limit_chars_per_minute, buckets=state.token_buckets)
     inflight = InFlight(settings.max_inflight_per_key) if settings.max_inflight_per_key else None
     app.state.metrics = metrics
     app.state.rate_limiter = limiter

@@ -1,8 +1,8 @@
-"""Rate and concurrency limits per principal (API key name, or client address when auth is off), in memory.
+"""Rate and concurrency limits per principal (API key name, or client address when auth is off).
 
 Two token buckets per principal, each holding one minute's worth and refilling continuously:
 requests (`rate_limit_requests_per_minute`, charged by `RateLimitGuard` before the body is read) and
-text characters (`rate_limit_chars_per_minute`, charged by `enforce_char_budget`, which a route calls
+text characters (`rate_limit_chars_per_minute`, charged by `charge_char_budget`, which a route awaits
 once it knows its texts and before any model work). Over the limit: 429 `rate_limited` with
 Retry-After. A single request with more characters than a whole minute's budget can never pass: 413
 `exceeds_rate_limit` (split it). 0 turns a limit off.
@@ -12,15 +12,17 @@ counted by `RateLimitGuard` from admission until the response is sent); one more
 `too_many_inflight` with Retry-After, before the body is read and without spending the request budget.
 It keeps one client from holding every queue slot and worker with parallel requests.
 
-One process, one event loop: no locks. Limits are per server process, not shared between replicas.
-Health, readiness, docs and /metrics are never limited.
+Where the buckets live is `model_server.state`'s choice: in this process, or in the state Redis
+(`state_url`), where every replica spends from one budget per principal; a state Redis that does not
+answer refuses limited requests with 503 `state_unavailable` (fail closed). The in-flight count is
+always per process (model_server/state/ratelimits.py says why). Health, readiness, docs and /metrics
+are never limited.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from fastapi import Request
@@ -29,62 +31,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from model_server.api.auth import METRICS_PATH, OPEN_PATHS
 from model_server.api.context import context_of, refuse
 from model_server.errors import ServiceError
+from model_server.state.ratelimits import Buckets, TokenBuckets
+
+__all__ = ["InFlight", "RateLimitGuard", "RateLimiter", "TokenBuckets", "charge_char_budget", "rate_key"]
 
 Clock = Callable[[], float]
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class TokenBuckets:
-    """Per-key token buckets of `per_minute` capacity refilling at `per_minute / 60` per second (pure state)."""
-
-    def __init__(self, per_minute: int, *, clock: Clock = time.monotonic, max_keys: int = 100_000) -> None:
-        if per_minute < 1:
-            raise ValueError(f"per_minute must be >= 1, got {per_minute}")
-        self.capacity = float(per_minute)
-        self.rate_per_s = per_minute / 60.0
-        self.max_keys = max_keys
-        self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._last_prune = clock()
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def take(self, key: str, amount: float = 1.0) -> float:
-        """Spend `amount` for `key` and return 0, or spend nothing and return the seconds until it could."""
-        now = self._clock()
-        self._maybe_prune(now)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self.capacity, now)
-        else:
-            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate_per_s)
-            bucket.updated = now
-        if bucket.tokens >= amount:
-            bucket.tokens -= amount
-            return 0.0
-        return (amount - bucket.tokens) / self.rate_per_s
-
-    def _maybe_prune(self, now: float) -> None:
-        """Forget buckets that have refilled (idle a minute or more): memory stays bounded by active keys."""
-        if now - self._last_prune < 60.0 and len(self._buckets) < self.max_keys:
-            return
-        self._last_prune = now
-        full_after_s = self.capacity / self.rate_per_s
-        self._buckets = {k: b for k, b in self._buckets.items() if now - b.updated < full_after_s}
-
-
 class RateLimiter:
-    """The service's request and character budgets. `enabled` is False when both limits are 0."""
+    """The service's request and character budgets. `enabled` is False when both limits are 0.
 
-    def __init__(self, *, requests_per_minute: int = 0, chars_per_minute: int = 0, clock: Clock = time.monotonic):
-        self.requests = TokenBuckets(requests_per_minute, clock=clock) if requests_per_minute else None
-        self.chars = TokenBuckets(chars_per_minute, clock=clock) if chars_per_minute else None
+    `buckets(name, per_minute)` makes the buckets ("requests", "chars"): `State.token_buckets` (in this
+    process, or shared in the state Redis: model_server/state/ratelimits.py); default: in this process.
+    The async methods are what the server uses (a shared bucket is a network round trip, off the event
+    loop); the blocking ones serve callers without a loop."""
+
+    def __init__(self, *, requests_per_minute: int = 0, chars_per_minute: int = 0, clock: Clock = time.monotonic,
+                 buckets: Callable[[str, int], Buckets] | None = None):
+        make = buckets or (lambda name, per_minute: TokenBuckets(per_minute, clock=clock))
+        self.requests = make("requests", requests_per_minute) if requests_per_minute else None
+        self.chars = make("chars", chars_per_minute) if chars_per_minute else None
 
     @property
     def enabled(self) -> bool:
@@ -92,17 +58,36 @@ class RateLimiter:
 
     def check_request(self, key: str) -> None:
         if self.requests is not None:
-            wait_s = self.requests.take(key)
-            if wait_s:
-                raise _limited(f"more than {self.requests.capacity:g} requests per minute", wait_s)
+            self._over_requests(self.requests.take(key))
+
+    async def admit_request(self, key: str) -> None:
+        """One request of `key`'s budget, or 429 rate_limited (503 state_unavailable: shared buckets unreachable)."""
+        if self.requests is not None:
+            self._over_requests(await self.requests.spend(key))
 
     def charge_chars(self, key: str, chars: int) -> None:
+        if self._counts_chars(chars):
+            self._over_chars(self.chars.take(key, chars))
+
+    async def spend_chars(self, key: str, chars: int) -> None:
+        """`chars` of `key`'s character budget, or 429 rate_limited / 413 exceeds_rate_limit / 503."""
+        if self._counts_chars(chars):
+            self._over_chars(await self.chars.spend(key, chars))
+
+    def _over_requests(self, wait_s: float) -> None:
+        if wait_s:
+            raise _limited(f"more than {self.requests.capacity:g} requests per minute", wait_s)
+
+    def _counts_chars(self, chars: int) -> bool:
+        """Whether `chars` is charged; 413 when it is more than a whole minute's budget (it never could pass)."""
         if self.chars is None or chars <= 0:
-            return
+            return False
         if chars > self.chars.capacity:
             raise ServiceError("exceeds_rate_limit", f"this request holds {chars} characters, more than the "
                                f"{self.chars.capacity:g} per minute allowed: split it into smaller requests")
-        wait_s = self.chars.take(key, chars)
+        return True
+
+    def _over_chars(self, wait_s: float) -> None:
         if wait_s:
             raise _limited(f"more than {self.chars.capacity:g} characters per minute", wait_s)
 
@@ -165,7 +150,7 @@ class RateLimitGuard:
             return
         key = rate_key(scope)
         try:
-            self._admit(key)
+            await self._admit(key)
         except ServiceError as exc:
             await refuse(scope, receive, send, exc, drain_bytes=self.max_drain_bytes)
             return
@@ -175,13 +160,14 @@ class RateLimitGuard:
             if self.inflight is not None:
                 self.inflight.release(key)
 
-    def _admit(self, key: str) -> None:
+    async def _admit(self, key: str) -> None:
         """One in-flight slot, then one request of the minute's budget; neither is taken if either refuses
-        (a client refused for being busy spends no budget)."""
+        (a client refused for being busy spends no budget). Shared buckets that do not answer refuse too
+        (503 state_unavailable: fail closed, so an outage never lifts the limits)."""
         if self.inflight is not None:
             self.inflight.acquire(key)
         try:
-            self.limiter.check_request(key)
+            await self.limiter.admit_request(key)
         except ServiceError:
             if self.inflight is not None:
                 self.inflight.release(key)
@@ -194,12 +180,13 @@ def rate_key(scope: Scope) -> str:
     return context.rate_key if context else f"ip:{(scope.get('client') or ('unknown',))[0]}"
 
 
-def enforce_char_budget(request: Request, chars: int) -> None:
-    """Charge `chars` text characters to the request's principal; raises 429/413 ServiceError when over.
+async def charge_char_budget(request: Request, chars: int) -> None:
+    """Charge `chars` text characters to the request's principal; raises 429/413 ServiceError when over
+    (503 state_unavailable when shared buckets do not answer).
 
-    Call it from any route once its texts are parsed and before model work (a no-op when the limit is off).
+    Await it from any route once its texts are parsed and before model work (a no-op when the limit is off).
     """
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None or limiter.chars is None:
         return
-    limiter.charge_chars(rate_key(request.scope), chars)
+    await limiter.spend_chars(rate_key(request.scope), chars)

@@ -65,6 +65,11 @@ class HealthResponse(BaseModel):
     status: str
 
 
+class ReadinessResponse(HealthResponse):
+    state: dict | None = Field(None, description="/readyz with a state Redis (state_url): {store, reachable, "
+                               "error}; absent with the embedded state")
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
     batching: dict[str, Any] = Field(description="batcher settings and counters per model")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from model_server.api.context import note_results, note_texts
 from model_server.api.deps import ERROR_RESPONSES, cancel_on_disconnect
-from model_server.api.ratelimit import enforce_char_budget
+from model_server.api.ratelimit import charge_char_budget
 from model_server.api.routes.summarize import get_summarizer
 from model_server.api.schemas import TEST_MODEL_WARNING
 from model_server.api.summary_schemas import ArticleRequest, ArticleResponse
@@ -23,7 +23,7 @@ async def article(body: ArticleRequest, request: Request):
     summarizer = get_summarizer(request)
     chars = len(body.title) + len(body.body)
     note_texts(request, texts=2, chars=chars)
-    enforce_char_budget(request, chars)  # 429 before any model work
+    await charge_char_budget(request, chars)  # 429 before any model work
     result = await cancel_on_disconnect(request, summarizer.article(
         body.title, body.body, strategy=body.strategy, preset=body.preset, lane=body.priority,
         article_id=body.id, metadata=body.metadata))

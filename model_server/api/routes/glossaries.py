@@ -11,8 +11,9 @@ from model_server.api.deps import get_services
 from model_server.api.errors import refuse_other_methods
 from model_server.api.schemas import ErrorResponse
 from model_server.errors import ServiceError
-from model_server.glossary import NAME_PATTERN, Glossary, GlossaryLimits, GlossaryStore
+from model_server.glossary import NAME_PATTERN, Glossary, GlossaryLimits
 from model_server.services import Services
+from model_server.state.glossaries import GlossaryStore
 
 router = APIRouter(prefix="/v1/glossaries", tags=["glossaries"])
 _ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 409, 413, 422, 503)}
@@ -56,7 +57,8 @@ def _store(services: Services) -> GlossaryStore:
 
 
 async def find_glossary(services: Services, name: str) -> Glossary:
-    """The named glossary (for translate routes); ServiceError unknown_glossary / glossaries_unavailable."""
+    """The named glossary (for translate routes); ServiceError unknown_glossary / glossaries_unavailable /
+    state_unavailable (the state Redis does not answer)."""
     return await asyncio.to_thread(_store(services).get, name)
 
 

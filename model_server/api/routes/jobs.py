@@ -12,7 +12,7 @@ from pydantic import Field
 from model_server.api.context import context_of
 from model_server.api.deps import admit_texts, get_services
 from model_server.api.errors import refuse_other_methods
-from model_server.api.ratelimit import enforce_char_budget
+from model_server.api.ratelimit import charge_char_budget
 from model_server.api.routes.glossaries import find_glossary
 from model_server.api.schemas import ErrorResponse, TranslateRequest
 from model_server.batching.batcher import Lane
@@ -61,7 +61,7 @@ async def submit_job(body: JobRequest, request: Request,
     services.translator_for(body.model)  # an unknown model fails now, not later
     if body.glossary:
         await find_glossary(services, body.glossary)  # an unknown glossary too
-    enforce_char_budget(request, chars)
+    await charge_char_budget(request, chars)
     stored = {"texts": texts, "num_beams": body.num_beams, "max_new_tokens": body.max_new_tokens,
               "priority": body.priority.value, "clean": body.clean, "format": body.format, "glossary": body.glossary,
               "model": body.model}

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from model_server.api.context import note_results, note_texts
 from model_server.api.deps import ERROR_RESPONSES, cancel_on_disconnect, get_services
-from model_server.api.ratelimit import enforce_char_budget
+from model_server.api.ratelimit import charge_char_budget
 from model_server.api.schemas import TEST_MODEL_WARNING
 from model_server.api.summary_schemas import SummarizeRequest, SummarizeResponse
 from model_server.errors import ServiceError
@@ -30,7 +30,7 @@ async def summarize(body: SummarizeRequest, request: Request):
     summarized in chunks of whole paragraphs, then the chunk summaries are summarized (`long_article`)."""
     summarizer = get_summarizer(request)
     note_texts(request, texts=1, chars=len(body.text))
-    enforce_char_budget(request, len(body.text))  # 429 before any model work
+    await charge_char_budget(request, len(body.text))  # 429 before any model work
     result = await cancel_on_disconnect(
         request, summarizer.summarize(body.text, lang=body.lang, preset=body.preset, lane=body.priority))
     note_results(request, error_codes=[], timing_ms=result.timing_ms)

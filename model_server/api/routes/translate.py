@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from model_server.api.context import note_results
 from model_server.api.deps import ERROR_RESPONSES, admit_texts, cancel_on_disconnect, get_services
 from model_server.api.errors import error_response
-from model_server.api.ratelimit import enforce_char_budget
+from model_server.api.ratelimit import charge_char_budget
 from model_server.api.schemas import TEST_MODEL_WARNING, ErrorResponse, TranslateRequest, TranslateResponse
 from model_server.api.routes.glossaries import find_glossary
 from model_server.documents import DocumentFormat, translate_documents
@@ -24,7 +24,7 @@ async def translate(body: TranslateRequest, request: Request):
     With `texts`, a bad text gets an `error` entry in its own result and never fails the others."""
     services = get_services(request)
     texts, chars = admit_texts(request, body.text, body.texts)
-    enforce_char_budget(request, chars)  # 429 before any model work
+    await charge_char_budget(request, chars)  # 429 before any model work
     pipeline = services.translator_for(body.model)
     options = pipeline.options(num_beams=body.num_beams, max_new_tokens=body.max_new_tokens)
     glossary = await find_glossary(services, body.glossary) if body.glossary else None

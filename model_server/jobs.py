@@ -531,9 +531,9 @@ class QueuedJobManager(JobViews):
     async def submit(self, caller: Caller, request: dict, total: int, callback_url: str | None,
                      idempotency_key: str | None) -> tuple[dict, bool]:
         await self.check_callback(callback_url)
-        count = self.queue.chunk_count(total)
+        count, size = self.queue.split(total)
         job, created = await asyncio.to_thread(self.store.create, caller, request, total, callback_url,
-                                               idempotency_key, chunks=count)
+                                               idempotency_key, chunks=count, chunk_texts=size)
         if created:
             await asyncio.to_thread(self.queue.send_chunks, job["id"], count)
         return public_view(job), created

@@ -28,7 +28,7 @@ from model_server.state.redis_client import connect, reachable
 
 PREFIX = "model-server:jobs:"
 FINISHED = ("done", "failed", "cancelled")
-_INTS = ("done", "total", "attempts", "callback_attempts", "chunks")
+_INTS = ("done", "total", "attempts", "callback_attempts", "chunks", "chunk_texts")
 _FLOATS = ("created_at", "updated_at")
 _NULLABLE = ("request_key", "result", "error", "callback_url", "callback_status", "finished_at")
 
@@ -126,16 +126,17 @@ class RedisJobStore:
         return f"{PREFIX}key:{owner}\n{request_key}"
 
     def create(self, caller, request: dict, total: int, callback_url: str | None, request_key: str | None, *,
-               chunks: int = 0) -> tuple[dict, bool]:
+               chunks: int = 0, chunk_texts: int = 0) -> tuple[dict, bool]:
         """(job, created), as `JobStore.create`: a key this owner already used returns that job when the
-        request is the same, else idempotency_mismatch. Atomic across replicas (one Lua script)."""
+        request is the same, else idempotency_mismatch. Atomic across replicas (one Lua script). The record
+        keeps how it was split (`chunks` of `chunk_texts`): workers follow it, whatever their own settings."""
         from model_server.jobs import request_digest
 
         job_id, now, digest = uuid.uuid4().hex, time.time(), request_digest(request, callback_url)
         fields = {"id": job_id, "owner": caller.owner, "request_key": request_key, "request_hash": digest,
                   "status": "queued", "request": json.dumps(request, ensure_ascii=False), "done": 0, "total": total,
                   "callback_url": callback_url, "callback_status": "pending" if callback_url else None,
-                  "callback_attempts": 0, "attempts": 0, "chunks": chunks, "created_at": repr(now),
+                  "callback_attempts": 0, "attempts": 0, "chunks": chunks, "chunk_texts": chunk_texts, "created_at": repr(now),
                   "updated_at": repr(now)}
         job_key = self._job(job_id)
         with reachable("job store"):

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import dramatiq
+
 from model_server.state.redis_client import connect, reachable
 
 NAMESPACE = "model-server:queue"
@@ -28,8 +30,9 @@ CHUNK_QUEUE, WEBHOOK_QUEUE = "chunks", "webhooks"
 MAINTENANCE_PER_MILLION = 1_000_000  # requeue dead workers' messages on every command: recovery within a poll
 
 
-class TryAgain(Exception):
-    """Raised by a handler: run this message again after the backoff (it did not spend its last try)."""
+class TryAgain(dramatiq.Retry):
+    """Raised by a handler: run this message again after the backoff (it did not spend its last try).
+    A `dramatiq.Retry`, so the broker logs it as an expected retry, not as a crash."""
 
 
 class GaveUp(Exception):
@@ -45,7 +48,6 @@ class JobQueue:
     "webhook": fn(job_id)}; without them the actors only send."""
 
     def __init__(self, settings, *, handlers: dict[str, Callable] | None = None, client=None) -> None:
-        import dramatiq
         from dramatiq.brokers.redis import RedisBroker
         from dramatiq.middleware import Retries
 
@@ -72,13 +74,10 @@ class JobQueue:
                                             actor_name="deliver_webhook", queue_name=WEBHOOK_QUEUE, priority=0,
                                             options=backoff(settings.webhook_backoff_s))
 
-    def chunk_count(self, total: int) -> int:
-        return max(math.ceil(total / self.settings.jobs_chunk_texts), 1)
-
-    def chunk_bounds(self, index: int, total: int) -> tuple[int, int]:
-        """The texts [start, end) of chunk `index`."""
-        start = index * self.settings.jobs_chunk_texts
-        return start, min(start + self.settings.jobs_chunk_texts, total)
+    def split(self, total: int) -> tuple[int, int]:
+        """(chunks, texts per chunk) for a job of `total` texts, by this replica's jobs_chunk_texts."""
+        size = self.settings.jobs_chunk_texts
+        return max(math.ceil(total / size), 1), size
 
     def send_chunks(self, job_id: str, count: int) -> None:
         with reachable("job queue"):

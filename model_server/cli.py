@@ -59,8 +59,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if not settings.state_url:
-        raise CommandFailed("model-server worker needs MODEL_SERVER_STATE_URL (the Redis holding the job queue); "
-                            "without it `model-server serve` runs jobs itself", USAGE_ERROR)
+        raise CommandFailed("model-server worker has no job queue: set MODEL_SERVER_STATE_URL=redis://HOST:6379/0, "
+                            "the API replicas' state Redis (without it `model-server serve` runs jobs itself)",
+                            USAGE_ERROR)
     configure_logging(settings)
     services = load_services(settings, summarization=False)  # jobs translate; a worker never summarizes
     return run_worker(settings, services)

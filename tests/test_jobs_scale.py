@@ -282,10 +282,3 @@ def test_a_poison_chunk_ends_the_job_failed_with_per_text_errors_and_dead_letter
     finally:
         queue.close()
 
-
-def test_the_worker_command_needs_a_state_url(tiny_marian_dir):
-    env = {**os.environ, "MODEL_SERVER_TRANSLATION_MODEL": str(tiny_marian_dir)}
-    env.pop("MODEL_SERVER_STATE_URL", None)
-    done = subprocess.run([sys.executable, "-m", "model_server.cli", "worker"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "MODEL_SERVER_STATE_URL" in done.stderr, done.stderr

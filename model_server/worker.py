@@ -147,8 +147,11 @@ class ChunkWorker:
     # ----- webhooks -----
     def webhook(self, job_id: str) -> None:
         job = patiently(self.store.get, job_id)
-        if not job["callback_url"] or job["callback_status"] != "pending" or not self.webhooks.secret:
+        if not job["callback_url"] or job["callback_status"] != "pending":
             return
+        if not self.webhooks.secret:  # the API replica that accepted the callback had one: a configuration slip
+            patiently(self.store.record_delivery, job_id, job["callback_attempts"], "failed")
+            raise GaveUp(f"webhook of job {job_id}: this worker has no MODEL_SERVER_WEBHOOK_SECRET to sign it")
         if not patiently(self.store.claim_delivery, job_id, self.webhooks.timeout_s * 2):
             raise TryAgain(f"job {job_id}: another delivery is in progress")
         try:

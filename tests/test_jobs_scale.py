@@ -19,7 +19,7 @@ import pytest
 
 from model_server.services import Services
 from model_server.state.jobs import PREFIX
-from model_server.state.jobs_queue import CHUNK_QUEUE, JobQueue
+from model_server.state.jobs_queue import CHUNK_QUEUE, WEBHOOK_QUEUE, JobQueue
 from tests.conftest import (MODELS_DIR, ROOT, assert_error, free_port, serve_services, start_cli_server,
                             tiny_settings, wait_ready)
 from tests.fakes import DelegatingBackend
@@ -76,6 +76,25 @@ def test_an_unreachable_state_redis_is_503_for_jobs_only_and_work_resumes(tiny_m
     assert translated.status_code == 200, translated.text
     assert back.status_code == 200 and back.json()["id"] == job["id"]  # appendonly: the record survived
 
+
+
+def test_finished_jobs_expire_on_every_replica_and_free_their_key(tiny_marian_dir, tiny_backend, tmp_path,
+                                                                 redis_server):
+    shared = {"state_url": redis_server.url, "jobs_retention_s": 0.2}
+    with replica(tiny_marian_dir, tiny_backend, tmp_path, "a", **shared) as a, \
+            replica(tiny_marian_dir, tiny_backend, tmp_path, "b", **shared) as b, \
+            a.client() as through_a, b.client() as through_b:
+        job = through_a.post("/v1/jobs", json={"texts": ARTICLE}, headers={"Idempotency-Key": "k"}).json()
+        through_a.delete(f"/v1/jobs/{job['id']}")
+        deadline = time.monotonic() + 10
+        while through_b.get(f"/v1/jobs/{job['id']}").json().get("status") != "expired":
+            assert time.monotonic() < deadline, "the cancelled job never expired"
+            time.sleep(0.05)
+        reused = through_b.post("/v1/jobs", json={"texts": ARTICLE[:1]}, headers={"Idempotency-Key": "k"})
+        while through_a.get(f"/v1/jobs/{job['id']}").status_code != 404:
+            assert time.monotonic() < deadline, "the expired job was never deleted"
+            time.sleep(0.05)
+    assert reused.status_code == 202 and reused.json()["id"] != job["id"]  # the key was freed with the job
 
 # ----- workers as real processes -----
 SECRET = "s3cret"
@@ -282,3 +301,21 @@ def test_a_poison_chunk_ends_the_job_failed_with_per_text_errors_and_dead_letter
     finally:
         queue.close()
 
+
+
+def test_a_webhook_that_keeps_failing_ends_failed_and_dead_letters(tiny_marian_dir, tmp_path, redis_server,
+                                                                  tiny_backend, workers):
+    env = state_env(redis_server.url, tiny_marian_dir, tmp_path, MODEL_SERVER_WEBHOOK_MAX_ATTEMPTS="2")
+    with api_replica(tiny_marian_dir, tiny_backend, tmp_path, redis_server) as api, api.client() as client, \
+            Receiver(failures=100) as receiver:
+        workers(env)
+        job = client.post("/v1/jobs", json={"texts": TEXTS[:3], "callback_url": receiver.url}).json()
+        assert wait_job(client, job["id"])["status"] == "done"
+        wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["callback"]["status"] == "failed")
+        callback = client.get(f"/v1/jobs/{job['id']}").json()["callback"]
+    assert callback == {"url": receiver.url, "status": "failed", "attempts": 2} and len(receiver.posts) == 2
+    queue = JobQueue(tiny_settings(tiny_marian_dir, state_url=redis_server.url))
+    try:
+        assert queue.dead_letters(WEBHOOK_QUEUE) == [("deliver_webhook", [job["id"]])]
+    finally:
+        queue.close()

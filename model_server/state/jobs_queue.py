@@ -103,3 +103,4 @@ class JobQueue:
 
     def close(self) -> None:
         self.broker.close()
+        self.client.close()

@@ -534,8 +534,11 @@ class QueuedJobManager(JobViews):
         count, size = self.queue.split(total)
         job, created = await asyncio.to_thread(self.store.create, caller, request, total, callback_url,
                                                idempotency_key, chunks=count, chunk_texts=size)
-        if created:
-            await asyncio.to_thread(self.queue.send_chunks, job["id"], count)
+        if created or (job["status"] == "queued" and not job["enqueued"]):
+            # A replay of a job whose sending failed (Redis went away in between: the client got a 503 and
+            # retried with its Idempotency-Key) sends them now; a chunk sent twice is still written once.
+            await asyncio.to_thread(self.queue.send_chunks, job["id"], job["chunks"])
+            await asyncio.to_thread(self.store.mark_enqueued, job["id"])
         return public_view(job), created
 
     async def cancel(self, job_id: str, caller: Caller) -> dict:

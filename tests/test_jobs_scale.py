@@ -96,6 +96,31 @@ def test_finished_jobs_expire_on_every_replica_and_free_their_key(tiny_marian_di
             time.sleep(0.05)
     assert reused.status_code == 202 and reused.json()["id"] != job["id"]  # the key was freed with the job
 
+
+def test_a_replay_sends_the_chunks_of_a_job_whose_sending_failed(tiny_marian_dir, tiny_backend, tmp_path,
+                                                                redis_server):
+    import redis
+
+    raw = redis.Redis.from_url(redis_server.url)
+    queue = JobQueue(tiny_settings(tiny_marian_dir, state_url=redis_server.url))
+    body, key = {"texts": ARTICLE}, {"Idempotency-Key": "story-9"}
+    try:
+        with replica(tiny_marian_dir, tiny_backend, tmp_path, "a", state_url=redis_server.url,
+                     jobs_chunk_texts=2) as server, server.client() as client:
+            job = client.post("/v1/jobs", json=body, headers=key).json()
+            sent = queue.depth(CHUNK_QUEUE)
+            client.post("/v1/jobs", json=body, headers=key)  # an ordinary replay sends nothing
+            replayed_normally = queue.depth(CHUNK_QUEUE)
+            # As if Redis had gone away between storing the job and sending its chunks:
+            raw.delete(f"model-server:queue:{CHUNK_QUEUE}")
+            raw.hset(f"{PREFIX}job:{job['id']}", "enqueued", 0)
+            again = client.post("/v1/jobs", json=body, headers=key)
+            resent = queue.depth(CHUNK_QUEUE)
+    finally:
+        queue.close()
+    assert (sent, replayed_normally) == (2, 2)
+    assert again.status_code == 200 and again.json()["id"] == job["id"] and resent == 2
+
 # ----- workers as real processes -----
 SECRET = "s3cret"
 TEXTS = ["مرحبا بالعالم.", "شكرا جزيلا.", "الطقس جميل اليوم.", "اتفاق دفاعي بين الطرفين", "تحالف عسكري بين خليفة حفتر وروسيا",

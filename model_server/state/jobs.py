@@ -28,7 +28,7 @@ from model_server.state.redis_client import connect, reachable
 
 PREFIX = "model-server:jobs:"
 FINISHED = ("done", "failed", "cancelled")
-_INTS = ("done", "total", "attempts", "callback_attempts", "chunks", "chunk_texts")
+_INTS = ("done", "total", "attempts", "callback_attempts", "chunks", "chunk_texts", "enqueued")
 _FLOATS = ("created_at", "updated_at")
 _NULLABLE = ("request_key", "result", "error", "callback_url", "callback_status", "finished_at")
 
@@ -136,7 +136,7 @@ class RedisJobStore:
         fields = {"id": job_id, "owner": caller.owner, "request_key": request_key, "request_hash": digest,
                   "status": "queued", "request": json.dumps(request, ensure_ascii=False), "done": 0, "total": total,
                   "callback_url": callback_url, "callback_status": "pending" if callback_url else None,
-                  "callback_attempts": 0, "attempts": 0, "chunks": chunks, "chunk_texts": chunk_texts, "created_at": repr(now),
+                  "callback_attempts": 0, "attempts": 0, "chunks": chunks, "chunk_texts": chunk_texts, "enqueued": 0, "created_at": repr(now),
                   "updated_at": repr(now)}
         job_key = self._job(job_id)
         with reachable("job store"):
@@ -226,6 +226,11 @@ class RedisJobStore:
         with reachable("job store"):
             raw = self.client.hgetall(self._job(job_id) + ":chunks")
         return [json.loads(raw[key]) for key in sorted(raw, key=int)]
+
+    def mark_enqueued(self, job_id: str) -> None:
+        """Its chunk messages are on the queue (until then a replay of its Idempotency-Key sends them)."""
+        with reachable("job store"):
+            self.client.hset(self._job(job_id), "enqueued", 1)
 
     def record_delivery(self, job_id: str, attempts: int, status: str) -> None:
         with reachable("job store"):

@@ -205,7 +205,7 @@ def run_worker(settings, services, *, stop: threading.Event | None = None) -> in
     log.info("worker ready: %d chunks at a time, heartbeat timeout %gs", threads,
              settings.jobs_worker_heartbeat_timeout_s)
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(0.1):  # a signal handler only sets the event; this (main) thread stops the worker
             pass
         log.info("worker stopping: finishing the chunks in progress")
         worker.stop(timeout=int(settings.request_timeout_s * 1000))

@@ -123,9 +123,10 @@ def test_a_replay_sends_the_chunks_of_a_job_whose_sending_failed(tiny_marian_dir
 
 # ----- workers as real processes -----
 SECRET = "s3cret"
-TEXTS = ["مرحبا بالعالم.", "شكرا جزيلا.", "الطقس جميل اليوم.", "اتفاق دفاعي بين الطرفين", "تحالف عسكري بين خليفة حفتر وروسيا",
-         "وصل الوفد إلى العاصمة.", "بدأ الاجتماع صباح اليوم.", "انتهت المحادثات دون اتفاق.", "قال المتحدث إن الحوار مستمر.",
-         "ارتفعت الأسعار في الأسواق.", "أعلنت الحكومة خطة جديدة.", "عاد الهدوء إلى المدينة."]
+TEXTS = ["مرحبا بالعالم.", "شكرا جزيلا.", "الطقس جميل اليوم.", "اتفاق دفاعي بين الطرفين",
+         "تحالف عسكري بين خليفة حفتر وروسيا", "وصل الوفد إلى العاصمة.", "بدأ الاجتماع صباح اليوم.",
+         "انتهت المحادثات دون اتفاق.", "قال المتحدث إن الحوار مستمر.", "ارتفعت الأسعار في الأسواق.",
+         "أعلنت الحكومة خطة جديدة.", "عاد الهدوء إلى المدينة."]
 POISON = "مسموم"
 
 
@@ -241,8 +242,9 @@ def test_a_killed_worker_s_chunks_are_finished_by_another_once_each(tiny_marian_
     api = start_cli_server(env, port)  # `model-server serve` with state_url: an API replica that enqueues
     try:
         wait_ready(f"http://127.0.0.1:{port}", api)
-        # The doomed worker is slow (2s per batch): while the survivor starts it surely holds chunks in progress.
-        doomed = workers(env, MODEL_SERVER_TEST_GENERATE_DELAY_S="2")
+        # The doomed worker is slow (3s per batch, 18s for the job): while the survivor starts it surely holds
+        # chunks in progress.
+        doomed = workers(env, MODEL_SERVER_TEST_GENERATE_DELAY_S="3")
         with Receiver() as receiver, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             job = client.post("/v1/jobs", json={"texts": texts, "callback_url": receiver.url}).json()
             wait_until(lambda: chunk_tries(redis_server.url, job["id"]))
@@ -271,7 +273,7 @@ def test_sigterm_finishes_the_chunks_in_progress_and_hands_back_the_rest(tiny_ma
     env = state_env(redis_server.url, tiny_marian_dir, tmp_path)
     with api_replica(tiny_marian_dir, tiny_backend, tmp_path, redis_server) as api, \
             api.client() as client:
-        stopping = workers(env, MODEL_SERVER_TEST_GENERATE_DELAY_S="0.3")
+        stopping = workers(env, MODEL_SERVER_TEST_GENERATE_DELAY_S="1")  # 6 chunks, 2 at a time: ~3s
         job = client.post("/v1/jobs", json={"texts": TEXTS}).json()
         wait_until(lambda: chunk_tries(redis_server.url, job["id"]))  # a chunk is being translated
         stopping.signal(signal.SIGTERM)

@@ -136,8 +136,8 @@ class RedisJobStore:
         fields = {"id": job_id, "owner": caller.owner, "request_key": request_key, "request_hash": digest,
                   "status": "queued", "request": json.dumps(request, ensure_ascii=False), "done": 0, "total": total,
                   "callback_url": callback_url, "callback_status": "pending" if callback_url else None,
-                  "callback_attempts": 0, "attempts": 0, "chunks": chunks, "chunk_texts": chunk_texts, "enqueued": 0, "created_at": repr(now),
-                  "updated_at": repr(now)}
+                  "callback_attempts": 0, "attempts": 0, "chunks": chunks, "chunk_texts": chunk_texts, "enqueued": 0,
+                  "created_at": repr(now), "updated_at": repr(now)}
         job_key = self._job(job_id)
         with reachable("job store"):
             created, found = self._create(

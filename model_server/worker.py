@@ -199,8 +199,9 @@ def run_worker(settings, services, *, stop: threading.Event | None = None) -> in
     # so an idle worker next to a busy one gets the next chunk.
     worker = dramatiq.Worker(runtime.queue.broker, worker_threads=threads, worker_timeout=min(1000, heartbeat_ms // 4))
     worker.queue_prefetch = threads
-    for name in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(name, lambda signum, frame: stop.set())
+    if threading.current_thread() is threading.main_thread():  # the CLI; tests run it in a thread with `stop`
+        for name in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(name, lambda signum, frame: stop.set())
     worker.start()
     log.info("worker ready: %d chunks at a time, heartbeat timeout %gs", threads,
              settings.jobs_worker_heartbeat_timeout_s)

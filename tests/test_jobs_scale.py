@@ -18,11 +18,12 @@ import httpx
 import pytest
 
 from model_server.services import Services
+from model_server.worker import run_worker
 from model_server.state.jobs import PREFIX
 from model_server.state.jobs_queue import CHUNK_QUEUE, WEBHOOK_QUEUE, JobQueue
 from tests.conftest import (MODELS_DIR, ROOT, assert_error, free_port, serve_services, start_cli_server,
                             tiny_settings, wait_ready)
-from tests.fakes import DelegatingBackend
+from tests.fakes import DelegatingBackend, GatedBackend
 from tests.test_jobs import wait_until
 from tests.test_webhooks import Receiver
 
@@ -346,3 +347,41 @@ def test_a_webhook_that_keeps_failing_ends_failed_and_dead_letters(tiny_marian_d
         assert queue.dead_letters(WEBHOOK_QUEUE) == [("deliver_webhook", [job["id"]])]
     finally:
         queue.close()
+
+
+class BatchRecordingBackend(GatedBackend):
+    """Gated (tests/fakes.py), and records the inputs of each generate() call: one list per batch."""
+
+    def __init__(self, backend) -> None:
+        super().__init__(backend)
+        self.batches: list[list[str]] = []
+
+    def generate(self, texts, options):
+        self.batches.append(list(texts))
+        return super().generate(texts, options)
+
+
+def test_chunks_of_different_jobs_share_the_worker_s_batches(tiny_marian_dir, tiny_backend, tmp_path, redis_server):
+    backend = BatchRecordingBackend(tiny_backend)
+    settings = tiny_settings(tiny_marian_dir, cache_path=tmp_path / "worker.sqlite3", state_url=redis_server.url,
+                             jobs_chunk_texts=2, jobs_worker_concurrent_chunks=4)
+    stop = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(settings, Services.from_backend(settings, backend)),
+                              kwargs={"stop": stop})
+    worker.start()
+    try:
+        with api_replica(tiny_marian_dir, tiny_backend, tmp_path, redis_server) as api, api.client() as client:
+            first = client.post("/v1/jobs", json={"texts": TEXTS[:2]}).json()
+            assert backend.entered.wait(30)  # the first job's batch holds the model (gate closed)
+            others = [client.post("/v1/jobs", json={"texts": TEXTS[i:i + 2]}).json() for i in (2, 4)]
+            wait_until(lambda: all(chunk_tries(redis_server.url, job["id"]) for job in others))
+            time.sleep(0.2)  # both chunks' texts reach the batcher's bulk lane
+            backend.gate.set()
+            for job in [first, *others]:
+                assert wait_job(client, job["id"])["status"] == "done"
+    finally:
+        backend.gate.set()
+        stop.set()
+        worker.join(timeout=60)
+    assert len(backend.batches) == 2, backend.batches
+    assert sorted(backend.batches[1]) == sorted(TEXTS[2:6])  # one batch for the chunks of two jobs

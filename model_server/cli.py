@@ -1,6 +1,6 @@
-"""`model-server` command line: serve, translate, summarize, article, download, convert, build-tiny, eval, tune.
+"""`model-server` command line: serve, worker, translate, summarize, article, download, convert, build-tiny, eval, tune.
 
-Every setting of `Settings` is also a flag of `serve`, `translate`, `summarize`, `article`, `eval` and `tune`
+Every setting of `Settings` is also a flag of `serve`, `worker`, `translate`, `summarize`, `article`, `eval` and `tune`
 (generated, so flags, environment variables and defaults can never disagree); flags override
 `MODEL_SERVER_*` environment variables. Every command fails the same way (`cli_common.run_command`): one
 line on stderr naming the problem and the fix, exit status 1 (2 for bad arguments); `--debug` adds the
@@ -53,6 +53,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 timeout_graceful_shutdown=int(settings.request_timeout_s),
                 log_config=logging_config(settings), access_log=False)  # JSON/text lines; our own access log
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from model_server.logs import configure_logging
+    from model_server.worker import run_worker
+
+    settings = settings_from(args)
+    if not settings.state_url:
+        raise CommandFailed("model-server worker has no job queue: set MODEL_SERVER_STATE_URL=redis://HOST:6379/0, "
+                            "the API replicas' state Redis (without it `model-server serve` runs jobs itself)",
+                            USAGE_ERROR)
+    configure_logging(settings)
+    services = load_services(settings, summarization=False)  # jobs translate; a worker never summarizes
+    return run_worker(settings, services)
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
@@ -218,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service", parents=common)
     add_settings_flags(serve)
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="load the models and run queued jobs (needs state_url; docs/scaling.md)",
+                            parents=common)
+    add_settings_flags(worker)
+    worker.set_defaults(func=cmd_worker)
 
     translate = sub.add_parser("translate", help="translate a file (or stdin) to stdout", parents=common)
     translate.add_argument("input", nargs="?", help="UTF-8 Arabic text file; '-' or omitted = stdin")

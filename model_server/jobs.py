@@ -18,6 +18,10 @@ States: queued -> running -> done | failed | cancelled, and a finished job -> ex
   model_server_job_worker_errors_total{stage}.
 - Persistence: rows of the SQLite file (`cache_path`); files written by older versions get the new
   columns on open (ALTER TABLE ADD COLUMN).
+
+With `state_url` (several machines) `QueuedJobManager` replaces the embedded workers: the same API and
+views (`JobViews`), records in Redis (model_server/state/jobs.py), the work split into chunk messages on
+Dramatiq (model_server/state/jobs_queue.py) for `model-server worker` (model_server/worker.py).
 """
 
 from __future__ import annotations
@@ -257,7 +261,71 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
         raise ServiceError("invalid_cursor", "cursor: not a value this server returned as next_cursor") from exc
 
 
-class JobManager:
+@dataclass
+class JobTranslation:
+    """A stored job request made ready to run: its pipeline, decoding options and glossary. Shared by the
+    embedded workers (JobManager) and the queue's workers (model_server/worker.py)."""
+
+    request: dict
+    pipeline: Any
+    options: Any
+    glossary: Any
+
+    @classmethod
+    async def prepare(cls, services, request: dict) -> "JobTranslation":
+        pipeline = services.translator_for(request.get("model"))  # unknown after a restart: the job fails
+        options = pipeline.options(num_beams=request.get("num_beams"), max_new_tokens=request.get("max_new_tokens"))
+        glossary = None
+        if request.get("glossary"):
+            if services.glossaries is None:
+                raise ServiceError("glossaries_unavailable", "the glossary store cannot be opened")
+            glossary = await asyncio.to_thread(services.glossaries.get, request["glossary"])
+        return cls(request, pipeline, options, glossary)
+
+    async def translate(self, texts: list[str], start: int) -> list[dict]:
+        """Results of `texts` (the job's texts from index `start`) in the job's lane, as JSON dicts."""
+        request = self.request
+        part, _ = await translate_documents(
+            self.pipeline, texts, self.options, lane=Lane(request.get("priority", "bulk")),
+            clean=request.get("clean", False), format=DocumentFormat(request.get("format", "text")),
+            glossary=self.glossary)
+        return [r.model_copy(update={"index": start + i}).model_dump(mode="json") for i, r in enumerate(part)]
+
+    def model_info(self) -> dict:
+        return self.pipeline.backend.info.model_dump(mode="json")
+
+
+class JobViews:
+    """What every job manager answers the API the same way, whichever store it reads."""
+
+    store: Any
+    webhooks: WebhookSender
+
+    async def check_callback(self, callback_url: str | None) -> None:
+        if callback_url:
+            if not self.webhooks.secret:
+                raise ServiceError("unsupported_option", "callback_url needs a webhook secret on the server "
+                                   "(MODEL_SERVER_WEBHOOK_SECRET)")
+            await self.webhooks.check(callback_url)  # refused: 400 callback_not_allowed, nothing stored
+
+    async def _visible(self, job_id: str, caller: Caller) -> dict:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if not caller.may_see(job):
+            raise _unknown(job_id)  # the same answer as for an id never issued
+        return job
+
+    async def get(self, job_id: str, caller: Caller) -> dict:
+        return public_view(await self._visible(job_id, caller))
+
+    async def list_jobs(self, caller: Caller, *, limit: int, cursor: str | None) -> dict:
+        before = _parse_cursor(cursor) if cursor else None
+        jobs = await asyncio.to_thread(self.store.page, caller.owner, limit + 1, before)
+        more = len(jobs) > limit
+        return {"jobs": [public_view(job, with_result=False) for job in jobs[:limit]],
+                "next_cursor": _cursor(jobs[limit - 1]) if more else None}
+
+
+class JobManager(JobViews):
     """Workers that run persisted jobs through the translation pipeline (one per allowed concurrent job)."""
 
     def __init__(self, services, store: JobStore, *, metrics=None, webhooks: WebhookSender | None = None) -> None:
@@ -314,32 +382,12 @@ class JobManager:
     # ----- the API's side -----
     async def submit(self, caller: Caller, request: dict, total: int, callback_url: str | None,
                      idempotency_key: str | None) -> tuple[dict, bool]:
-        if callback_url:
-            if not self.webhooks.secret:
-                raise ServiceError("unsupported_option", "callback_url needs a webhook secret on the server "
-                                   "(MODEL_SERVER_WEBHOOK_SECRET)")
-            await self.webhooks.check(callback_url)  # refused: 400 callback_not_allowed, nothing stored
+        await self.check_callback(callback_url)
         job, created = await asyncio.to_thread(self.store.create, caller, request, total, callback_url,
                                                idempotency_key)
         if created:
             self._queue.put_nowait(job["id"])
         return public_view(job), created
-
-    async def _visible(self, job_id: str, caller: Caller) -> dict:
-        job = await asyncio.to_thread(self.store.get, job_id)
-        if not caller.may_see(job):
-            raise _unknown(job_id)  # the same answer as for an id never issued
-        return job
-
-    async def get(self, job_id: str, caller: Caller) -> dict:
-        return public_view(await self._visible(job_id, caller))
-
-    async def list_jobs(self, caller: Caller, *, limit: int, cursor: str | None) -> dict:
-        before = _parse_cursor(cursor) if cursor else None
-        jobs = await asyncio.to_thread(self.store.page, caller.owner, limit + 1, before)
-        more = len(jobs) > limit
-        return {"jobs": [public_view(job, with_result=False) for job in jobs[:limit]],
-                "next_cursor": _cursor(jobs[limit - 1]) if more else None}
 
     async def cancel(self, job_id: str, caller: Caller) -> dict:
         """Cancel a queued or running job (a running one stops now: its queued segments are dropped). A
@@ -391,28 +439,18 @@ class JobManager:
         """Translate the job, a few texts at a time; its result, or ServiceError."""
         job = await asyncio.to_thread(self.store.get, job_id)
         request = json.loads(job["request"])
-        glossary = None
-        pipeline = self.services.translator_for(request.get("model"))  # unknown after a restart: job fails
-        options = pipeline.options(num_beams=request.get("num_beams"), max_new_tokens=request.get("max_new_tokens"))
-        if request.get("glossary"):
-            if self.services.glossaries is None:
-                raise ServiceError("glossaries_unavailable", "the glossary store cannot be opened")
-            glossary = await asyncio.to_thread(self.services.glossaries.get, request["glossary"])
+        run = await JobTranslation.prepare(self.services, request)
         texts = request["texts"]
         results: list[dict] = []
         for start in range(0, len(texts), TEXTS_PER_STEP):
-            part, _ = await translate_documents(
-                pipeline, texts[start:start + TEXTS_PER_STEP], options, lane=Lane(request.get("priority", "bulk")),
-                clean=request.get("clean", False), format=DocumentFormat(request.get("format", "text")),
-                glossary=glossary)
-            transient = next((r.error for r in part if r.error is not None and r.error.code in TRANSIENT), None)
+            part = await run.translate(texts[start:start + TEXTS_PER_STEP], start)
+            transient = next((r["error"] for r in part if r.get("error") and r["error"]["code"] in TRANSIENT), None)
             if transient is not None:  # e.g. the batcher shut down under this text: retry the job, not a partial result
-                raise ServiceError(transient.code, transient.message)
-            results.extend(r.model_copy(update={"index": start + i}).model_dump(mode="json")
-                           for i, r in enumerate(part))
+                raise ServiceError(transient["code"], transient["message"])
+            results.extend(part)
             if not await asyncio.to_thread(self.store.progress, job_id, len(results)):
                 raise asyncio.CancelledError  # cancelled between two steps
-        return {"results": results, "model": pipeline.backend.info.model_dump(mode="json")}
+        return {"results": results, "model": run.model_info()}
 
     async def _failed(self, job_id: str, exc: ServiceError) -> None:
         """A transient failure with attempts left goes back to the queue after a backoff; otherwise the job fails."""
@@ -472,11 +510,80 @@ class JobManager:
         await asyncio.to_thread(self.store.close)
 
 
-async def start_jobs(services, metrics=None) -> JobManager | None:
-    """The app's job manager on `cache_path`, started (queued and interrupted jobs resume), or None
-    (logged; job endpoints then answer 503 jobs_unavailable) when the file cannot be opened."""
+class QueuedJobManager(JobViews):
+    """Jobs of several machines (`state_url`): records in Redis (model_server/state/jobs.py), work as chunk
+    messages on Dramatiq (model_server/state/jobs_queue.py) that `model-server worker` processes. This side
+    only stores, enqueues, reads and cancels; any replica answers for any job."""
+
+    def __init__(self, services, store, queue, *, metrics=None, webhooks: WebhookSender | None = None) -> None:
+        self.services = services
+        self.store = store
+        self.queue = queue
+        self.metrics = metrics
+        self.retention_s = services.settings.jobs_retention_s
+        observe = metrics.webhook_attempts_observer() if metrics is not None else None
+        self.webhooks = webhooks or WebhookSender.from_settings(services.settings, observe=observe)
+        self._sweeper: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def submit(self, caller: Caller, request: dict, total: int, callback_url: str | None,
+                     idempotency_key: str | None) -> tuple[dict, bool]:
+        await self.check_callback(callback_url)
+        count, size = self.queue.split(total)
+        job, created = await asyncio.to_thread(self.store.create, caller, request, total, callback_url,
+                                               idempotency_key, chunks=count, chunk_texts=size)
+        if created or (job["status"] == "queued" and not job["enqueued"]):
+            # A replay of a job whose sending failed (Redis went away in between: the client got a 503 and
+            # retried with its Idempotency-Key) sends them now; a chunk sent twice is still written once.
+            await asyncio.to_thread(self.queue.send_chunks, job["id"], job["chunks"])
+            await asyncio.to_thread(self.store.mark_enqueued, job["id"])
+        return public_view(job), created
+
+    async def cancel(self, job_id: str, caller: Caller) -> dict:
+        """Cancel a queued or running job: chunks not yet translated are skipped by the workers, chunks
+        being translated are not written; no webhook. A finished job is returned unchanged."""
+        await self._visible(job_id, caller)
+        await asyncio.to_thread(self.store.cancel, job_id)
+        return public_view(await asyncio.to_thread(self.store.get, job_id))
+
+    async def _sweep_forever(self) -> None:
+        """Retention, as the embedded manager's (any replica may sweep: expiring twice changes nothing)."""
+        interval_s = min(max(self.retention_s / 4, 0.05), 300.0)
+        while True:
+            try:
+                await asyncio.to_thread(self.store.expire, time.time(), self.retention_s)
+            except Exception:  # noqa: BLE001 - e.g. Redis away: try again next round
+                log.warning("job retention sweep failed; retrying in %.0fs", interval_s, exc_info=True)
+                if self.metrics is not None:
+                    self.metrics.job_worker_errors.labels("retention").inc()
+            await asyncio.sleep(interval_s)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.webhooks.close()
+        await asyncio.to_thread(self.queue.close)
+        await asyncio.to_thread(self.store.close)
+
+
+async def start_jobs(services, metrics=None) -> JobManager | QueuedJobManager | None:
+    """The app's job manager, started: with `state_url` records in Redis and work on the queue (no model work
+    in this process); otherwise on `cache_path`, where queued and interrupted jobs resume. None (logged; job
+    endpoints then answer 503 jobs_unavailable) when the SQLite file cannot be opened."""
+    settings = services.settings
+    if settings.state_url:
+        from model_server.state.jobs import RedisJobStore
+        from model_server.state.jobs_queue import JobQueue
+
+        queued = QueuedJobManager(services, RedisJobStore(settings.state_url, settings.state_timeout_s),
+                                  JobQueue(settings), metrics=metrics)
+        await queued.start()  # connects lazily: a Redis down at start-up is a 503 per request, not a crash
+        return queued
     try:
-        store = await asyncio.to_thread(JobStore, services.settings.cache_file())
+        store = await asyncio.to_thread(JobStore, settings.cache_file())
     except Exception as exc:  # noqa: BLE001
         log.warning("job store unavailable (%s: %s); /v1/jobs answers 503", type(exc).__name__, exc)
         return None

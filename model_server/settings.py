@@ -213,6 +213,19 @@ class Settings(BaseSettings):
     jobs_retention_s: float = Field(
         604_800.0, gt=0, description="a finished job keeps its request and result this long (default 7 days), then "
         "reads 'expired'; after twice this long it is deleted")
+    # With state_url: jobs run as chunk messages on Dramatiq's Redis broker, consumed by `model-server worker`.
+    jobs_chunk_texts: int = Field(
+        8, ge=1, le=1000, description="texts per chunk message of a queued job (state_url); a chunk is what a "
+        "worker redoes when it dies, and what one worker translates at once")
+    jobs_worker_concurrent_chunks: int = Field(
+        4, ge=1, le=256, description="chunks one `model-server worker` translates at the same time (they share "
+        "batches in its bulk lane)")
+    jobs_worker_heartbeat_timeout_s: float = Field(
+        30.0, ge=1, le=3600, description="a worker silent this long is dead: the messages it held go back to "
+        "the queue")
+    jobs_dead_letter_ttl_s: float = Field(
+        604_800.0, gt=0, description="how long a chunk or webhook message that ran out of attempts stays in "
+        "its dead-letter queue (default 7 days)")
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key signing job webhooks (X-Model-Server-Signature); callback_url needs it")
     webhook_max_attempts: int = Field(5, ge=1, le=20, description="deliveries tried per webhook before giving up")

@@ -43,6 +43,9 @@ CASES = {
     "serve without the model or the hub": Case(
         ["serve"], 1, ["model 'Helsinki-NLP/opus-mt-ar-en' is not available", "hub cannot be reached"],
         ["model-server download Helsinki-NLP/opus-mt-ar-en", "MODEL_SERVER_TRANSLATION_MODEL="]),
+    "worker without a state_url": Case(
+        ["worker"], 2, ["model-server worker has no job queue"],
+        ["set MODEL_SERVER_STATE_URL=redis://HOST:6379/0", "`model-server serve` runs jobs itself"]),
     "convert a hub id without the hub": Case(
         ["convert", "Helsinki-NLP/opus-mt-ar-en", "{tmp}/out"], 1, ["is not available", "HF_HUB_OFFLINE"],
         ["MODEL_SERVER_MODELS_DIR=DIR", "model-server convert /models/opus-mt-ar-en {tmp}/out"]),

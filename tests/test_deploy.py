@@ -165,7 +165,7 @@ def test_every_model_server_variable_is_a_setting():
         names |= set(_compose_env(service))
     unknown = sorted(name for name in names if name.startswith("MODEL_SERVER_") and name not in SETTING_NAMES)
     assert not unknown, f"not settings (model_server/settings.py): {unknown}"
-    assert {name for name in _config_env()} <= SETTING_NAMES  # a ConfigMap holds settings only
+    assert set(_config_env()) <= SETTING_NAMES  # the ConfigMap holds settings only
 
 
 def test_every_model_server_name_in_deploy_is_a_setting():
@@ -326,6 +326,9 @@ def test_compose_load_balancer_config():
     assert body_cap and int(body_cap.group(1)) * 1_000_000 >= Settings().max_body_bytes
     read_timeout = re.search(r"proxy_read_timeout\s+(\d+)s;", config)
     assert read_timeout and int(read_timeout.group(1)) > Settings().request_timeout_s
+    if re.search(r"^\s*server\s+\S+\s+resolve;", config, re.MULTILINE):  # open-source nginx: 1.27.3+, stable 1.28
+        version = re.fullmatch(r"nginx:(\d+)\.(\d+)[.\w-]*", SERVICES["lb"]["image"])
+        assert version and (int(version.group(1)), int(version.group(2))) >= (1, 28), SERVICES["lb"]["image"]
     listen = re.search(r"listen\s+(\d+);", config).group(1)
     assert SERVICES["lb"]["ports"] == [f"{listen}:{listen}"]
 

@@ -184,16 +184,32 @@ def test_kubernetes_settings_parse(process, monkeypatch):
     assert len(load_api_keys(settings)) >= 1  # the placeholder keys have an accepted form
 
 
-@pytest.mark.parametrize("process", ["serve", "worker"])
-def test_probes_hit_readyz_and_healthz_on_the_served_port(process):
-    container = _containers(WORKLOADS[process])[0]
+def test_api_probes_hit_readyz_and_healthz_on_the_served_port():
+    container = _containers(WORKLOADS["serve"])[0]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    served = int(_pod_env(WORKLOADS[process]).get("MODEL_SERVER_PORT", Settings.model_fields["port"].default))
+    served = int(_pod_env(WORKLOADS["serve"]).get("MODEL_SERVER_PORT", Settings.model_fields["port"].default))
     expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz", "startupProbe": "/healthz"}
     for probe, path in expected.items():
         get = container[probe]["httpGet"]
-        assert get["path"] == path, f"{process} {probe}"
-        assert ports[get["port"]] == served, f"{process} {probe} port"
+        assert get["path"] == path, probe
+        assert ports[get["port"]] == served, f"{probe} port"
+
+
+def test_the_worker_is_not_probed_over_http():
+    """`model-server worker` serves no HTTP: a probe on a port nobody listens on would restart it forever."""
+    container = _containers(WORKLOADS["worker"])[0]
+    assert not {"readinessProbe", "livenessProbe", "startupProbe", "ports"} & set(container)
+    assert SERVICES["worker"]["healthcheck"] == {"disable": True}  # the image's HEALTHCHECK asks /healthz
+
+
+@pytest.mark.parametrize("process", ["serve", "worker"])
+def test_shutdown_outlasts_a_request(process, monkeypatch):
+    """After SIGTERM, requests (API) and chunks (worker) in progress finish, each within request_timeout_s."""
+    timeout_s = _settings_from_env(_pod_env(WORKLOADS[process]), monkeypatch).request_timeout_s
+    assert WORKLOADS[process]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > timeout_s
+    compose = {"serve": "api", "worker": "worker"}[process]
+    grace = SERVICES[compose].get("stop_grace_period", "10s")
+    assert int(grace.removesuffix("s")) > _settings_from_env(_compose_env(compose), monkeypatch).request_timeout_s
 
 
 def test_the_service_hpa_and_budget_reach_the_api_pods():
@@ -246,9 +262,9 @@ def test_keda_scales_the_workers_on_the_dramatiq_queue():
     assert trigger["type"] == "redis"
     metadata = trigger["metadata"]
     assert set(metadata) <= KEDA_REDIS_FIELDS and all(isinstance(value, str) for value in metadata.values())
-    # Dramatiq's Redis broker: the waiting messages of queue Q are the list `dramatiq:Q` (not Q.DQ, the
+    # Dramatiq's Redis broker: the waiting messages of queue Q are the list `<namespace>:Q` (not Q.DQ, the
     # delayed ones, nor Q.XQ, the dead letters, nor Q.msgs, the hash of bodies).
-    assert re.fullmatch(r"dramatiq:[A-Za-z0-9_-]+", metadata["listName"]), metadata["listName"]
+    assert re.fullmatch(r"[A-Za-z0-9_:-]+:[A-Za-z0-9_-]+", metadata["listName"]), metadata["listName"]
     assert int(metadata["listLength"]) >= 1
     # The address is the state Redis, fully qualified (KEDA runs in its own namespace), as host:port.
     host, port = metadata["address"].rsplit(":", 1)
@@ -256,6 +272,13 @@ def test_keda_scales_the_workers_on_the_dramatiq_queue():
     state = urlsplit(_config_env()["MODEL_SERVER_STATE_URL"])
     assert host == f"{state.hostname}.{namespace}.svc.cluster.local" and int(port) == state.port
     assert metadata.get("databaseIndex", "0") == state.path.strip("/")
+
+
+def test_keda_watches_the_list_the_workers_consume():
+    """The list is the broker's own: its namespace and chunk queue as model_server/state/jobs_queue.py sets them."""
+    jobs_queue = pytest.importorskip("model_server.state.jobs_queue", reason="the job queue is not on this branch")
+    [trigger] = _one("ScaledObject", "model-server-worker")["spec"]["triggers"]
+    assert trigger["metadata"]["listName"] == f"{jobs_queue.NAMESPACE}:{jobs_queue.CHUNK_QUEUE}"
 
 
 # --- compose -----------------------------------------------------------------------------------------------

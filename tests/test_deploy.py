@@ -4,8 +4,8 @@ Kubernetes objects are validated against the API schemas `kubernetes-validate` b
 unknown or misspelt field fails), at the oldest version its dev pin is sure to bundle and at the newest it
 has. KEDA's ScaledObject is a custom resource, absent from those schemas: its fields are checked here.
 Beyond the schemas, the manifests must agree with each other and with the code: every `MODEL_SERVER_*`
-variable is a real setting and its value parses, the probes hit /readyz and /healthz on the port the server
-binds, every name refers to an object that exists, and each Redis - a real redis-server started with the
+variable is a real setting and its value parses, the API's probes hit /readyz and /healthz on the port it
+binds (the worker serves no HTTP), every name refers to an object that exists, and each Redis - a real redis-server started with the
 manifest's own arguments - runs with the persistence and eviction policy its data needs (docs/scaling.md).
 """
 

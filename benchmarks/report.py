@@ -23,6 +23,9 @@ TARGETS = (
      "at 1 client", 1.05, "<="),
     ("torch_auto_dtype_over_other", "torch backend in the chosen dtype / in the other candidate dtype, best batch "
      "(tokens/s)", 1.0, ">="),
+    ("torch_backend_over_raw_every_batch", "torch backend / raw model.generate at its worst batch size (tokens/s, "
+     "same batches, interleaved)", 0.95, ">="),
+    ("torch_service_peak_rss_gib", "peak RSS of the torch service (GiB, VmHWM after its last load level)", 2.0, "<="),
 )
 
 
@@ -89,9 +92,11 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
     ratios["idle_http_over_direct"] = _ratio((idle.get(f"service-{primary}_http") or {}).get("median_ms"), direct)
     ratios["idle_naive_http_over_direct"] = _ratio((idle.get("naive_http") or {}).get("median_ms"), direct)
     ratios["idle_http_over_direct_paired"] = (idle.get(f"service-{primary}_http") or {}).get("paired_ratio_to_direct")
-    # Backend layer cost: the service's backend / its raw engine call, best batch each.
+    # Backend layer cost: the service's backend / its raw engine call, best batch each, and at every batch size.
     for backend in offline_all:
         ratios[f"{backend}_backend_over_raw"] = _ratio(_best(offline_all.get(backend)), _best(raw_all.get(backend)))
+        ratios[f"{backend}_backend_over_raw_every_batch"] = _worst_batch_ratio(offline_all.get(backend),
+                                                                              raw_all.get(backend))
     ct2, torch_service = online.get("service-ctranslate2") or {}, online.get("service-torch") or {}
     ct2_levels = [lv["concurrency"] for lv in ct2.get("single") or []]
     if ct2_levels:
@@ -105,6 +110,8 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
             "paired_ratio_to_direct")
     ratios["raw_ct2_over_raw_torch"] = _ratio(_best(raw_all.get("ctranslate2")), _best(raw_all.get("torch")))
     memory = results.get("memory") or {}
+    torch_peak = (memory.get("service-torch") or {}).get("peak_rss_mib")
+    ratios["torch_service_peak_rss_gib"] = round(torch_peak / 1024, 3) if torch_peak else None
     ratios["ct2_peak_rss_over_torch"] = _ratio((memory.get("service-ctranslate2") or {}).get("peak_rss_mib"),
                                                (memory.get("service-torch") or {}).get("peak_rss_mib"))
     ratios.update(_naive_ct2_ratios(online, offline_all))
@@ -113,6 +120,15 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
                                                        (idle.get("naive-ctranslate2_http") or {}).get("median_ms"))
     ratios["torch_auto_dtype_over_other"] = _dtype_ratio(results.get("torch_dtypes"))
     return ratios
+
+
+def _worst_batch_ratio(backend: dict[str, Any] | None, raw: dict[str, Any] | None) -> float | None:
+    """The lowest backend / raw tokens/s over the batch sizes both measured (the layer's cost at its worst)."""
+    raw_rows = {row["batch_size"]: row for row in (raw or {}).get("rows") or []}
+    ratios = [_ratio(row["target_tokens_per_s"], raw_rows[row["batch_size"]]["target_tokens_per_s"])
+              for row in (backend or {}).get("rows") or [] if row["batch_size"] in raw_rows]
+    ratios = [r for r in ratios if r is not None]
+    return min(ratios) if ratios else None
 
 
 def _naive_ct2_ratios(online: dict[str, Any], offline_all: dict[str, Any]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CommandFailed("model-server worker has no job queue: set MODEL_SERVER_STATE_URL=redis://HOST:6379/0, "
                             "the API replicas' state Redis (without it `model-server serve` runs jobs itself)",
                             USAGE_ERROR)
+    apply_arena_cap(settings.malloc_arena_max)
     configure_logging(settings)
     services = load_services(settings, summarization=False)  # jobs translate; a worker never summarizes
     return run_worker(settings, services)

@@ -111,8 +111,8 @@ class Settings(BaseSettings):
     malloc_arena_max: int = Field(
         2, ge=0, le=64, description="glibc malloc arenas for the whole process (0: glibc's default, up to 8 per "
         "core): each arena keeps the memory beam search freed, so the default let a 300 MB opus-mt server reach "
-        "2.7 GB; serve and translate re-execute themselves once with MALLOC_ARENA_MAX set, unless the environment sets "
-        "it (model_server/allocator.py)")
+        "2.7 GB; serve, worker and translate re-execute themselves once with MALLOC_ARENA_MAX set, unless the "
+        "environment sets it (model_server/allocator.py)")
 
     # --- CTranslate2 backend (backend=ctranslate2; docs/ctranslate2.md) ---
     ct2_compute_type: CT2ComputeType = Field(

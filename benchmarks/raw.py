@@ -25,7 +25,7 @@ class RawTorchEngine:
     """`model.generate` on pre-tokenized inputs: greedy or beam search, no score bookkeeping."""
 
     def __init__(self, backend: Any) -> None:
-        self.model, self.tokenizer, self.device = backend.model, backend.tokenizer, backend.device
+        self.backend, self.model, self.tokenizer, self.device = backend, backend.model, backend.tokenizer, backend.device
         self._encoded: dict[tuple[str, ...], Any] = {}
         self.info = {"engine": "transformers generate()", "device": backend.info.device, "dtype": backend.info.dtype}
 
@@ -35,10 +35,14 @@ class RawTorchEngine:
         key = tuple(texts)
         if key not in self._encoded:  # tokenized once per distinct batch, outside later timed calls
             self._encoded[key] = self.tokenizer(list(texts), return_tensors="pt", padding=True).to(self.device)
-        with torch.inference_mode():
-            sequences = self.model.generate(**self._encoded[key], num_beams=options.num_beams, do_sample=False,
-                                            max_new_tokens=options.max_new_tokens,
-                                            min_new_tokens=options.min_new_tokens or None)
+        def run():
+            with torch.inference_mode():
+                return self.model.generate(**self._encoded[key], num_beams=options.num_beams, do_sample=False,
+                                           max_new_tokens=options.max_new_tokens,
+                                           min_new_tokens=options.min_new_tokens or None)
+
+        # On the thread that loaded the model, as the backend runs it (see TorchSeq2SeqBackend).
+        sequences = self.backend.on_model_thread(run)
         generated = sequences.shape[1] - 1  # minus the decoder start token; forced lengths: no padding
         return [RawOutput(generated)] * len(texts)
 
@@ -48,8 +52,9 @@ class RawCTranslate2Engine:
 
     opus-mt forces EOS as the last allowed token; transformers computes that step and then overrides
     it, CTranslate2 (which has no such option) is asked for one token less and the EOS is appended
-    without a model step. The raw call decodes the backend's own `decoding_steps`, so backend and raw
-    rows do the same model work and count the same tokens.
+    without a model step. The raw call decodes the backend's own `decoding_steps` and splits the batch over
+    the replicas as the backend does, so backend and raw rows do the same model work on the same threads and
+    count the same tokens.
     """
 
     def __init__(self, backend: Any) -> None:
@@ -68,7 +73,9 @@ class RawCTranslate2Engine:
     def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[RawOutput]:
         sources = [self._source(text) for text in texts]
         steps = self.backend.decoding_steps(options)
+        # The backend's even split over the translator's replicas (inter_threads): the same parallel layout.
         results = self.translator.translate_batch(sources, beam_size=options.num_beams, max_decoding_length=steps,
+                                                  max_batch_size=self.backend.split_size(len(sources)),
                                                   min_decoding_length=min(options.min_new_tokens, steps),
                                                   max_input_length=0, return_end_token=True)
         appended = 1 if self.backend.forced_eos else 0

@@ -192,8 +192,7 @@ def batch_sizes_arg(text: str) -> tuple[int, ...]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from model_server.services import load_translation_backend
-    from model_server.tuning import TuneConfig, read_entries, render_table, tune, write_entry
+    from model_server.tuning import TuneConfig, read_entries
 
     settings = settings_from(args)
     config = TuneConfig(batch_sizes=batch_sizes_arg(args.batch_sizes), repeats=args.repeats, warmup=args.warmup,
@@ -205,6 +204,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
     path = settings.tuning_path()
     read_entries(path)  # a corrupt file fails now, before minutes of measuring
     prepare_output(path)
+    if _measures_layouts(settings, args):
+        return _tune_layouts(settings, config, path, args)
+    _tune_one(settings, config, path, args)
+    return 0
+
+
+def _measures_layouts(settings: Settings, args: argparse.Namespace) -> bool:
+    """CTranslate2 on CPU with its thread layout left to the service (neither ct2 thread setting set)."""
+    from model_server.backends.ctranslate2_backend import resolve_ct2_device
+    from model_server.settings import Backend
+
+    return (settings.backend is Backend.ctranslate2 and not args.no_layouts
+            and not (settings.ct2_inter_threads or settings.ct2_intra_threads)
+            and resolve_ct2_device(settings.device.value) == "cpu")
+
+
+def _tune_one(settings: Settings, config, path: Path, args: argparse.Namespace):
+    """Measure the batch limits of the model as `settings` load it; write and print its entry."""
+    from model_server.services import load_translation_backend
+    from model_server.tuning import render_table, tune, write_entry
+
     backend = load_translation_backend(settings)
     try:
         num_beams = settings.num_beams or backend.default_options().num_beams
@@ -219,7 +239,37 @@ def cmd_tune(args: argparse.Namespace) -> int:
     sys.stdout.write(render_table(entry))
     limits = ", ".join(f"{name} {value}" for name, value in entry["limits"].items())
     sys.stdout.write(f"\nchosen: {limits} (smallest batch within {config.tolerance:.0%} of the best throughput "
-                     f"and under {config.max_latency_s:g} s per call)\nwrote entry {key} to {path}\n")
+                     f"and under {config.max_latency_s:g} s per call)\nwrote entry {key} to {path}\n\n")
+    return info, num_beams, entry
+
+
+def _tune_layouts(settings: Settings, config, path: Path, args: argparse.Namespace) -> int:
+    """Tune each candidate CTranslate2 thread layout (model_server/tuning.py layout_candidates), then record
+    the one whose chosen batch was fastest; the server loads that layout (and its limits) from then on."""
+    import datetime as dt
+
+    from model_server.backends.ctranslate2_backend import layout_key_for
+    from model_server.backends.hardware import usable_cpus
+    from model_server.tuning import choose_layout, layout_candidates, write_layout
+
+    candidates = layout_candidates(usable_cpus())
+    throughputs: dict[tuple[int, int], float] = {}
+    for inter, intra in candidates:
+        sys.stdout.write(f"--- layout: {inter} replicas x {intra} threads\n")
+        layout_settings = settings.model_copy(update={"ct2_inter_threads": inter, "ct2_intra_threads": intra})
+        info, num_beams, entry = _tune_one(layout_settings, config, path, args)
+        chosen = next(m for m in entry["measurements"] if m["batch_size"] == entry["batch_size"])
+        throughputs[(inter, intra)] = chosen["tokens_per_s"]
+    inter, intra = choose_layout(throughputs, preferred=candidates[0])
+    key = layout_key_for(info.name, info.source, info.extra["requested_compute_type"], info.device)
+    write_layout(path, key, {"inter_threads": inter, "intra_threads": intra, "num_beams": num_beams,
+                             "tokens_per_s": {f"{i}x{j}": round(v, 1) for (i, j), v in throughputs.items()},
+                             "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    rows = "".join(f"| {i} x {j} | {v:.1f}{' <- chosen' if (i, j) == (inter, intra) else ''} |\n"
+                   for (i, j), v in throughputs.items())
+    sys.stdout.write("| replicas x threads | tokens/s at its chosen batch |\n|---|---:|\n" + rows)
+    sys.stdout.write(f"\nthread layout: {inter} replicas x {intra} threads (the auto rule's {candidates[0][0]} x "
+                     f"{candidates[0][1]} unless another was more than 3% faster); wrote {key} to {path}\n")
     return 0
 
 
@@ -303,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     tuner.add_argument("--tolerance", type=float, default=0.05,
                        help="pick the smallest batch within this fraction of the best throughput (default: 0.05)")
     tuner.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is no terminal")
+    tuner.add_argument("--no-layouts", action="store_true",
+                       help="CTranslate2 on CPU: measure only the auto thread layout, not each candidate layout")
     add_settings_flags(tuner)
     tuner.set_defaults(func=cmd_tune)
     return parser

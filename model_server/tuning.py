@@ -239,12 +239,13 @@ def _invalid(path: Path, reason: str) -> TuningFileError:
                            "again, or point MODEL_SERVER_TUNING_FILE elsewhere")
 
 
-def read_entries(path: Path) -> dict[str, dict[str, Any]]:
-    """fingerprint -> entry; {} when the file does not exist. A file that is not ours fails, naming it."""
+def _read_file(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{"entries": fingerprint -> batch limits entry, "layouts": layout key -> thread layout}; empty when the
+    file does not exist. A file that is not ours fails, naming it."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return {"entries": {}, "layouts": {}}
     except UnicodeDecodeError:
         raise _invalid(path, "not UTF-8 text") from None
     try:
@@ -255,31 +256,105 @@ def read_entries(path: Path) -> dict[str, dict[str, Any]]:
         raise _invalid(path, 'expected a JSON object with "entries"')
     if data.get("format") != FORMAT:
         raise _invalid(path, f"format {data.get('format')!r}, this version reads format {FORMAT}")
+    layouts = data.get("layouts", {})
+    if not isinstance(layouts, dict):
+        raise _invalid(path, '"layouts" must be an object')
     for key, entry in data["entries"].items():
         _check_entry(path, key, entry)
-    return data["entries"]
+    for key, layout in layouts.items():
+        _check_layout(path, key, layout)
+    return {"entries": data["entries"], "layouts": layouts}
+
+
+def read_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """fingerprint -> entry; {} when the file does not exist. A file that is not ours fails, naming it."""
+    return _read_file(path)["entries"]
+
+
+def read_layouts(path: Path) -> dict[str, dict[str, Any]]:
+    """layout key -> measured CTranslate2 thread layout (see layout_key); {} when there are none."""
+    return _read_file(path)["layouts"]
+
+
+def _positive_ints(values: Any, names: Sequence[str]) -> bool:
+    return isinstance(values, dict) and all(isinstance(values.get(name), int) and not isinstance(values.get(name), bool)
+                                            and values[name] >= 1 for name in names)
 
 
 def _check_entry(path: Path, key: str, entry: Any) -> None:
-    limits = entry.get("limits") if isinstance(entry, dict) else None
-    if not isinstance(limits, dict) or any(not isinstance(limits.get(name), int) or isinstance(limits.get(name), bool)
-                                           or limits[name] < 1 for name in LIMIT_NAMES):
+    if not _positive_ints(entry.get("limits") if isinstance(entry, dict) else None, LIMIT_NAMES):
         raise _invalid(path, f"entry {key!r} needs integer limits >= 1: {', '.join(LIMIT_NAMES)}")
 
 
-def write_entry(path: Path, key: str, entry: Mapping[str, Any]) -> None:
-    """Add or replace one entry, keeping the others; atomic (a reader sees the old file or the new one)."""
-    entries = read_entries(path)
-    _check_entry(path, key, entry)
-    entries[key] = dict(entry)
+def _check_layout(path: Path, key: str, layout: Any) -> None:
+    if not _positive_ints(layout, ("inter_threads", "intra_threads")):
+        raise _invalid(path, f"layout {key!r} needs integer inter_threads and intra_threads >= 1")
+
+
+def _write_file(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomic: a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(json.dumps({"format": FORMAT, "entries": entries}, ensure_ascii=False, indent=2) + "\n",
+        temporary.write_text(json.dumps({"format": FORMAT, **data}, ensure_ascii=False, indent=2) + "\n",
                              encoding="utf-8")
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_entry(path: Path, key: str, entry: Mapping[str, Any]) -> None:
+    """Add or replace one batch limits entry, keeping everything else."""
+    data = _read_file(path)
+    _check_entry(path, key, entry)
+    data["entries"][key] = dict(entry)
+    _write_file(path, data)
+
+
+def write_layout(path: Path, key: str, layout: Mapping[str, Any]) -> None:
+    """Add or replace one thread layout, keeping everything else."""
+    data = _read_file(path)
+    _check_layout(path, key, layout)
+    data["layouts"][key] = dict(layout)
+    _write_file(path, data)
+
+
+# --- CTranslate2 thread layouts ----------------------------------------------------------------------------
+# How many replicas (inter_threads) and threads each (intra_threads) split the cores. The rule in
+# model_server/backends/hardware.py (ct2_thread_layout) is the default; `model-server tune` measures the
+# candidates on the machine at hand and the server uses the measured best where one is recorded.
+
+def layout_candidates(cores: int) -> list[tuple[int, int]]:
+    """The auto rule's layout first, then one replica per core, one replica with every core, and (4+ cores)
+    two replicas of half the cores each."""
+    from model_server.backends.hardware import ct2_thread_layout
+
+    cores = max(cores, 1)
+    candidates = [ct2_thread_layout("cpu", cores), (cores, 1), (1, cores)]
+    if cores >= 4:
+        candidates.append((2, cores // 2))
+    return list(dict.fromkeys(candidates))
+
+
+def choose_layout(throughputs: Mapping[tuple[int, int], float], preferred: tuple[int, int],
+                  tolerance: float = 0.03) -> tuple[int, int]:
+    """The layout with the highest throughput; `preferred` (the auto rule's) when it is within `tolerance`
+    of it, so noise alone never moves a machine off the rule."""
+    best = max(throughputs, key=throughputs.get)
+    if preferred in throughputs and throughputs[preferred] >= (1 - tolerance) * throughputs[best]:
+        return preferred
+    return best
+
+
+def layout_components(model: str, model_dir: str, precision: str, device: str, hardware: str) -> dict[str, Any]:
+    """What a thread layout depends on: the batch limit fingerprint without the threads (and the beams: one
+    translator serves every decoding)."""
+    return {"model": model, "model_files": files_digest(model_dir), "engine": "ctranslate2", "precision": precision,
+            "device": device, "hardware": hardware}
+
+
+def layout_key(components: Mapping[str, Any]) -> str:
+    return "layout-" + fingerprint(components)
 
 
 # --- a whole tuning run ------------------------------------------------------------------------------------

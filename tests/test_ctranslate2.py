@@ -79,8 +79,8 @@ def test_a_batch_split_over_replicas_gives_the_same_results(converted_f32, tiny_
     """inter_threads 2: each batch is split evenly over two replicas that run in parallel (the auto layout
     on small CPUs); every output, in input order, equals the one-replica backend's."""
     split = ct2_backend(converted_f32, tiny_marian_dir, inter_threads=2)
-    assert split._split_size(len(SENTENCES)) == -(-len(SENTENCES) // 2)
-    assert split._split_size(1) == 1 and ct2_f32._split_size(len(SENTENCES)) == 0
+    assert split.split_size(len(SENTENCES)) == -(-len(SENTENCES) // 2)
+    assert split.split_size(1) == 1 and ct2_f32.split_size(len(SENTENCES)) == 0
     options = GenerationOptions(num_beams=num_beams, max_new_tokens=48)
     assert_same_results(split.generate(SENTENCES, options), ct2_f32.generate(SENTENCES, options), score_abs=1e-6)
 

@@ -292,3 +292,69 @@ def test_the_hardware_is_the_gpu_on_cuda_and_the_cpu_with_its_flags_elsewhere():
     assert describe_hardware("cpu", cpu_name="", flags=frozenset(), cpus=1) == "cpu: ?; flags -; 1 cpus"
     assert describe_hardware("cuda", cpu_name="AMD EPYC", flags=flags, cpus=2, gpu_name="NVIDIA H200") == \
         "cuda: NVIDIA H200"
+
+
+# --- CTranslate2 thread layouts ---------------------------------------------------------------------------
+
+def test_layout_candidates_start_with_the_auto_rule():
+    from model_server.tuning import layout_candidates
+
+    assert layout_candidates(1) == [(1, 1)]
+    assert layout_candidates(2) == [(2, 1), (1, 2)]
+    assert layout_candidates(8) == [(4, 2), (8, 1), (1, 8), (2, 4)]
+
+
+def test_the_rule_layout_stays_unless_another_is_clearly_faster():
+    from model_server.tuning import choose_layout
+
+    assert choose_layout({(2, 1): 98.0, (1, 2): 100.0}, preferred=(2, 1)) == (2, 1)  # within 3 %: noise
+    assert choose_layout({(2, 1): 90.0, (1, 2): 100.0}, preferred=(2, 1)) == (1, 2)
+    assert choose_layout({(1, 2): 100.0}, preferred=(2, 1)) == (1, 2)
+
+
+def test_layouts_and_entries_share_the_file(tmp_path):
+    from model_server.tuning import read_layouts, write_layout
+
+    path = tmp_path / "tuning.json"
+    write_entry(path, "limits", ENTRY)
+    write_layout(path, "layout-x", {"inter_threads": 2, "intra_threads": 1})
+    assert read_entries(path) == {"limits": ENTRY}
+    assert read_layouts(path) == {"layout-x": {"inter_threads": 2, "intra_threads": 1}}
+    with pytest.raises(TuningFileError, match="layout 'bad' needs integer inter_threads"):
+        write_layout(path, "bad", {"inter_threads": 0, "intra_threads": 1})
+    data = json.loads(path.read_text())
+    data["layouts"]["broken"] = {"inter_threads": "2"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(TuningFileError, match="remove it and run `model-server tune`"):
+        read_entries(path)
+
+
+def test_tune_measures_each_ctranslate2_layout_and_the_server_loads_the_recorded_one(tiny_marian_dir, tmp_path):
+    """`model-server tune` on CTranslate2 (CPU, layout left to the service): an entry per candidate layout
+    and one layout record; loading the model then uses the recorded layout, and says where it came from."""
+    from model_server.backends.ct2_convert import convert
+    from model_server.backends.hardware import usable_cpus
+    from model_server.services import load_translation_backend
+    from model_server.tuning import layout_candidates, read_layouts, write_layout
+
+    converted = convert(str(tiny_marian_dir), tmp_path / "tiny-ct2", "int8")
+    path = tmp_path / "tuning.json"
+    done = run_cli(["tune", "--translation-model", str(tiny_marian_dir), "--backend", "ctranslate2",
+                    "--ct2-model-dir", str(converted), "--device", "cpu", "--num-beams", "1", "--tuning-file",
+                    str(path), "--batch-sizes", "1,4", "--repeats", "1", "--warmup", "0", "--new-tokens", "8"],
+                   tmp_path)
+    assert done.returncode == 0, done.stderr
+    candidates = layout_candidates(usable_cpus())
+    assert len(read_entries(path)) == len(candidates)  # the batch limits of every layout measured
+    layouts = read_layouts(path)
+    assert len(layouts) == 1 and "thread layout:" in done.stdout, done.stdout
+    (key, layout), = layouts.items()
+    assert (layout["inter_threads"], layout["intra_threads"]) in candidates
+
+    settings = tiny_settings(tiny_marian_dir, backend="ctranslate2", ct2_model_dir=converted, tuning_file=path)
+    write_layout(path, key, {**layout, "inter_threads": 3, "intra_threads": 1})  # a layout no rule picks
+    backend = load_translation_backend(settings)
+    assert (backend.info.extra["inter_threads"], backend.info.extra["intra_threads"]) == (3, 1)
+    assert backend.info.extra["thread_layout_source"] == f"tuning file {path}"
+    explicit = load_translation_backend(settings.model_copy(update={"ct2_inter_threads": 1}))
+    assert explicit.info.extra["inter_threads"] == 1 and explicit.info.extra["thread_layout_source"] == "settings"

@@ -164,7 +164,7 @@ class CTranslate2Seq2SeqBackend:
         results = self.translator.translate_batch(
             sources,
             **self._run_options,
-            max_batch_size=self._split_size(len(sources)),
+            max_batch_size=self.split_size(len(sources)),
             beam_size=options.num_beams,
             num_hypotheses=1,
             length_penalty=options.length_penalty,
@@ -180,7 +180,7 @@ class CTranslate2Seq2SeqBackend:
             raise RuntimeError(f"CTranslate2 returned {len(results)} results for {len(texts)} inputs")
         return [self._result(result.hypotheses[0], result.scores[0], options, max_length) for result in results]
 
-    def _split_size(self, count: int) -> int:
+    def split_size(self, count: int) -> int:
         """CTranslate2's sub-batch size: ct2_max_batch_size when set, else an even split of the batch over the
         replicas (inter_threads), which CTranslate2 runs in parallel; 0 (no split) with one replica."""
         if self._max_batch_size:
@@ -221,8 +221,7 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
     else:
         model_dir = cached_conversion(name, settings.models_dir, settings.ct2_cache_path(),
                                       quantization_for(compute_type))
-    inter_threads, intra_threads = ct2_thread_layout(device, usable_cpus(), settings.ct2_inter_threads,
-                                                     settings.ct2_intra_threads)
+    inter_threads, intra_threads, layout_source = thread_layout(settings, name, model_dir, compute_type, device)
     backend = CTranslate2Seq2SeqBackend(
         name=name, model_dir=model_dir, task=task, architectures=architectures, device=device,
         compute_type=compute_type, intra_threads=intra_threads,
@@ -231,7 +230,34 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
         max_input_tokens=max_input_tokens)
     backend.info = with_precision(backend.info, settings.ct2_compute_type.value, backend.translator.compute_type,
                                   reason)
+    backend.info = backend.info.model_copy(update={"extra": {**backend.info.extra,
+                                                             "thread_layout_source": layout_source}})
+    log.info("%s on ctranslate2: %d replicas x %d threads (%s)", name, inter_threads, intra_threads, layout_source)
     return backend
+
+
+def layout_key_for(name: str, model_dir: Path | str, compute_type: str, device: str) -> str:
+    """The tuning file's key for this model's CTranslate2 thread layout on this machine (model_server/tuning.py)."""
+    from model_server.tuning import hardware_identity, layout_components, layout_key
+
+    return layout_key(layout_components(name, str(model_dir), compute_type, device, hardware_identity(device)))
+
+
+def thread_layout(settings: "Settings", name: str, model_dir: Path, compute_type: str,
+                  device: str) -> tuple[int, int, str]:
+    """(inter_threads, intra_threads, where they came from): the settings when either is set, else the layout
+    `model-server tune` measured best for this model and machine, else the auto rule (ct2_thread_layout)."""
+    cores = usable_cpus()
+    if settings.ct2_inter_threads or settings.ct2_intra_threads:
+        return (*ct2_thread_layout(device, cores, settings.ct2_inter_threads, settings.ct2_intra_threads),
+                "settings")
+    if device == "cpu":
+        from model_server.tuning import read_layouts
+
+        tuned = read_layouts(settings.tuning_path()).get(layout_key_for(name, model_dir, compute_type, device))
+        if tuned is not None:
+            return tuned["inter_threads"], tuned["intra_threads"], f"tuning file {settings.tuning_path()}"
+    return (*ct2_thread_layout(device, cores), "auto rule")
 
 
 def _load_hf_side(hf_dir: Path, name: str) -> tuple[Any, Any, Any]:

@@ -203,6 +203,18 @@ def _table(header: list[str], rows: list[list[Any]], *, left: int = 0) -> list[s
     return lines
 
 
+def _tuning_section(results: dict[str, Any]) -> list[str]:
+    """What `model-server tune` measured and chose for each service before the servers started (--tune)."""
+    tuning = results.get("tuning") or {}
+    if not tuning:
+        return []
+    lines = ["## Tuning: `model-server tune` before the servers started", ""]
+    for backend, run in tuning.items():
+        lines += [f"service-{backend} (`{run['command']}`, {run['seconds']:.0f} s):", "", "```text",
+                  run["output"].strip(), "```", ""]
+    return lines
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     machine = meta["machine"]
@@ -227,6 +239,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- started {meta['started_utc']}, took {meta['duration_s']:.0f} s; command: `{meta['command']}`",
         "",
     ]
+    lines += _tuning_section(results)
     lines += _offline_section(results)
     lines += _dtype_section(results)
     lines += _online_section(results)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -134,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout-s", type=float, default=900.0, help="client timeout per request")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results directory")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
+                   help="run `model-server tune` for each service first, with its own settings and into its own "
+                        "tuning file (what a deployment does once), so the services serve with limits (and a "
+                        "CTranslate2 thread layout) measured on this machine [on; off with --quick]")
     p.add_argument("--skip-offline", action="store_true", help="no offline table and no direct idle probe")
     p.add_argument("--skip-online", action="store_true", help="no servers at all")
     p.add_argument("--skip-naive", action="store_true", help="no naive baseline server")
@@ -157,6 +162,8 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
     for key, value in base.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.tune is None:
+        args.tune = not args.quick
     args.article_concurrency = args.article_concurrency or args.concurrency
     args.article_requests_per_client = args.article_requests_per_client or args.requests_per_client
     try:
@@ -249,9 +256,9 @@ def service_settings(args: argparse.Namespace, model_path: Path, device: str, dt
     --server-setting retry_suspect_sentences=true. The translation cache is off: the benchmark re-sends
     the same 26 sentences, which a cache would answer without the model (and it persists across runs).
     The summarization model is not loaded: only translation is measured, and the service then owns the
-    machine the way the naive server does. CTranslate2 gets the torch thread count as its cores, in the
-    layout the service's auto layout picks for that many (ct2_thread_layout: on 2 cores, 2 one-thread
-    replicas), so both backends use the same cores.
+    machine the way the naive server does. CTranslate2 gets the torch thread count as its cores: fewer
+    than the machine's in the layout the auto rule picks for that many (ct2_thread_layout), all of them
+    in the service's own layout (tuned, else the auto rule: on 2 cores 2 one-thread replicas).
     """
     values: dict[str, Any] = dict(translation_model=str(model_path), models_dir=str(args.models_dir), device=device,
                                   dtype=dtype, num_beams=args.num_beams, max_new_tokens=args.decode_tokens,
@@ -264,7 +271,9 @@ def service_settings(args: argparse.Namespace, model_path: Path, device: str, dt
         values["torch_threads"] = args.torch_threads
     if backend == "ctranslate2":
         values.update(ct2_model_dir=str(ct2_dir), ct2_compute_type=args.ct2_compute_type)
-        if args.torch_threads:  # the same cores as torch, in the layout the service picks for that many
+        # The same cores as torch: fewer than the machine's, laid out as the auto rule lays out that many;
+        # all of them, left to the service (its tuned layout, else the auto rule), as a deployment runs.
+        if args.torch_threads and args.torch_threads < machine.usable_cpus():
             values.update(ct2_thread_values(device, args.torch_threads))
     for item in args.server_setting:
         name, sep, value = item.partition("=")
@@ -328,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for decoding in results["decodings"][1:]:
         results[decoding["name"]] = {"num_beams": decoding["num_beams"], "offline": {}, "raw": {}}
 
+    if args.tune and not args.skip_online:
+        results["tuning"] = {backend: tune_service(args, backend_values) for backend, backend_values in values.items()}
     with tempfile.TemporaryDirectory(prefix="bench-server-logs-") as logs, contextlib.ExitStack() as stack:
         # Every model loads at once (servers and the in-process backends), then the phases run one at a
         # time: while one is measured the others are idle (an idle server uses no CPU or GPU time).
@@ -494,6 +505,22 @@ class Server:
     process: online.ServerProcess
     parse: online.ResponseParser
     layout: dict[str, Any] | None = None  # a naive server's engine, precision and threads (for the report)
+
+
+def tune_service(args: argparse.Namespace, backend_values: dict[str, Any]) -> dict[str, Any]:
+    """`model-server tune` as a subprocess configured like the service (its MODEL_SERVER_* values), at the
+    run's batch sizes and decode length; the service then finds the entry in its tuning file at start."""
+    env = {**os.environ, **{f"MODEL_SERVER_{name.upper()}": str(value) for name, value in backend_values.items()
+                            if value is not None}}
+    argv = [sys.executable, "-m", "model_server.cli", "tune", "--batch-sizes", ",".join(map(str, args.batch_sizes)),
+            "--repeats", "1", "--warmup", "1", "--new-tokens", str(args.decode_tokens)]
+    started = time.monotonic()
+    log.info("tuning the %s service (model-server tune)", backend_values.get("backend"))
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmarks: model-server tune failed:\n{done.stderr[-2000:]}")
+    log.info("tune output:\n%s", done.stdout)
+    return {"command": " ".join(argv[2:]), "seconds": round(time.monotonic() - started, 1), "output": done.stdout}
 
 
 def _start_servers(args, values: dict[str, dict[str, Any]], model, device: str, dtype: str, log_dir: Path,

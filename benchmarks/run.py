@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -401,10 +402,17 @@ def _ct2_precision(args, device: str) -> dict[str, str]:
     return {"requested": args.ct2_compute_type, "chosen": chosen, "reason": reason}
 
 
+# The in-process torch backends (the run's dtype and the other candidates) share one model thread: torch's
+# OpenMP (libgomp) throttles its worker threads once a process has more of them than cores, which two torch
+# threads with their own teams already are on 2 cores (one beam-4 sentence: 391 ms shared, 670 ms apart).
+# A server runs one torch model per thread; sharing keeps the offline rows comparable with it.
+_TORCH_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-torch")
+
+
 def _load_backend(settings):
     from model_server.services import load_translation_backend
 
-    return load_translation_backend(settings)
+    return load_translation_backend(settings, model_thread=_TORCH_THREAD)
 
 
 def _options(args, num_beams: int | None = None):

@@ -32,9 +32,11 @@ TRANSLATION_ARCHITECTURES = ("marian",)
 SUMMARIZATION_ARCHITECTURES = ("mt5", "t5")
 
 
-def load_translation_backend(settings: Settings, model: str | None = None) -> Seq2SeqBackend:
+def load_translation_backend(settings: Settings, model: str | None = None, *,
+                             model_thread: ThreadPoolExecutor | None = None) -> Seq2SeqBackend:
     """Load the configured translation model, or `model` (an extra one), building the tiny test model first
-    in the tiny profile."""
+    in the tiny profile. `model_thread`: on torch, a thread shared with other torch backends (see
+    TorchSeq2SeqBackend; the benchmarks share one so that their in-process models run as one server's)."""
     if settings.profile is Profile.tiny:
         from model_server.tiny_models import ensure_tiny_marian
 
@@ -50,7 +52,7 @@ def load_translation_backend(settings: Settings, model: str | None = None) -> Se
                                         max_input_tokens=settings.max_input_tokens)
     source = resolve_model_source(name, settings.models_dir)
     return _load_torch_backend(settings, name, source, task="translation", architectures=TRANSLATION_ARCHITECTURES,
-                               max_input_tokens=settings.max_input_tokens)
+                               max_input_tokens=settings.max_input_tokens, model_thread=model_thread)
 
 
 def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
@@ -92,14 +94,16 @@ def load_summarization_backend(settings: Settings) -> Seq2SeqBackend:
 
 
 def _load_torch_backend(settings: Settings, name: str, source: str, *, task: str, architectures: tuple[str, ...],
-                        max_input_tokens: int | None) -> Seq2SeqBackend:
+                        max_input_tokens: int | None,
+                        model_thread: ThreadPoolExecutor | None = None) -> Seq2SeqBackend:
     """A model on torch, on the configured device, in the dtype chosen for this task and machine (recorded)."""
     device = resolve_device(settings.device)
     dtype, reason = dtype_choice(settings.dtype, device, task=task)
     from model_server.backends.torch_backend import TorchSeq2SeqBackend
 
     backend = TorchSeq2SeqBackend(name=name, source=source, task=task, architectures=architectures, device=device,
-                                  dtype=dtype, threads=settings.torch_threads, max_input_tokens=max_input_tokens)
+                                  dtype=dtype, threads=settings.torch_threads, max_input_tokens=max_input_tokens,
+                                  model_thread=model_thread)
     backend.info = with_precision(backend.info, settings.dtype.value, dtype, reason)
     return backend
 

@@ -36,12 +36,16 @@ class TorchSeq2SeqBackend:
     whatever the malloc arenas or OpenMP settings. The service calls generate from its executor thread, so
     without this every server ran at the slower speed."""
 
-    def __init__(self, **kwargs) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-model")
+    def __init__(self, *, model_thread: ThreadPoolExecutor | None = None, **kwargs) -> None:
+        """`model_thread`: a one-worker executor to share with other torch backends (the caller shuts it down);
+        default: the backend's own."""
+        self._owns_thread = model_thread is None
+        self._thread = model_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-model")
         try:
             self.on_model_thread(self._load, **kwargs)
         except BaseException:
-            self._thread.shutdown(wait=False)
+            if self._owns_thread:
+                self._thread.shutdown(wait=False)
             raise
 
     def on_model_thread(self, function: Callable[..., T], *args, **kwargs) -> T:
@@ -162,7 +166,8 @@ class TorchSeq2SeqBackend:
 
         if hasattr(self, "model"):
             self.on_model_thread(release)
-        self._thread.shutdown(wait=True)
+        if self._owns_thread:
+            self._thread.shutdown(wait=True)
 
 
 def _candidates_per_row(num_beams: int, eos_ids: set[int]) -> int:

@@ -58,6 +58,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "glossary_term_too_long": (413, "a glossary term longer than glossary_max_term_chars"),
     "glossary_rendering_too_long": (413, "a glossary rendering longer than glossary_max_rendering_chars"),
     "state_unavailable": (503, "the shared state Redis (state_url) does not answer; retry after Retry-After seconds"),
+    "worker_unhealthy": (503, "a `model-server worker`'s health port: its model loop is stuck or a queue thread died"),
     "internal_error": (500, "a bug: logged with its stack trace"),
 }
 

@@ -18,6 +18,11 @@ Names (all prefixed `model_server_`):
   cache_hits_total / cache_misses_total / cache_errors_total{model}  translation cache, in segments
   job_worker_errors_total{stage}                      exceptions the job workers caught and logged (model_server.jobs)
   webhook_attempts_total{outcome}                     webhook delivery attempts: delivered | failed | refused
+  worker_chunks_total{outcome}                        job chunk messages a `model-server worker` handled: done |
+                                                      skipped | retried | failed (model_server/worker.py)
+
+`model-server worker` has a `Metrics` of its own, served on its health port (model_server/worker_health.py):
+its batches, queue waits, cache, chunks and webhook attempts; the HTTP families stay empty there.
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ class Metrics:
                                          "workers, by stage", ["stage"], registry=r)
         self.webhook_attempts = Counter(PREFIX + "webhook_attempts", "webhook delivery attempts by outcome "
                                         "(delivered, failed, refused)", ["outcome"], registry=r)
+        # --- job chunks on several machines (model_server/worker.py) ---
+        self.worker_chunks = Counter(PREFIX + "worker_chunks", "job chunk messages handled by this worker, by "
+                                     "outcome (done, skipped, retried, failed: dead-lettered)", ["outcome"], registry=r)
 
     # ----- producers -----
     def observe_request(self, *, method: str, route: str, status: int, seconds: float,

@@ -226,6 +226,9 @@ class Settings(BaseSettings):
     jobs_dead_letter_ttl_s: float = Field(
         604_800.0, gt=0, description="how long a chunk or webhook message that ran out of attempts stays in "
         "its dead-letter queue (default 7 days)")
+    worker_health_port: int = Field(
+        8081, ge=0, le=65535, description="`model-server worker` answers /healthz, /readyz and /metrics on this "
+        "port, bound on `host` (for probes and Prometheus; no API); 0 = off")
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key signing job webhooks (X-Model-Server-Signature); callback_url needs it")
     webhook_max_attempts: int = Field(5, ge=1, le=20, description="deliveries tried per webhook before giving up")

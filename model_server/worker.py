@@ -23,6 +23,10 @@ message is given up, so a restarted Redis (appendonly) loses no job.
 SIGTERM/SIGINT: the chunks in progress finish (up to request_timeout_s), prefetched ones are handed back to
 the queue, then the models close. kill -9: the broker requeues this worker's chunks after
 jobs_worker_heartbeat_timeout_s.
+
+Health and metrics: /healthz, /readyz and /metrics on `worker_health_port` (model_server/worker_health.py).
+Every chunk message counts in model_server_worker_chunks_total{outcome}: done (stored, no failure), skipped
+(cancelled or finished meanwhile), retried (TryAgain), failed (out of tries or raising: dead-lettered).
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from typing import Any, Callable, Coroutine
 
 from model_server.errors import ServiceError
 from model_server.jobs import TRANSIENT, JobTranslation, public_view
+from model_server.metrics import Metrics
 from model_server.state.jobs import RedisJobStore
 from model_server.state.jobs_queue import GaveUp, JobQueue, TryAgain
 from model_server.webhooks import WebhookSender
+from model_server.worker_health import WorkerProbes, open_listener
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +79,15 @@ class ChunkWorker:
         self.settings = settings
         self.services = services
         self.max_attempts = settings.jobs_max_attempts
+        self.metrics = Metrics()
+        services.instrument(self.metrics)  # before start: the batchers report to this worker's /metrics
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="worker-loop", daemon=True)
         self._thread.start()
         self._on_loop(self._start())
         self.store = RedisJobStore(settings.state_url, settings.state_timeout_s)
         self.queue = JobQueue(settings, handlers={"chunk": self.chunk, "webhook": self.webhook})
-        self.webhooks = WebhookSender.from_settings(settings)
+        self.webhooks = WebhookSender.from_settings(settings, observe=self.metrics.webhook_attempts_observer())
 
     async def _start(self) -> None:
         self.services.start()
@@ -89,9 +97,22 @@ class ChunkWorker:
 
     # ----- chunks -----
     def chunk(self, job_id: str, index: int) -> None:
+        """The chunk actor: `_chunk`, its outcome counted."""
+        try:
+            outcome = self._chunk(job_id, index)
+        except TryAgain:
+            self.metrics.worker_chunks.labels("retried").inc()
+            raise
+        except Exception:  # GaveUp, or anything else: either way the broker dead-letters the message
+            self.metrics.worker_chunks.labels("failed").inc()
+            raise
+        self.metrics.worker_chunks.labels(outcome).inc()
+
+    def _chunk(self, job_id: str, index: int) -> str:
+        """"done" or "skipped"; raises TryAgain for another try, GaveUp after the last."""
         tries = patiently(self.store.start_chunk, job_id, index)
         if tries < 0:
-            return  # cancelled, finished or expired meanwhile
+            return "skipped"  # cancelled, finished or expired meanwhile
         job = patiently(self.store.get, job_id)
         request = json.loads(job["request"])
         start = index * job["chunk_texts"]  # as the submitting replica split it
@@ -107,6 +128,7 @@ class ChunkWorker:
             self._complete(job_id)
         if failure is not None:
             raise GaveUp(f"job {job_id} chunk {index}: {failure['code']} after {tries} tries")
+        return "done"
 
     async def _translate(self, request: dict, texts: list[str], start: int) -> tuple[list[dict], dict | None,
                                                                                      dict | None]:
@@ -188,10 +210,21 @@ class ChunkWorker:
 
 def run_worker(settings, services, *, stop: threading.Event | None = None) -> int:
     """Consume until SIGTERM/SIGINT (or `stop`): chunks in progress finish, prefetched ones go back."""
-    import dramatiq
-
     assert settings.state_url, "the CLI refuses a worker without state_url"
     stop = stop or threading.Event()
+    listener = open_listener(settings)  # bound first: a port in use fails before the worker joins the queue
+    try:
+        _consume(settings, services, stop, listener)
+    finally:
+        if listener is not None:
+            listener.close()
+    log.info("worker stopped")
+    return 0
+
+
+def _consume(settings, services, stop: threading.Event, listener) -> None:
+    import dramatiq
+
     runtime = ChunkWorker(settings, services)
     threads = settings.jobs_worker_concurrent_chunks
     heartbeat_ms = int(settings.jobs_worker_heartbeat_timeout_s * 1000)
@@ -203,6 +236,8 @@ def run_worker(settings, services, *, stop: threading.Event | None = None) -> in
         for name in (signal.SIGTERM, signal.SIGINT):
             signal.signal(name, lambda signum, frame: stop.set())
     worker.start()
+    if listener is not None:
+        listener.serve(WorkerProbes(runtime, worker, stop).routes(runtime.metrics))
     log.info("worker ready: %d chunks at a time, heartbeat timeout %gs", threads,
              settings.jobs_worker_heartbeat_timeout_s)
     try:
@@ -212,5 +247,3 @@ def run_worker(settings, services, *, stop: threading.Event | None = None) -> in
         worker.stop(timeout=int(settings.request_timeout_s * 1000))
     finally:
         runtime.close()
-    log.info("worker stopped")
-    return 0

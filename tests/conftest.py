@@ -48,6 +48,7 @@ def tiny_settings(model_dir: Path, **overrides):
     # worker threads slow a tiny model down ten-fold when cores are oversubscribed.
     values = dict(translation_model=str(model_dir), models_dir=MODELS_DIR, device="cpu", dtype="float32",
                   host="127.0.0.1", port=0, max_wait_ms=2, num_beams=1, log_level="warning", torch_threads=1,
+                  worker_health_port=0,  # off: in-process workers bind no fixed port (health tests pick a free one)
                   summarization_enabled=False,  # summary tests turn it on with the tiny mT5 (tiny_mt5_dir)
                   cache_enabled=False,  # cache tests turn it on (tests/test_cache.py): no hits across tests
                   # A fresh SQLite file (cache, glossaries, jobs) per settings: no state shared between tests.

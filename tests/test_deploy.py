@@ -4,9 +4,10 @@ Kubernetes objects are validated against the API schemas `kubernetes-validate` b
 unknown or misspelt field fails), at the oldest version its dev pin is sure to bundle and at the newest it
 has. KEDA's ScaledObject is a custom resource, absent from those schemas: its fields are checked here.
 Beyond the schemas, the manifests must agree with each other and with the code: every `MODEL_SERVER_*`
-variable is a real setting and its value parses, the API's probes hit /readyz and /healthz on the port it
-binds (the worker serves no HTTP), every name refers to an object that exists, and each Redis - a real redis-server started with the
-manifest's own arguments - runs with the persistence and eviction policy its data needs (docs/scaling.md).
+variable is a real setting and its value parses, the probes hit /readyz and /healthz on the port each process
+binds (the API's `port`, the worker's `worker_health_port`), every name refers to an object that exists, and
+each Redis - a real redis-server started with the manifest's own arguments - runs with the persistence and
+eviction policy its data needs (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -184,10 +185,19 @@ def test_kubernetes_settings_parse(process, monkeypatch):
     assert len(load_api_keys(settings)) >= 1  # the placeholder keys have an accepted form
 
 
-def test_api_probes_hit_readyz_and_healthz_on_the_served_port():
-    container = _containers(WORKLOADS["serve"])[0]
+# The port each process answers its probes on: the API on `port`, the worker on `worker_health_port`.
+PROBED_PORT = {"serve": "port", "worker": "worker_health_port"}
+
+
+@pytest.mark.parametrize("process", ["serve", "worker"])
+def test_probes_hit_readyz_and_healthz_on_the_port_the_process_binds(process, monkeypatch):
+    container = _containers(WORKLOADS[process])[0]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    served = int(_pod_env(WORKLOADS["serve"]).get("MODEL_SERVER_PORT", Settings.model_fields["port"].default))
+    settings = _settings_from_env(_pod_env(WORKLOADS[process]), monkeypatch)
+    served = getattr(settings, PROBED_PORT[process])
+    assert served, f"{PROBED_PORT[process]} is 0: nothing would answer the probes"
+    host = _pod_env(WORKLOADS[process]).get("MODEL_SERVER_HOST", _dockerfile_env()["MODEL_SERVER_HOST"])
+    assert host == "0.0.0.0", "the kubelet probes the pod's IP, not loopback"
     expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz", "startupProbe": "/healthz"}
     for probe, path in expected.items():
         get = container[probe]["httpGet"]
@@ -195,11 +205,10 @@ def test_api_probes_hit_readyz_and_healthz_on_the_served_port():
         assert ports[get["port"]] == served, f"{probe} port"
 
 
-def test_the_worker_is_not_probed_over_http():
-    """`model-server worker` serves no HTTP: a probe on a port nobody listens on would restart it forever."""
-    container = _containers(WORKLOADS["worker"])[0]
-    assert not {"readinessProbe", "livenessProbe", "startupProbe", "ports"} & set(container)
-    assert SERVICES["worker"]["healthcheck"] == {"disable": True}  # the image's HEALTHCHECK asks /healthz
+def _dockerfile_env() -> dict[str, str]:
+    """The image's `ENV` values (one `ENV` with `NAME=value \\` continuation lines)."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    return dict(re.findall(r"\b(MODEL_SERVER_[A-Z0-9_]+)=(\S+)", text))
 
 
 @pytest.mark.parametrize("process", ["serve", "worker"])
@@ -325,10 +334,15 @@ def test_compose_settings_point_at_the_right_redis_and_parse(name, monkeypatch):
     assert len(load_api_keys(Settings(api_keys_file=example))) >= 1, "the example must hold an accepted key"
 
 
+@pytest.mark.parametrize("name, process", [("api", "serve"), ("worker", "worker")])
+def test_compose_healthchecks_ask_healthz_on_the_port_the_process_binds(name, process, monkeypatch):
+    """The image's HEALTHCHECK asks MODEL_SERVER_PORT: the worker's must be replaced by its health port's."""
+    served = getattr(_settings_from_env(_compose_env(name), monkeypatch), PROBED_PORT[process])
+    test = " ".join(SERVICES[name]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{served}/healthz" in test, test
+
+
 def test_compose_health_and_start_order():
-    api = SERVICES["api"]
-    assert "/healthz" in " ".join(api["healthcheck"]["test"])
-    assert ":8000/" in " ".join(api["healthcheck"]["test"])  # the port the image binds (MODEL_SERVER_PORT)
     for name in ("api", "worker"):
         for redis in ("state", "cache"):
             assert SERVICES[name]["depends_on"][redis]["condition"] == "service_healthy"

@@ -142,7 +142,8 @@ def state_env(redis_url: str, tiny_marian_dir, tmp_path, **extra: str) -> dict[s
            "MODEL_SERVER_JOBS_CHUNK_TEXTS": "2", "MODEL_SERVER_JOBS_WORKER_CONCURRENT_CHUNKS": "2",
            "MODEL_SERVER_JOBS_WORKER_HEARTBEAT_TIMEOUT_S": "2", "MODEL_SERVER_JOBS_RETRY_BACKOFF_S": "0.1",
            "MODEL_SERVER_WEBHOOK_SECRET": SECRET, "MODEL_SERVER_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
-           "MODEL_SERVER_WEBHOOK_BACKOFF_S": "0.1"}
+           "MODEL_SERVER_WEBHOOK_BACKOFF_S": "0.1",
+           "MODEL_SERVER_WORKER_HEALTH_PORT": "0"}  # several workers per test: health tests give each a free port
     env.update(extra)
     return env
 
@@ -222,6 +223,15 @@ def chunk_tries(redis_url: str, job_id: str) -> dict[int, int]:
 
     raw = redis.Redis.from_url(redis_url).hgetall(f"{PREFIX}job:{job_id}:tries")
     return {int(key): int(value) for key, value in raw.items()}
+
+
+def worker_samples(health_port: int, name: str) -> dict[str, float]:
+    """The samples of counter `name` on a worker's /metrics, by their one label's value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{health_port}/metrics", timeout=10).text
+    return {next(iter(sample.labels.values()), ""): sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == name}
 
 
 def one_delivery(receiver, job_id: str, settle_s: float = 1.0) -> dict:
@@ -308,7 +318,8 @@ def test_jobs_queued_across_a_state_redis_restart_all_finish(tiny_marian_dir, tm
 
 def test_a_poison_chunk_ends_the_job_failed_with_per_text_errors_and_dead_letters(tiny_marian_dir, tmp_path,
                                                                                 redis_server, tiny_backend, workers):
-    env = state_env(redis_server.url, tiny_marian_dir, tmp_path)
+    health_port = free_port()
+    env = state_env(redis_server.url, tiny_marian_dir, tmp_path, MODEL_SERVER_WORKER_HEALTH_PORT=str(health_port))
     texts = [TEXTS[0], f"هذا نص {POISON} تماما.", TEXTS[1], TEXTS[2]]
     with api_replica(tiny_marian_dir, tiny_backend, tmp_path, redis_server) as api, \
             api.client() as client, Receiver() as receiver:
@@ -316,6 +327,11 @@ def test_a_poison_chunk_ends_the_job_failed_with_per_text_errors_and_dead_letter
         job = client.post("/v1/jobs", json={"texts": texts, "callback_url": receiver.url}).json()
         failed = wait_job(client, job["id"])
         delivered = one_delivery(receiver, job["id"])
+        chunks = worker_samples(health_port, "model_server_worker_chunks_total")
+        webhooks = worker_samples(health_port, "model_server_webhook_attempts_total")
+    # The poisoned chunk: 2 tries again, then failed (dead-lettered); its neighbour: done at once.
+    assert chunks == {"done": 1, "retried": 2, "failed": 1}, chunks
+    assert webhooks == {"delivered": 1}, webhooks
     results = failed["result"]["results"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "inference_failed"
     assert "1 of 4 texts failed after 3 tries" in failed["error"]["message"]

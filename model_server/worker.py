@@ -117,7 +117,14 @@ class ChunkWorker:
         request = json.loads(job["request"])
         start = index * job["chunk_texts"]  # as the submitting replica split it
         texts = request["texts"][start:start + job["chunk_texts"]]
-        results, model, failure = self._on_loop(self._translate(request, texts, start))
+        if tries > self.max_attempts:
+            # Every earlier try ended with its worker (killed, out of memory, a crash in native code): running
+            # it again would take down one worker after another, so its texts fail instead.
+            failure = {"code": "job_interrupted", "message": f"the worker stopped during each of the chunk's "
+                       f"{self.max_attempts} tries; it is not run again"}
+            results, model = _failed_results(texts, start, failure), None
+        else:
+            results, model, failure = self._on_loop(self._translate(request, texts, start))
         if failure is not None and failure["code"] in RETRYABLE and tries < self.max_attempts:
             log.warning("job %s chunk %d: %s (try %d/%d); trying again", job_id, index, failure["code"], tries,
                         self.max_attempts)

@@ -2,7 +2,8 @@
 behaviours (tests/fakes.py style: everything else is forwarded):
 - MODEL_SERVER_TEST_GENERATE_DELAY_S: each generate() first sleeps this long, so a test can kill the worker
   while it is surely in the middle of a job;
-- MODEL_SERVER_TEST_POISON: generate() raises on any input containing this string (a text that always fails).
+- MODEL_SERVER_TEST_POISON: generate() raises on any input containing this string (a text that always fails);
+- MODEL_SERVER_TEST_CRASH: the process dies at once (exit 137, as if killed) on any input containing it.
 Run as `python -m tests.scale_worker` with the usual MODEL_SERVER_* environment."""
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from tests.fakes import DelegatingBackend
 
 
 class TestBehaviourBackend(DelegatingBackend):
-    def __init__(self, backend, delay_s: float, poison: str | None) -> None:
+    def __init__(self, backend, delay_s: float, poison: str | None, crash: str | None = None) -> None:
         super().__init__(backend)
         self.delay_s = delay_s
         self.poison = poison
+        self.crash = crash
 
     def generate(self, texts, options):
         time.sleep(self.delay_s)
+        if self.crash and any(self.crash in text for text in texts):
+            os._exit(137)
         if self.poison and any(self.poison in text for text in texts):
             raise RuntimeError("poisoned input (test)")
         return super().generate(texts, options)
@@ -39,7 +43,8 @@ def main() -> int:
     configure_logging(settings)
     backend = TestBehaviourBackend(load_translation_backend(settings),
                                    float(os.environ.get("MODEL_SERVER_TEST_GENERATE_DELAY_S", "0")),
-                                   os.environ.get("MODEL_SERVER_TEST_POISON") or None)
+                                   os.environ.get("MODEL_SERVER_TEST_POISON") or None,
+                                   os.environ.get("MODEL_SERVER_TEST_CRASH") or None)
     return run_worker(settings, Services.from_backend(settings, backend))
 
 

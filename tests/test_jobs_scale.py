@@ -347,6 +347,36 @@ def test_a_poison_chunk_ends_the_job_failed_with_per_text_errors_and_dead_letter
 
 
 
+def test_a_chunk_that_kills_every_worker_that_runs_it_ends_interrupted(tiny_marian_dir, tmp_path, redis_server,
+                                                                       tiny_backend, workers):
+    """A text that takes its worker down (exit 137, as an out-of-memory kill) on every try: after
+    jobs_max_attempts tries the next worker fails its texts with job_interrupted instead of dying too, and
+    the job ends failed with its other texts translated."""
+    crash = "انهيار"
+    # One chunk at a time: a killed worker loses every chunk it holds, and this test follows one of them.
+    env = state_env(redis_server.url, tiny_marian_dir, tmp_path, MODEL_SERVER_JOBS_MAX_ATTEMPTS="2",
+                    MODEL_SERVER_JOBS_WORKER_CONCURRENT_CHUNKS="1")
+    texts = [f"هذا نص {crash} تماما.", TEXTS[0], TEXTS[1], TEXTS[2]]  # chunks of 2: the first holds the crash
+    with api_replica(tiny_marian_dir, tiny_backend, tmp_path, redis_server) as api, api.client() as client:
+        job = client.post("/v1/jobs", json={"texts": texts}).json()
+        deaths = 0
+        for _ in range(4):  # each worker either dies on the chunk or finishes the job
+            worker = workers(env, MODEL_SERVER_TEST_CRASH=crash)
+            deadline = time.monotonic() + 60
+            while worker.process.poll() is None and client.get(f"/v1/jobs/{job['id']}").json()["status"] not in (
+                    "done", "failed") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if worker.process.poll() is None:
+                break
+            deaths += 1
+        finished = wait_job(client, job["id"])
+    assert deaths == 2  # one per allowed try, then no more
+    assert finished["status"] == "failed" and finished["error"]["code"] == "job_interrupted"
+    results = finished["result"]["results"]
+    assert [r.get("error", {}).get("code") for r in results[:2]] == ["job_interrupted"] * 2  # its chunk
+    assert all(results[i]["translation"] and not results[i].get("error") for i in (2, 3))
+
+
 def test_a_webhook_that_keeps_failing_ends_failed_and_dead_letters(tiny_marian_dir, tmp_path, redis_server,
                                                                   tiny_backend, workers):
     env = state_env(redis_server.url, tiny_marian_dir, tmp_path, MODEL_SERVER_WEBHOOK_MAX_ATTEMPTS="2")

@@ -1,6 +1,6 @@
 """Scale benchmark: API replicas and workers on one Redis, a bulk backlog and interactive requests.
 
-    python -m benchmarks.scale                     # stand-in and tiny model, a few minutes on 2 cores
+    python -m benchmarks.scale                     # stand-in and tiny model, ~3 minutes on 2 cores
     python -m benchmarks.scale --quick             # smoke run (tests/test_benchmark_scale.py)
 
 Per model, real processes on loopback: a redis-server (tests/redis_server.py), two `model-server serve` API

@@ -122,12 +122,12 @@ class ServerProcess:
         self._log.close()
 
 
-def service_server(env_settings: dict[str, str], port: int, log_path: Path, *, name: str = "service"
-                   ) -> ServerProcess:
-    """`model-server serve` configured only through MODEL_SERVER_* variables, as in production."""
+def service_server(env_settings: dict[str, str], port: int, log_path: Path, *, name: str = "service",
+                   module_argv: Sequence[str] = ("model_server.cli", "serve")) -> ServerProcess:
+    """`model-server serve` configured only through MODEL_SERVER_* variables, as in production;
+    `module_argv` runs another module the same way (`python -m ...`: the worker, the scale stand-in)."""
     env = {**os.environ, **env_settings, "MODEL_SERVER_PORT": str(port), "MODEL_SERVER_HOST": "127.0.0.1"}
-    return ServerProcess(name, [sys.executable, "-m", "model_server.cli", "serve"], env=env, port=port,
-                         log_path=log_path)
+    return ServerProcess(name, [sys.executable, "-m", *module_argv], env=env, port=port, log_path=log_path)
 
 
 def naive_server(args: Sequence[str], port: int, log_path: Path, *, name: str = "naive") -> ServerProcess:
@@ -221,23 +221,28 @@ async def _batcher_stats(client: aiohttp.ClientSession, base_url: str) -> dict[s
         return None
 
 
-async def _run_level(base_url: str, payloads: Sequence[dict[str, Any]], parse: ResponseParser, *,
+async def _run_level(base_urls: Sequence[str], payloads: Sequence[dict[str, Any]], parse: ResponseParser, *,
                      concurrency: int, warmup: int, requests: int, duration_s: float | None,
                      timeout_s: float, stats: bool, server_pid: int | None
                      ) -> tuple[list[Record], float, float, dict | None, dict | None, float, float | None]:
-    url = f"{base_url}/translate"
+    urls = [f"{base_url}/translate" for base_url in base_urls]
+    base_url = base_urls[0]  # batcher stats: only asked for with one server
     # keepalive_timeout below uvicorn's 5 s keep-alive timeout: a connection idle for a whole batch is
     # closed by the client instead of being reused just as the server closes it (a dropped request).
-    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=2.0)
+    connector = aiohttp.TCPConnector(limit=concurrency * len(urls), keepalive_timeout=2.0)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         def payload_for(index: int, k: int) -> dict[str, Any]:
             # Deterministic and spread: round k of client i sends payload (i + k*N) mod len.
             return payloads[(index + k * concurrency) % len(payloads)]
 
+        def url_for(index: int, k: int) -> str:
+            # Several servers (replicas, no load balancer): round robin over them, per client and request.
+            return urls[(index + k) % len(urls)]
+
         async def warm(index: int) -> None:
             for k in range(warmup):
-                await _one_request(client, url, payload_for(index, k), index, parse)
+                await _one_request(client, url_for(index, k), payload_for(index, k), index, parse)
 
         await asyncio.gather(*(warm(i) for i in range(concurrency)))
         stats_before = await _batcher_stats(client, base_url) if stats else None
@@ -255,7 +260,7 @@ async def _run_level(base_url: str, payloads: Sequence[dict[str, Any]], parse: R
                     return
                 if deadline is not None and time.perf_counter() >= deadline:
                     return
-                records.append(await _one_request(client, url, payload_for(index, k), index, parse))
+                records.append(await _one_request(client, url_for(index, k), payload_for(index, k), index, parse))
                 k += 1
 
         await asyncio.gather(*(measure(i) for i in range(concurrency)))
@@ -304,13 +309,17 @@ def summarize(records: Sequence[Record], started: float, finished: float) -> dic
     return out
 
 
-def run_level(base_url: str, payloads: Sequence[dict[str, Any]], parse: ResponseParser, *, concurrency: int,
-              warmup: int, requests: int, duration_s: float | None, timeout_s: float,
+def run_level(base_url: str | Sequence[str], payloads: Sequence[dict[str, Any]], parse: ResponseParser, *,
+              concurrency: int, warmup: int, requests: int, duration_s: float | None, timeout_s: float,
               batcher_stats: bool = False, server_pid: int | None = None) -> dict[str, Any]:
     """One load level; with batcher_stats, also the service's batch counters over the measured phase; with
-    server_pid, the server process's CPU time over it."""
+    server_pid, the server process's CPU time over it. Several base URLs (API replicas): the requests go
+    round robin over them (batcher stats and server CPU are then not asked for)."""
+    base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    if not base_urls or (len(base_urls) > 1 and (batcher_stats or server_pid is not None)):
+        raise ValueError("run_level: one base URL for batcher_stats/server_pid, at least one in any case")
     records, started, finished, before, after, client_cpu_s, server_cpu_s = asyncio.run(_run_level(
-        base_url, payloads, parse, concurrency=concurrency, warmup=warmup, requests=requests,
+        base_urls, payloads, parse, concurrency=concurrency, warmup=warmup, requests=requests,
         duration_s=duration_s, timeout_s=timeout_s, stats=batcher_stats, server_pid=server_pid))
     summary = {"concurrency": concurrency, **summarize(records, started, finished)}
     # The load generator's own CPU per measured request (this whole process): when it nears the time

@@ -142,7 +142,8 @@ def process_settings(args, model_path: Path, redis_url: str, work_dir: Path) -> 
         dtype="float32" if args.device == "cpu" else "auto", num_beams=1, max_new_tokens=args.decode_tokens,
         min_new_tokens=args.decode_tokens, torch_threads=args.torch_threads, cache_enabled=False,
         retry_suspect_sentences=False, summarization_enabled=False, tuning_file=str(work_dir / "tuning.json"),
-        jobs_chunk_texts=args.chunk_texts, jobs_worker_concurrent_chunks=args.worker_chunks, log_level="warning")
+        jobs_chunk_texts=args.chunk_texts, jobs_worker_concurrent_chunks=args.worker_chunks, log_level="warning",
+        worker_health_port=0)  # several workers on one host: no fixed health port (nothing probes them here)
     for item in args.server_setting:
         name, sep, value = item.partition("=")
         if not sep:

@@ -35,6 +35,7 @@ SENTENCES = [ar for ar, _ in MEMORISED_PAIRS] + [
 def ct2_backend(model_dir: Path, name: Path, compute_type: str = "float32", **kwargs) -> CTranslate2Seq2SeqBackend:
     kwargs.setdefault("architectures", ("marian",))
     kwargs.setdefault("task", "translation")
+    kwargs.setdefault("restrict_output_vocab", True)  # as the service loads it, like tiny_backend
     return CTranslate2Seq2SeqBackend(name=str(name), model_dir=model_dir, device="cpu", compute_type=compute_type,
                                      intra_threads=1, **kwargs)
 
@@ -133,7 +134,9 @@ def test_special_ids_come_from_the_model(tmp_path):
     source = ensure_tiny_marian(MODELS_DIR / "tiny-marian-ar-en-eos-last", eos_last=True)
     backend = ct2_backend(convert(str(source), tmp_path / "eos-last", "float32"), source)
     torch_backend = TorchSeq2SeqBackend(name=str(source), source=str(source), task="translation",
-                                        architectures=("marian",), device="cpu", dtype="float32")
+                                        architectures=("marian",), device="cpu", dtype="float32",
+                                        restrict_output_vocab=True)
+    assert backend.info.extra["output_vocab_size"] == torch_backend.info.extra["output_vocab_size"]
     assert backend.info.extra["eos_token_id"] == torch_backend.info.extra["eos_token_id"] != 0
     options = GenerationOptions(num_beams=1, max_new_tokens=48)
     assert_same_results(backend.generate(SENTENCES, options), torch_backend.generate(SENTENCES, options))

@@ -47,6 +47,15 @@ def _torch_backend(model_dir: Path, restrict: bool) -> TorchSeq2SeqBackend:
                                restrict_output_vocab=restrict)
 
 
+def _masked_backend(model_dir: Path, kept: list[int]) -> TorchSeq2SeqBackend:
+    """The reference: the full model with every excluded logit at -inf (a hook on its output projection)."""
+    backend = _torch_backend(model_dir, restrict=False)
+    mask = torch.full((backend.model.config.vocab_size,), float("-inf"))
+    mask[kept] = 0.0
+    backend.model.lm_head.register_forward_hook(lambda module, args, output: output + mask)
+    return backend
+
+
 @pytest.fixture(scope="module")
 def kept(tiny_marian_dir) -> list[int]:
     return model_target_vocabulary(tiny_marian_dir)
@@ -68,11 +77,7 @@ def restricted(tiny_marian_dir):
 
 @pytest.fixture(scope="module")
 def masked(tiny_marian_dir, kept):
-    """The reference: the full model with every excluded logit at -inf (a hook on its output projection)."""
-    backend = _torch_backend(tiny_marian_dir, restrict=False)
-    mask = torch.full((backend.model.config.vocab_size,), float("-inf"))
-    mask[kept] = 0.0
-    backend.model.lm_head.register_forward_hook(lambda module, args, output: output + mask)
+    backend = _masked_backend(tiny_marian_dir, kept)
     yield backend
     backend.close()
 
@@ -155,6 +160,31 @@ def test_torch_restricted_decoding_is_the_full_models(full, restricted, masked, 
     for i, (source, result) in enumerate(zip(MEMORISED, got)):
         expected = dict(MEMORISED_PAIRS)[source]
         assert expected.startswith(result.text) if result.hit_max_length else result.text == expected
+
+
+def test_eos_last_marian_remaps_its_special_ids(tmp_path):
+    """eos near the end of the vocabulary and renormalize_logits (opus-mt-tc-big's layout): the reduced
+    generation config's ids are remapped, not assumed, and outputs are the masked full model's."""
+    from model_server.tiny_models import ensure_tiny_marian
+    from tests.conftest import MODELS_DIR
+
+    source = ensure_tiny_marian(MODELS_DIR / "tiny-marian-ar-en-eos-last", eos_last=True)
+    kept = model_target_vocabulary(source)
+    restricted, masked = _torch_backend(source, restrict=True), _masked_backend(source, kept)
+    try:
+        eos = restricted.model.generation_config.eos_token_id
+        assert eos != 0 and restricted._reduced.generation_kwargs["eos_token_id"] == kept.index(eos)
+        for options in OPTIONS.values():
+            got, want = restricted.generate(SOURCES, options), masked.generate(SOURCES, options)
+            assert [(g.text, g.num_tokens, g.hit_max_length) for g in got] == [
+                (w.text, w.num_tokens, w.hit_max_length) for w in want]
+            for g, w in zip(got, want):
+                assert g.score == pytest.approx(w.score, abs=SCORE_TOLERANCE)
+            assert [g.text for g in got[:len(MEMORISED)] if not g.hit_max_length] == [
+                en for (_, en), g in zip(MEMORISED_PAIRS, got) if not g.hit_max_length]
+    finally:
+        restricted.close()
+        masked.close()
 
 
 def test_restricted_model_reports_its_output_vocabulary(full, restricted, kept):

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 TARGET_SPM = "target.spm"
 SOURCE_SPM = "source.spm"
@@ -47,8 +44,8 @@ def target_vocabulary_ids(vocab: Mapping[str, int], target_pieces: Iterable[str]
 
 def model_target_vocabulary(model_dir: Path | str) -> list[int] | None:
     """`target_vocabulary_ids` for the Marian model in `model_dir`, or None when nothing is to be
-    restricted: not a Marian model, no separate target.spm (a joint one, or mT5's spiece.model), or a
-    target vocabulary that is the whole vocabulary."""
+    restricted: not a Marian model, no separate target.spm (a joint one, or mT5's spiece.model), separate
+    source and target vocabularies already, or a target vocabulary that is the whole vocabulary."""
     model_dir = Path(model_dir)
     config = _read_json(model_dir / "config.json")
     target_spm, vocab_file = model_dir / TARGET_SPM, model_dir / "vocab.json"
@@ -57,6 +54,8 @@ def model_target_vocabulary(model_dir: Path | str) -> list[int] | None:
     source_spm = model_dir / SOURCE_SPM
     if source_spm.is_file() and source_spm.read_bytes() == target_spm.read_bytes():
         return None  # a joint sentencepiece model: every piece is a target piece
+    if _read_json(model_dir / "tokenizer_config.json", missing={}).get("separate_vocabs"):
+        return None  # the decoder's vocabulary (target_vocab.json) already holds target pieces only
     vocab = _read_json(vocab_file)
     kept = target_vocabulary_ids(vocab, _sentencepiece_pieces(target_spm), _special_ids(model_dir, config, vocab))
     return kept if len(kept) < config.get("vocab_size", len(vocab)) else None
@@ -71,7 +70,8 @@ def _sentencepiece_pieces(path: Path) -> list[str]:
 
 
 def _special_ids(model_dir: Path, config: Mapping[str, Any], vocab: Mapping[str, int]) -> list[int]:
-    """pad, eos, bos, decoder start and forced eos as the configs set them; unk, eos and pad as the tokenizer names them."""
+    """pad, eos, bos, decoder start and forced eos as the configs set them; unk, eos and pad as the
+    tokenizer names them."""
     ids: list[Any] = []
     for source in (config, _read_json(model_dir / "generation_config.json", missing={})):
         for field in _ID_FIELDS:

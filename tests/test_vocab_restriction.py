@@ -2,8 +2,10 @@
 
 The tiny Marian is built like opus-mt: separate source/target sentencepiece models, one joint vocab.json,
 trained on English targets only. With the restriction:
-- token ids and texts equal the unrestricted ones wherever the unrestricted output uses no excluded
-  (source-only) piece: the memorised sentences and the sample-article sentences counted below;
+- greedy: token ids and texts equal the unrestricted ones wherever the unrestricted output uses no
+  excluded (source-only) piece: the memorised sentences and the sample-article sentences counted below
+  (all 26 of 26 here); beam search: the same, except where two hypotheses are so near a tie that the
+  renormalisation decides between them (counted; one of the 26, 6e-4 apart, here), never on the memorised;
 - scores are log-probs normalised over the target vocabulary. They equal, within 1e-5, those of the full
   model whose excluded logits are set to -inf (the definition of that normalisation), and they are never
   below the unrestricted ones (renormalising over a subset only raises a log-prob);
@@ -24,7 +26,7 @@ import torch
 from model_server.backends.base import GenerationOptions
 from model_server.backends.torch_backend import TorchSeq2SeqBackend
 from model_server.backends.vocab_restriction import model_target_vocabulary, target_vocabulary_ids
-from model_server.services import TRANSLATION_ARCHITECTURES, load_translation_backend
+from model_server.services import SUMMARIZATION_ARCHITECTURES, TRANSLATION_ARCHITECTURES, load_translation_backend
 from model_server.text import normalize_text, segment
 from model_server.tiny_models import MEMORISED_PAIRS
 from tests.conftest import SAMPLE_AR, serve_services, tiny_settings
@@ -39,6 +41,9 @@ SOURCES = MEMORISED + ARTICLE
 OPTIONS = {"greedy": GenerationOptions(num_beams=1, max_new_tokens=48),
            "beam4": GenerationOptions(num_beams=4, max_new_tokens=48)}
 SCORE_TOLERANCE = 1e-5
+# The largest renormalisation of a tiny-Marian output's mean log-prob is 0.0018: a beam hypothesis chosen only
+# under restriction scored at most about that much below the unrestricted choice.
+NEAR_TIE = 2e-3
 
 
 def _torch_backend(model_dir: Path, restrict: bool) -> TorchSeq2SeqBackend:
@@ -90,6 +95,22 @@ def _outputs(backend, options):
     return results, ids
 
 
+def _assert_unchanged_where_clean(want, got, clean, options, differs) -> None:
+    """Where the full model used no excluded piece (`clean`): a renormalised (never lower) score and, greedy,
+    the same output (the best token is kept, so it stays the best). Beam search ranks whole hypotheses, each
+    raised by its own renormalisation: between near-tied ones the restricted search may choose the other."""
+    flips = [i for i in clean if differs(i)]
+    print(f"beams {options.num_beams}: {len(flips)} clean ones decoded differently (near-ties; scores "
+          f"unrestricted/restricted: {[(want[i].score, got[i].score) for i in flips]})")
+    for i in clean:
+        assert got[i].score >= want[i].score - SCORE_TOLERANCE
+        if i not in flips:
+            assert (got[i].text, got[i].num_tokens, got[i].hit_max_length) == (
+                want[i].text, want[i].num_tokens, want[i].hit_max_length)
+    assert not flips if options.num_beams == 1 else all(got[i].score - want[i].score <= NEAR_TIE for i in flips)
+    assert not set(flips) & set(range(len(MEMORISED)))
+
+
 def _target_and_source_pieces(model_dir: Path) -> tuple[list[str], list[str]]:
     def pieces(name):
         sp = spm.SentencePieceProcessor(model_file=str(model_dir / name))
@@ -124,7 +145,9 @@ def test_no_restriction_without_a_separate_target_vocabulary(tiny_marian_dir, ti
     shutil.copytree(tiny_marian_dir, joint)
     shutil.copyfile(joint / "source.spm", joint / "target.spm")  # a joint sentencepiece model
     assert model_target_vocabulary(joint) is None
-    summarizer = _torch_backend(tiny_mt5_dir, restrict=True)
+    summarizer = TorchSeq2SeqBackend(name=str(tiny_mt5_dir), source=str(tiny_mt5_dir), task="summarization",
+                                     architectures=SUMMARIZATION_ARCHITECTURES, device="cpu", dtype="float32",
+                                     threads=1, restrict_output_vocab=True)
     try:
         assert summarizer.info.extra["output_vocab_size"] == summarizer.info.extra["vocab_size"]
     finally:
@@ -152,11 +175,7 @@ def test_torch_restricted_decoding_is_the_full_models(full, restricted, masked, 
     assert [g.hit_max_length for g in got] == [r.hit_max_length for r in reference]
     for g, r in zip(got, reference):
         assert g.score == pytest.approx(r.score, abs=SCORE_TOLERANCE)
-    # Where the full model used no excluded piece: the same output, a renormalised (never lower) score.
-    for i in clean:
-        assert (got_ids[i], got[i].text, got[i].num_tokens, got[i].hit_max_length) == (
-            want_ids[i], want[i].text, want[i].num_tokens, want[i].hit_max_length)
-        assert got[i].score >= want[i].score - SCORE_TOLERANCE
+    _assert_unchanged_where_clean(want, got, clean, options, differs=lambda i: got_ids[i] != want_ids[i])
     for i, (source, result) in enumerate(zip(MEMORISED, got)):
         expected = dict(MEMORISED_PAIRS)[source]
         assert expected.startswith(result.text) if result.hit_max_length else result.text == expected
@@ -198,7 +217,7 @@ def test_the_setting_off_leaves_the_model_as_loaded(tiny_marian_dir, full):
     try:
         model = backend.model
         assert model.lm_head.weight is model.model.shared.weight  # tied, full width, as loaded
-        assert model.model.decoder.embed_tokens is model.model.shared
+        assert model.model.decoder.embed_tokens.weight is model.model.shared.weight
         assert backend.info.extra["output_vocab_size"] == backend.info.extra["vocab_size"]
         for options in OPTIONS.values():
             assert backend.generate(SOURCES, options) == full.generate(SOURCES, options)
@@ -263,10 +282,8 @@ def test_ctranslate2_vmap_decoding_equals_unrestricted_and_torch(converted, tiny
         vmapped.close()
     _, full_ids = _outputs(full, options)
     clean = [i for i, ids in enumerate(full_ids) if set(ids) <= set(kept)]
-    for i in clean:
-        assert (got[i].text, got[i].num_tokens, got[i].hit_max_length) == (
-            want[i].text, want[i].num_tokens, want[i].hit_max_length)
-        assert got[i].score >= want[i].score - SCORE_TOLERANCE
+    _assert_unchanged_where_clean(
+        want, got, clean, options, differs=lambda i: (got[i].text, got[i].num_tokens) != (want[i].text, want[i].num_tokens))
     # CTranslate2 with its map is the restricted torch backend: every output, scores to float32 noise.
     torch_results = restricted.generate(SOURCES, options)
     assert [(g.text, g.num_tokens, g.hit_max_length) for g in got] == [

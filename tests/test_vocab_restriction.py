@@ -282,8 +282,8 @@ def test_ctranslate2_vmap_decoding_equals_unrestricted_and_torch(converted, tiny
         vmapped.close()
     _, full_ids = _outputs(full, options)
     clean = [i for i, ids in enumerate(full_ids) if set(ids) <= set(kept)]
-    _assert_unchanged_where_clean(
-        want, got, clean, options, differs=lambda i: (got[i].text, got[i].num_tokens) != (want[i].text, want[i].num_tokens))
+    outputs = lambda results, i: (results[i].text, results[i].num_tokens)  # noqa: E731
+    _assert_unchanged_where_clean(want, got, clean, options, differs=lambda i: outputs(got, i) != outputs(want, i))
     # CTranslate2 with its map is the restricted torch backend: every output, scores to float32 noise.
     torch_results = restricted.generate(SOURCES, options)
     assert [(g.text, g.num_tokens, g.hit_max_length) for g in got] == [

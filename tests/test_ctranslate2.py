@@ -83,7 +83,9 @@ def test_a_batch_split_over_replicas_gives_the_same_results(converted_f32, tiny_
     assert split.split_size(len(SENTENCES)) == -(-len(SENTENCES) // 2)
     assert split.split_size(1) == 1 and ct2_f32.split_size(len(SENTENCES)) == 0
     options = GenerationOptions(num_beams=num_beams, max_new_tokens=48)
-    assert_same_results(split.generate(SENTENCES, options), ct2_f32.generate(SENTENCES, options), score_abs=1e-6)
+    # 2e-6: scores are rounded to 6 decimals, so float noise between the two paddings can show as 1e-6 (it did
+    # with the vocabulary map: -0.082395 vs -0.082396).
+    assert_same_results(split.generate(SENTENCES, options), ct2_f32.generate(SENTENCES, options), score_abs=2e-6)
 
 
 def test_the_auto_layout_is_loaded_and_reported(tiny_marian_dir, converted_f32):

@@ -311,3 +311,23 @@ def test_a_conversion_without_a_map_decodes_unrestricted(converted, tiny_marian_
     finally:
         backend.close()
         plain.close()
+
+
+def test_convert_on_start_reconverts_a_cache_entry_without_a_map_once(tiny_marian_dir, tmp_path, kept):
+    from model_server.backends.ct2_convert import METADATA_FILE, VMAP_FILE
+
+    settings = tiny_settings(tiny_marian_dir, backend="ctranslate2", ct2_convert_on_start=True,
+                             ct2_cache_dir=tmp_path / "cache")
+    load_translation_backend(settings).close()
+    [entry] = (tmp_path / "cache").iterdir()
+    (entry / VMAP_FILE).unlink()  # as an older model-server left it
+    metadata = json.loads((entry / METADATA_FILE).read_text(encoding="utf-8"))
+    del metadata["output_vocab_size"]
+    (entry / METADATA_FILE).write_text(json.dumps(metadata), encoding="utf-8")
+    backend = load_translation_backend(settings)
+    backend.close()
+    assert list((tmp_path / "cache").iterdir()) == [entry] and (entry / VMAP_FILE).is_file()
+    assert backend.info.extra["output_vocab_size"] == len(kept)
+    stamp = (entry / METADATA_FILE).stat().st_mtime_ns
+    load_translation_backend(settings).close()
+    assert (entry / METADATA_FILE).stat().st_mtime_ns == stamp

@@ -175,21 +175,28 @@ def cached_conversion(name: str, models_dir: Path, cache_dir: Path, quantization
     """The cache entry for (model contents, quantization), converted now if missing.
 
     Entries are keyed by fingerprint, so a changed model gets a new entry instead of a stale one;
-    old entries can be deleted at any time while no server uses them.
+    old entries can be deleted at any time while no server uses them. A Marian entry converted before
+    vocabulary maps were written is converted again, once.
     """
     source = _local_source(name, models_dir)
     fingerprint = source_fingerprint(source)
     stem = source.name if Path(name).expanduser().is_dir() else hub_dirname(name)
     entry = Path(cache_dir) / f"{stem}-{quantization}-{fingerprint[:12]}"
-    if (entry / METADATA_FILE).is_file():
+    if (entry / METADATA_FILE).is_file() and not converted_before_vocabulary_maps(read_metadata(entry)):
         return entry
     log.info("ct2_convert_on_start: converting %s to %s (%s); this happens once", name, entry, quantization)
     try:
-        return convert(name, entry, quantization, force=entry.exists(), models_dir=models_dir)  # exists: broken
+        # An existing entry is broken or from before vocabulary maps: replace it.
+        return convert(name, entry, quantization, force=entry.exists(), models_dir=models_dir)
     except ServiceError:
         if (entry / METADATA_FILE).is_file():  # another process converted it concurrently
             return entry
         raise
+
+
+def converted_before_vocabulary_maps(metadata: dict) -> bool:
+    """A Marian conversion by a model-server that wrote no vocabulary map (it recorded no output_vocab_size)."""
+    return metadata.get("architecture") == "marian" and "output_vocab_size" not in metadata
 
 
 def _local_source(name: str, models_dir: Path, setting_example: str = TRANSLATION_EXAMPLE) -> Path:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from model_server.backends.base import Generated, GenerationOptions, ModelInfo
-from model_server.backends.ct2_convert import (VMAP_FILE, cached_conversion, import_ctranslate2, quantization_for,
-                                               read_metadata, tokenizer_dir, verify_converted)
+from model_server.backends.ct2_convert import (VMAP_FILE, cached_conversion, converted_before_vocabulary_maps,
+                                               import_ctranslate2, quantization_for, read_metadata, tokenizer_dir,
+                                               verify_converted)
 from model_server.backends.hardware import NATIVE_BF16_FLAGS, cpu_features, ct2_thread_layout, usable_cpus
 from model_server.backends.loading import with_precision, wrong_architecture
 from model_server.backends.torch_backend import _model_input_limit  # the same limit on both backends
@@ -215,7 +216,7 @@ def _has_vocabulary_map(model_dir: Path, metadata: dict, name: str) -> bool:
     target vocabulary); a Marian conversion from before that is served unrestricted, said once at load."""
     if (model_dir / VMAP_FILE).is_file() and metadata.get("output_vocab_size"):
         return True
-    if metadata["architecture"] == "marian" and "output_vocab_size" not in metadata:
+    if converted_before_vocabulary_maps(metadata):
         log.info("%s: %s has no vocabulary map (converted by an older model-server): decoding into the whole "
                  "vocabulary; convert it again (--force) to decode into the target vocabulary only", name, model_dir)
     return False

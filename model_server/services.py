@@ -103,7 +103,7 @@ def _load_torch_backend(settings: Settings, name: str, source: str, *, task: str
 
     backend = TorchSeq2SeqBackend(name=name, source=source, task=task, architectures=architectures, device=device,
                                   dtype=dtype, threads=settings.torch_threads, max_input_tokens=max_input_tokens,
-                                  model_thread=model_thread)
+                                  model_thread=model_thread, restrict_output_vocab=settings.restrict_output_vocab)
     backend.info = with_precision(backend.info, settings.dtype.value, dtype, reason)
     return backend
 

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
         "2.7 GB; serve, worker and translate re-execute themselves once with MALLOC_ARENA_MAX set, unless the "
         "environment sets it (model_server/allocator.py)")
 
+    restrict_output_vocab: bool = Field(
+        True, description="Marian models with a separate target.spm (opus-mt) decode into their target vocabulary "
+        "only: the target pieces and the special tokens, not the source-language pieces of the joint vocab.json "
+        "(about half of opus-mt-ar-en's 62,834 ids), on torch and on CTranslate2 (conversions since this setting; "
+        "older ones decode unrestricted). Scores are then log-probs normalised over the target vocabulary, what "
+        "the model was trained to emit. /v1/models reports output_vocab_size. No effect on mT5 or joint-vocabulary models"
+    )
+
     # --- CTranslate2 backend (backend=ctranslate2; docs/ctranslate2.md) ---
     ct2_compute_type: CT2ComputeType = Field(
         CT2ComputeType.auto, description="CTranslate2 compute type (replaces dtype): auto = int8 on cpu (int8_bfloat16 "

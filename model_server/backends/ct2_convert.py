@@ -4,6 +4,8 @@ A converted directory is self-contained:
 
     model.bin, config.json, *_vocabulary.json   CTranslate2's own files (TransformersConverter)
     hf/                                         the source's config, generation config and tokenizer files
+    vmap.txt                                    Marian with a separate target.spm: the vocabulary map
+                                                (always-on entry: the target pieces and special tokens)
     model_server_ct2.json                       METADATA_FILE, written last: what it was converted from
 
 The metadata records the source (as configured, its resolved directory, a fingerprint of its files, the
@@ -39,6 +41,7 @@ INSTALL_HINT = "pip install 'model-server[ct2]'"
 METADATA_FILE = "model_server_ct2.json"
 METADATA_FORMAT = 1
 TOKENIZER_SUBDIR = "hf"
+VMAP_FILE = "vmap.txt"  # CTranslate2 loads the vocabulary map of a model directory from this name
 # Weight types a conversion can store (`--quantization`). CTranslate2 converts them again at load time
 # to the compute type (e.g. int8 weights run as int8_float16 on CUDA).
 QUANTIZATIONS = ("int8", "int8_float16", "int8_bfloat16", "float16", "bfloat16", "float32")
@@ -126,12 +129,14 @@ def convert(model_dir_or_id: str, out_dir: Path | str, quantization: str, force:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.converting-", dir=out_dir.parent))
     try:
         _convert_into(source, tmp, quantization, model_dir_or_id)
+        output_vocab_size = _write_vocabulary_map(source, tmp)
         hf_dir = tokenizer_dir(tmp)
         hf_dir.mkdir()
         for name in _HF_FILES:
             if (source / name).is_file():
                 shutil.copyfile(source / name, hf_dir / name)
-        metadata = _metadata(model_dir_or_id, source, architecture, quantization)
+        metadata = {**_metadata(model_dir_or_id, source, architecture, quantization),
+                    "output_vocab_size": output_vocab_size}
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         tmp.chmod(0o755)
         _publish(tmp, out_dir, replace=force)
@@ -170,21 +175,28 @@ def cached_conversion(name: str, models_dir: Path, cache_dir: Path, quantization
     """The cache entry for (model contents, quantization), converted now if missing.
 
     Entries are keyed by fingerprint, so a changed model gets a new entry instead of a stale one;
-    old entries can be deleted at any time while no server uses them.
+    old entries can be deleted at any time while no server uses them. A Marian entry converted before
+    vocabulary maps were written is converted again, once.
     """
     source = _local_source(name, models_dir)
     fingerprint = source_fingerprint(source)
     stem = source.name if Path(name).expanduser().is_dir() else hub_dirname(name)
     entry = Path(cache_dir) / f"{stem}-{quantization}-{fingerprint[:12]}"
-    if (entry / METADATA_FILE).is_file():
+    if (entry / METADATA_FILE).is_file() and not converted_before_vocabulary_maps(read_metadata(entry)):
         return entry
     log.info("ct2_convert_on_start: converting %s to %s (%s); this happens once", name, entry, quantization)
     try:
-        return convert(name, entry, quantization, force=entry.exists(), models_dir=models_dir)  # exists: broken
+        # An existing entry is broken or from before vocabulary maps: replace it.
+        return convert(name, entry, quantization, force=entry.exists(), models_dir=models_dir)
     except ServiceError:
         if (entry / METADATA_FILE).is_file():  # another process converted it concurrently
             return entry
         raise
+
+
+def converted_before_vocabulary_maps(metadata: dict) -> bool:
+    """A Marian conversion by a model-server that wrote no vocabulary map (it recorded no output_vocab_size)."""
+    return metadata.get("architecture") == "marian" and "output_vocab_size" not in metadata
 
 
 def _local_source(name: str, models_dir: Path, setting_example: str = TRANSLATION_EXAMPLE) -> Path:
@@ -241,6 +253,19 @@ def _convert_into(source: Path, tmp: Path, quantization: str, name: str) -> None
             TransformersConverter(str(source)).convert(str(tmp), quantization=quantization, force=True)
     except (OSError, ValueError, RuntimeError, KeyError, NotImplementedError) as exc:
         raise ServiceError("model_unavailable", f"CTranslate2 cannot convert '{name}' ({source}): {exc}") from exc
+
+
+def _write_vocabulary_map(source: Path, out_dir: Path) -> int | None:
+    """Write CTranslate2's vocabulary map (VMAP_FILE, what the converter's `vmap` option copies in) for a
+    Marian model with a separate target vocabulary, and return how many ids it keeps; None (no map)
+    otherwise. The backend decodes with it (`use_vmap`) when restrict_output_vocab is on."""
+    from model_server.backends.vocab_restriction import model_target_vocabulary, vmap_text
+
+    kept = model_target_vocabulary(source)
+    if kept is None:
+        return None
+    (out_dir / VMAP_FILE).write_text(vmap_text(source, kept), encoding="utf-8")
+    return len(kept)
 
 
 @contextlib.contextmanager

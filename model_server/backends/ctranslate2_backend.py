@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from model_server.backends.base import Generated, GenerationOptions, ModelInfo
-from model_server.backends.ct2_convert import (cached_conversion, import_ctranslate2, quantization_for, read_metadata,
-                                               tokenizer_dir, verify_converted)
+from model_server.backends.ct2_convert import (VMAP_FILE, cached_conversion, converted_before_vocabulary_maps,
+                                               import_ctranslate2, quantization_for, read_metadata, tokenizer_dir,
+                                               verify_converted)
 from model_server.backends.hardware import NATIVE_BF16_FLAGS, cpu_features, ct2_thread_layout, usable_cpus
 from model_server.backends.loading import with_precision, wrong_architecture
 from model_server.backends.torch_backend import _model_input_limit  # the same limit on both backends
@@ -104,7 +105,7 @@ class CTranslate2Seq2SeqBackend:
     def __init__(self, *, name: str, model_dir: Path | str, task: str, architectures: Sequence[str],
                  device: str, compute_type: str, intra_threads: int = 0, inter_threads: int = 1,
                  max_batch_size: int = 0, batch_type: str = "examples", beam_patience: float = 2.0,
-                 max_input_tokens: int | None = None) -> None:
+                 max_input_tokens: int | None = None, restrict_output_vocab: bool = False) -> None:
         ctranslate2 = import_ctranslate2()
         model_dir = Path(model_dir)
         metadata = read_metadata(model_dir)
@@ -123,7 +124,8 @@ class CTranslate2Seq2SeqBackend:
         self.forced_eos = generation.forced_eos_token_id is not None
         # patience 2 (collect 2 x beam finished hypotheses, then pick the best) chose what transformers'
         # beam search chooses on every tiny-model test input; CTranslate2's default 1 stops earlier.
-        self._run_options = {"batch_type": batch_type, "patience": beam_patience}
+        use_vmap = restrict_output_vocab and _has_vocabulary_map(model_dir, metadata, name)
+        self._run_options = {"batch_type": batch_type, "patience": beam_patience, "use_vmap": use_vmap}
         self._max_batch_size = max_batch_size
         self._replicas = inter_threads
         self._end_token = self.tokenizer.eos_token
@@ -141,7 +143,9 @@ class CTranslate2Seq2SeqBackend:
                    "ctranslate2_version": ctranslate2.__version__,
                    "eos_token_id": generation.eos_token_id,
                    "decoder_start_token_id": generation.decoder_start_token_id,
-                   "vocab_size": config.vocab_size, "intra_threads": intra_threads,
+                   "vocab_size": config.vocab_size,
+                   "output_vocab_size": metadata["output_vocab_size"] if use_vmap else config.vocab_size,
+                   "intra_threads": intra_threads,
                    "inter_threads": inter_threads, "ct2_max_batch_size": max_batch_size,
                    "ct2_batch_type": batch_type, "ct2_beam_patience": beam_patience},
         )
@@ -207,6 +211,17 @@ class CTranslate2Seq2SeqBackend:
             translator.unload_model()
 
 
+def _has_vocabulary_map(model_dir: Path, metadata: dict, name: str) -> bool:
+    """Whether the conversion has a vocabulary map (ct2_convert writes one for Marian models with a separate
+    target vocabulary); a Marian conversion from before that is served unrestricted, said once at load."""
+    if (model_dir / VMAP_FILE).is_file() and metadata.get("output_vocab_size"):
+        return True
+    if converted_before_vocabulary_maps(metadata):
+        log.info("%s: %s has no vocabulary map (converted by an older model-server): decoding into the whole "
+                 "vocabulary; convert it again (--force) to decode into the target vocabulary only", name, model_dir)
+    return False
+
+
 def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: Path | None, task: str,
                              architectures: Sequence[str], max_input_tokens: int | None) -> CTranslate2Seq2SeqBackend:
     """The configured model on CTranslate2: `converted_dir` (checked against `name`) or, with
@@ -227,7 +242,7 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
         compute_type=compute_type, intra_threads=intra_threads,
         inter_threads=inter_threads, max_batch_size=settings.ct2_max_batch_size,
         batch_type=settings.ct2_batch_type.value, beam_patience=settings.ct2_beam_patience,
-        max_input_tokens=max_input_tokens)
+        max_input_tokens=max_input_tokens, restrict_output_vocab=settings.restrict_output_vocab)
     backend.info = with_precision(backend.info, settings.ct2_compute_type.value, backend.translator.compute_type,
                                   reason)
     backend.info = backend.info.model_copy(update={"extra": {**backend.info.extra,

@@ -34,7 +34,11 @@ class TorchSeq2SeqBackend:
     a model used from another thread than the one that loaded it ran 1.6x slower in bfloat16 (opus-mt shape,
     one beam-4 sentence, 2-core Zen 4: 357 ms on the loading thread, 567-580 ms on any other; float32 1.1x),
     whatever the malloc arenas or OpenMP settings. The service calls generate from its executor thread, so
-    without this every server ran at the slower speed."""
+    without this every server ran at the slower speed.
+
+    `restrict_output_vocab`: a Marian model with a separate target.spm decodes into its target vocabulary
+    only (model_server/backends/vocab_restriction.py); ids and scores leave generate_tokens in the full
+    vocabulary's ids either way."""
 
     def __init__(self, *, model_thread: ThreadPoolExecutor | None = None, **kwargs) -> None:
         """`model_thread`: a one-worker executor to share with other torch backends (the caller shuts it down);
@@ -53,7 +57,8 @@ class TorchSeq2SeqBackend:
         return self._thread.submit(function, *args, **kwargs).result()
 
     def _load(self, *, name: str, source: str, task: str, architectures: Sequence[str], device: str,
-              dtype: str, threads: int | None = None, max_input_tokens: int | None = None) -> None:
+              dtype: str, threads: int | None = None, max_input_tokens: int | None = None,
+              restrict_output_vocab: bool = False) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -76,6 +81,7 @@ class TorchSeq2SeqBackend:
         from transformers import GenerationConfig
 
         self.model.generation_config.max_length = GenerationConfig().max_length
+        self._reduced = _reduced_vocabulary(self.model, source, name) if restrict_output_vocab else None
         self._torch = torch
         self.device = device
         # Token counting runs on the request-preparation threads (model_server/cpu.py) while the model
@@ -90,7 +96,9 @@ class TorchSeq2SeqBackend:
             test_model=_is_test_model(source),
             extra={"eos_token_id": self.model.generation_config.eos_token_id,
                    "decoder_start_token_id": self.model.generation_config.decoder_start_token_id,
-                   "vocab_size": config.vocab_size, "threads": torch.get_num_threads()},
+                   "vocab_size": config.vocab_size,
+                   "output_vocab_size": self._reduced.size if self._reduced else config.vocab_size,
+                   "threads": torch.get_num_threads()},
         )
 
     def count_tokens(self, text: str) -> int:
@@ -134,13 +142,16 @@ class TorchSeq2SeqBackend:
                     repetition_penalty=options.repetition_penalty,
                     logits_processor=LogitsProcessorList([recorder]),
                     return_dict_in_generate=True,
+                    **(self._reduced.generation_kwargs if self._reduced else {}),
                 )
+                # The recorder saw reduced ids (restricted vocabulary): look scores up before mapping back.
                 token_logprobs = recorder.chosen(output.sequences, getattr(output, "beam_indices", None)).cpu()
+                sequences = self._reduced.to_full(output.sequences) if self._reduced else output.sequences
         except torch.cuda.OutOfMemoryError:
             # Free the cache so the batcher's smaller retry has room.
             torch.cuda.empty_cache()
             raise
-        return output.sequences.cpu(), token_logprobs
+        return sequences.cpu(), token_logprobs
 
     def _result(self, text: str, sequence, logprobs, options: GenerationOptions) -> Generated:
         eos_ids = self._eos_ids()
@@ -168,6 +179,39 @@ class TorchSeq2SeqBackend:
             self.on_model_thread(release)
         if self._owns_thread:
             self._thread.shutdown(wait=True)
+
+
+def _reduced_vocabulary(model, source: str, name: str):
+    """The model restricted to its target vocabulary (see vocab_restriction), or None (logged) when it has
+    none to restrict to."""
+    from model_server.backends.vocab_restriction import ReducedVocabulary, model_target_vocabulary
+
+    model_dir = _local_model_dir(source)
+    kept = model_target_vocabulary(model_dir) if model_dir is not None else None
+    reason = ("no separate target vocabulary (not a Marian model with its own target.spm)" if kept is None
+              else ReducedVocabulary.unmapped_reason(model.generation_config))
+    if reason is not None:
+        log.info("%s: output vocabulary not restricted: %s", name, reason)
+        return None
+    try:
+        reduced = ReducedVocabulary(model, kept)
+    except ValueError as exc:
+        log.warning("%s: output vocabulary not restricted: %s", name, exc)
+        return None
+    log.info("%s: decoding into its target vocabulary: %d of %d ids", name, reduced.size, model.config.vocab_size)
+    return reduced
+
+
+def _local_model_dir(source: str) -> Path | None:
+    """The directory holding the loaded model's files (a hub id: its cached snapshot), or None."""
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached as a snapshot: nothing to read the vocabulary from
+        return None
 
 
 def _candidates_per_row(num_beams: int, eos_ids: set[int]) -> int:

@@ -105,8 +105,9 @@ def render_text(report: dict) -> str:
     for key in ("a", "b"):
         side = report[key]
         model = side["model"]
-        lines.append(f"  {key.upper()} {side['label']}: {model['name']} ({model['backend']}, {model['dtype']}, "
-                     f"vocabulary {model['vocab_size']})")
+        label = "" if side["label"] == key.upper() else f" [{side['label']}]"
+        lines.append(f"  {key.upper()}: {model['name']} ({model['backend']}, {model['dtype']}, vocabulary "
+                     f"{model['vocab_size']}){label}")
     lines += [f"exact matches: {report['exact_matches']}/{report['inputs']} ({report['exact_match_rate']:.1%})",
               f"score |A-B|: max {report['score_abs_diff']['max']:.3g}, mean {report['score_abs_diff']['mean']:.3g}"
               f"; token counts differ on {report['token_count_diffs']}"]

@@ -105,7 +105,7 @@ def cmd_check_vocab(args: argparse.Namespace) -> int:
     if not inputs:
         raise CommandFailed(f"{args.corpus}: no non-empty lines to compare; give one input per line")
     report = check(base, Variant(_label(a, args.dtype_a) or "A", a_overrides),
-                   Variant(_label(b, args.dtype_b, args.against) or "B", b_overrides), task=args.task, inputs=inputs,
+                   Variant(_label(b, args.dtype_b) or "B", b_overrides), task=args.task, inputs=inputs,
                    batch_size=args.batch_size)
     if args.json:
         json.dump(report, sys.stdout, ensure_ascii=False, indent=2)
@@ -115,8 +115,6 @@ def cmd_check_vocab(args: argparse.Namespace) -> int:
     return 0 if not report["differing"] else 1
 
 
-def _label(variant, dtype: str | None, against: str | None = None) -> str:
-    """What distinguishes a side, for the report: its model, dtype and other overrides."""
-    parts = ([f"model {against}"] if against else []) + ([f"dtype {dtype}"] if dtype else []) + \
-            ([variant.name] if variant.overrides else [])
-    return ", ".join(parts)
+def _label(variant, dtype: str | None) -> str:
+    """What distinguishes a side besides its model (which the report names): dtype and other overrides."""
+    return ", ".join(([f"dtype {dtype}"] if dtype else []) + ([variant.name] if variant.overrides else []))

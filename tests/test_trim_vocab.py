@@ -46,14 +46,30 @@ def spm_proto(path: Path):
 def multiscript_mt5(tiny_mt5_dir, tmp_path_factory) -> Path:
     """The tiny mT5 whose padding rows are pieces of other scripts (appended to its spiece.model)."""
     out = Path(shutil.copytree(tiny_mt5_dir, tmp_path_factory.mktemp("multiscript") / "tiny-mt5-multiscript"))
-    proto = spm_proto(out / "spiece.model")
     rows = json.loads((out / "config.json").read_text())["vocab_size"]
-    assert rows - len(proto.pieces) == len(FOREIGN_PIECES)  # 500 pieces, 512 rows
-    for text in FOREIGN_PIECES:
+    assert rows - len(spm_proto(out / "spiece.model").pieces) == len(FOREIGN_PIECES)  # 500 pieces, 512 rows
+    add_pieces(out, FOREIGN_PIECES)
+    return out
+
+
+def add_pieces(model_dir: Path, texts) -> None:
+    """Append NORMAL pieces to the model's spiece.model (ids after its own)."""
+    proto = spm_proto(model_dir / "spiece.model")
+    for text in texts:
         piece = proto.pieces.add()
         piece.piece, piece.score, piece.type = text, -5.0, piece.NORMAL
     proto.trainer_spec.vocab_size = len(proto.pieces)
-    (out / "spiece.model").write_bytes(proto.SerializeToString())
+    (model_dir / "spiece.model").write_bytes(proto.SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def sentinel_mt5(tiny_mt5_dir, tmp_path_factory) -> Path:
+    """The padding rows: six foreign pieces, then six sentinels that the tokenizer adds after the
+    sentencepiece vocabulary (`extra_ids`, as t5-small's 100)."""
+    out = Path(shutil.copytree(tiny_mt5_dir, tmp_path_factory.mktemp("sentinels") / "tiny-mt5-sentinels"))
+    add_pieces(out, FOREIGN_PIECES[:6])
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "extra_ids": 6}))
     return out
 
 
@@ -121,6 +137,29 @@ def test_the_rebuilt_tokenizer_gives_the_corpus_the_same_pieces(multiscript_mt5,
            [spm_before.encode(line, out_type=str) for line in lines]
     # Text of other scripts still tokenizes (to <unk>: the tiny model has no byte pieces), without failing.
     assert rebuilt.tokenize("Москва")
+
+
+def test_sentinels_are_kept_and_every_row_follows_its_token(sentinel_mt5, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    out = trim_vocab(str(sentinel_mt5), tmp_path / "trimmed", corpus_files=CORPUS, words_per_language=0).out_dir
+    original, rebuilt = AutoTokenizer.from_pretrained(sentinel_mt5), AutoTokenizer.from_pretrained(out)
+    sentinels = [f"<extra_id_{i}>" for i in range(6)]
+    assert len(original) == 512 and min(original.convert_tokens_to_ids(sentinels)) == 506
+    assert set(rebuilt.convert_tokens_to_ids(sentinels)) == set(range(len(rebuilt) - 6, len(rebuilt)))
+    tokens = rebuilt.convert_ids_to_tokens(list(range(len(rebuilt))))
+    assert not set(FOREIGN_PIECES) & set(tokens)
+    old_rows = original.convert_tokens_to_ids(tokens)
+    before, after = load_file(sentinel_mt5 / "model.safetensors"), load_file(out / "model.safetensors")
+    for name in ("shared.weight", "lm_head.weight"):
+        assert after[name].shape[0] == len(rebuilt) == read_manifest(out)["vocab"]["kept"]
+        assert torch.equal(after[name], before[name][old_rows])
+    assert {name: tensor.shape for name, tensor in after.items() if "weight" in name and name not in (
+        "shared.weight", "lm_head.weight")} == {name: tensor.shape for name, tensor in before.items() if
+                                                "weight" in name and name not in ("shared.weight", "lm_head.weight")}
+    print(f"\ncorpus only (no word lists): kept {len(rebuilt)} of 512 rows")
 
 
 @pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam"])

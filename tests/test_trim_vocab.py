@@ -205,6 +205,27 @@ def _removed_ids(original: Path, trimmed: Path) -> set[int]:
     return {i for i, piece in enumerate(pieces) if piece.piece not in kept}
 
 
+def test_a_pytorch_model_bin_checkpoint_is_trimmed_too(multiscript_mt5, tmp_path):
+    """XLSum's repo ships pytorch_model.bin, with the embedding stored under three tied names."""
+    import torch
+    from safetensors.torch import load_file
+
+    source = Path(shutil.copytree(multiscript_mt5, tmp_path / "bin-checkpoint"))
+    weights = load_file(source / "model.safetensors")
+    shared = weights["shared.weight"]
+    torch.save({**weights, "encoder.embed_tokens.weight": shared, "decoder.embed_tokens.weight": shared},
+               source / "pytorch_model.bin")
+    (source / "model.safetensors").unlink()
+    # With the word lists: the sample article alone lacks pieces of a memorised summary ("طرابلس").
+    out = trim_vocab(str(source), tmp_path / "trimmed", corpus_files=CORPUS).out_dir
+    assert set(load_file(out / "model.safetensors")) == set(weights)  # the tied copies are not stored twice
+    backend = summarizer(out)
+    try:
+        assert [g.text for g in backend.generate(DOCUMENTS, backend.default_options())] == SUMMARIES
+    finally:
+        backend.close()
+
+
 def test_the_trimmed_model_is_served_like_any_summarizer(tiny_marian_dir, trimmed):
     from model_server.api.app import create_app
 

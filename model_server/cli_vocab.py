@@ -68,7 +68,7 @@ def cmd_trim_vocab(args: argparse.Namespace) -> int:
     if args.words < 0:
         raise CommandFailed(f"--words {args.words}: give 0 (the corpus only) or a positive number", USAGE_ERROR)
     models_dir = Path(args.models_dir) if args.models_dir else Settings().models_dir
-    prepare_output(Path(args.out_dir).absolute())  # an unwritable place fails before minutes of work
+    prepare_output(Path(args.out_dir).absolute().parent, directory=True)  # unwritable: fail before the work
     show = sys.stderr.isatty() or args.progress
     result = trim_vocab(args.model, args.out_dir, corpus_files=args.corpus, words_per_language=args.words,
                         models_dir=models_dir, force=args.force,

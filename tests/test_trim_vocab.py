@@ -296,6 +296,21 @@ def test_check_vocab_cli_reports_that_every_output_matches(multiscript_mt5, trim
     assert f"exact matches: {len(lines)}/{len(lines)} (100.0%)" in text and "--- input" not in text
 
 
+def test_check_vocab_compares_two_dtypes_of_one_model(tiny_mt5_dir, tmp_path, capsys):
+    from model_server.cli import main
+
+    corpus = tmp_path / "documents.txt"
+    corpus.write_text("\n".join(DOCUMENTS[2:]), encoding="utf-8")  # one line each
+    status = main(["check-vocab", str(corpus), "--summarization-model", str(tiny_mt5_dir), "--dtype-a", "float32",
+                   "--dtype-b", "bfloat16", "--device", "cpu", "--torch-threads", "1", "--models-dir", str(tmp_path),
+                   "--num-beams", "1", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert (report["a"]["model"]["dtype"], report["b"]["model"]["dtype"]) == ("float32", "bfloat16")
+    assert report["a"]["model"]["name"] == report["b"]["model"]["name"] == str(tiny_mt5_dir)
+    assert report["inputs"] == 2 and status == (0 if not report["differing"] else 1)
+    assert report["b"]["label"] == "dtype bfloat16" and report["b"]["overrides"] == {"dtype": "bfloat16"}
+
+
 def test_check_vocab_reports_every_differing_output():
     inputs = ["one", "two", "three"]
     a = [Generated("x", -0.5, 2, False), Generated("y", -0.25, 3, False), Generated("z", -1.0, 4, False)]

@@ -1,4 +1,7 @@
-"""`model-server` command line: serve, worker, translate, summarize, article, download, convert, build-tiny, eval, tune.
+"""`model-server` command line: the service, its batch commands and its model tools.
+
+serve, worker, translate, summarize, article, download, convert, trim-vocab, check-vocab, build-tiny, eval,
+eval-summaries, tune.
 
 Every setting of `Settings` is also a flag of `serve`, `worker`, `translate`, `summarize`, `article`, `eval` and `tune`
 (generated, so flags, environment variables and defaults can never disagree); flags override
@@ -22,6 +25,7 @@ from model_server.backends.ct2_convert import QUANTIZATIONS as CT2_QUANTIZATIONS
 from model_server.cli_common import (USAGE_ERROR, CommandFailed, add_settings_flags, debug_flag, load_services,
                                      prepare_output, read_input, run_command, settings_from)
 from model_server.cli_summaries import register as register_summary_commands
+from model_server.cli_vocab import register as register_vocab_commands
 from model_server.errors import ServiceError
 from model_server.settings import Settings
 
@@ -315,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--models-dir", default=None,
                          help="where hub ids are looked up first (default: the models_dir setting)")
     convert.set_defaults(func=cmd_convert)
+    register_vocab_commands(sub, parents=common)  # trim-vocab, check-vocab
 
     tiny = sub.add_parser("build-tiny", help="build the tiny test model (a fixture, not a translator)",
                           parents=common)

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev,ct2,bench,eval,scale}
+EXTRAS=${EXTRAS:-dev,ct2,bench,eval,scale,trim}
 
 stamp="$VENV/.installed-$( (cat pyproject.toml; echo "$TORCH_SPEC $EXTRAS") | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then

@@ -55,6 +55,13 @@ CASES = {
     "convert into a path below a file": Case(
         ["convert", "{marian}", "{tmp}/a-file/out"], 1, ["{tmp}/a-file: File exists"],
         ["remove it or choose another path"], files={"a-file": "x"}),
+    "trim-vocab of a Marian model": Case(
+        ["trim-vocab", "{marian}", "{tmp}/out"], 1,
+        ["trim-vocab works on mT5/T5-family", "'{marian}' is a 'marian' model"],
+        ["give an mT5 model such as csebuetnlp/mT5_multilingual_XLSum"]),
+    "check-vocab with nothing to compare": Case(
+        ["check-vocab", "--dtype", "float32"], 2, ["check-vocab: both sides would run the same way"],
+        ["give --against MODEL", "--dtype-b"]),
     "translate a missing file": Case(
         ["translate", "{tmp}/missing.txt"], 1, ["{tmp}/missing.txt: No such file or directory"], ["check the path"]),
     "translate a file that is not UTF-8": Case(

@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout-s", type=float, default=900.0, help="client timeout per request")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results directory")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    p.add_argument("--restrict-output-vocab", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode into the target vocabulary only (the service's default). Off here by default: the "
+                        "random real-shape opus-mt carries the tiny model's target.spm (300 of 62,834 pieces), a "
+                        "split no real model has [off]")
     p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
                    help="run `model-server tune` for each service first, with its own settings and into its own "
                         "tuning file (what a deployment does once), so the services serve with limits (and a "
@@ -265,7 +269,7 @@ def service_settings(args: argparse.Namespace, model_path: Path, device: str, dt
                                   dtype=dtype, num_beams=args.num_beams, max_new_tokens=args.decode_tokens,
                                   min_new_tokens=args.decode_tokens, retry_suspect_sentences=False,
                                   cache_enabled=False, summarization_enabled=False, log_level="warning",
-                                  backend=backend)
+                                  backend=backend, restrict_output_vocab=args.restrict_output_vocab)
     if args.max_batch_size:  # else the service's own limits, as it would serve: tuned or default
         values["max_batch_size"] = args.max_batch_size
     if args.torch_threads:

@@ -253,9 +253,10 @@ def test_a_killed_worker_s_chunks_are_finished_by_another_once_each(tiny_marian_
     api = start_cli_server(env, port)  # `model-server serve` with state_url: an API replica that enqueues
     try:
         wait_ready(f"http://127.0.0.1:{port}", api)
-        # The doomed worker is slow (3s per batch, 18s for the job): while the survivor starts it surely holds
-        # chunks in progress.
-        doomed = workers(env, MODEL_SERVER_TEST_GENERATE_DELAY_S="3")
+        # The doomed worker is slow (30 s per batch): from its first chunk until it is killed (once the
+        # survivor is up, seconds later) it surely holds that chunk in progress. With 3 s it could finish its
+        # chunks while the survivor started and hold none at the kill (seen once in CI).
+        doomed = workers(env, MODEL_SERVER_TEST_GENERATE_DELAY_S="30")
         with Receiver() as receiver, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             job = client.post("/v1/jobs", json={"texts": texts, "callback_url": receiver.url}).json()
             wait_until(lambda: chunk_tries(redis_server.url, job["id"]))

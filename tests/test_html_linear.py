@@ -127,7 +127,10 @@ def test_nesting_past_the_limit_is_refused_in_linear_time():
         else:
             raise AssertionError("accepted")
 
-    assert_linear(refuse, lambda n: "<div>" * (PARSER_LEVELS + 1) + f"{WORD} " * n, 2000)
+    # Capped at 2^19 words (~4 MB, 2n ~8 MB: past any body limit): the refusal is so fast that growing n
+    # until one run takes 30 ms reached 4M words (28 MB), where page faults of the huge buffers, not the
+    # parser, made the ratio 3.2 in one CI run.
+    assert_linear(refuse, lambda n: "<div>" * (PARSER_LEVELS + 1) + f"{WORD} " * n, 2000, max_n=1 << 19)
 
 
 # ---- long attribute values and many blocks --------------------------------------------------------

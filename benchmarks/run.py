@@ -65,7 +65,7 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except the ones resolved after parsing (None here; given in [brackets] instead)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -74,7 +74,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0],
-                                formatter_class=_HelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", default=RANDOM_OPUS_MT,
                    help=f"'{RANDOM_OPUS_MT}' (real architecture, random weights, built once), 'tiny' (test model) "
                         "or a model directory")

@@ -47,6 +47,7 @@ import httpx
 from benchmarks import machine, online
 from benchmarks.models import TINY, resolve_model
 from benchmarks.report import _fmt, _table
+from benchmarks.run import HelpFormatter  # the same help style as the main harness
 from benchmarks.workload import load_workload
 
 log = logging.getLogger("benchmarks.scale")
@@ -71,14 +72,9 @@ DEFAULTS = dict(models="standin,tiny", clients=8, duration_s=15.0, warmup_reques
 QUICK = dict(clients=4, duration_s=1.5, warmup_requests=1, backlog_jobs=4, texts_per_job=16, backlog_margin=1.5)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.splitlines()[0],
-                                formatter_class=_HelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--models", help=f"comma-separated, from {', '.join(MODELS)} [{DEFAULTS['models']}]")
     p.add_argument("--models-dir", type=Path, default=Path("models"), help="where the tiny model is (built once)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device of every replica and worker")

@@ -79,11 +79,11 @@ def trim_vocab(model: str, out_dir: Path | str, *, corpus_files: Sequence[Path |
     from transformers import AutoTokenizer
 
     # The one place that resolves a model name to a local directory, downloading a hub id, as `convert` does.
-    from model_server.backends.ct2_convert import _local_source
+    from model_server.backends.ct2_convert import local_source
 
     out_dir = Path(out_dir).absolute()
     _check_replaceable(out_dir, force)
-    source = _local_source(model, Path(models_dir), setting_example="model-server trim-vocab /models/mt5-xlsum OUT")
+    source = local_source(model, Path(models_dir), setting_example="model-server trim-vocab /models/mt5-xlsum OUT")
     config = _trimmable_config(source, model)
     spm_bytes = (source / SPM_FILE).read_bytes()
     proto = _parse_spm(spm_bytes)

@@ -123,7 +123,7 @@ def convert(model_dir_or_id: str, out_dir: Path | str, quantization: str, force:
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not force:
         raise ServiceError("model_unavailable", f"{out_dir} already exists; pass --force to replace it")
-    source = _local_source(model_dir_or_id, Path(models_dir), setting_example)
+    source = local_source(model_dir_or_id, Path(models_dir), setting_example)
     architecture = _check_architecture(source, model_dir_or_id)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.converting-", dir=out_dir.parent))
@@ -178,7 +178,7 @@ def cached_conversion(name: str, models_dir: Path, cache_dir: Path, quantization
     old entries can be deleted at any time while no server uses them. A Marian entry converted before
     vocabulary maps were written is converted again, once.
     """
-    source = _local_source(name, models_dir)
+    source = local_source(name, models_dir)
     fingerprint = source_fingerprint(source)
     stem = source.name if Path(name).expanduser().is_dir() else hub_dirname(name)
     entry = Path(cache_dir) / f"{stem}-{quantization}-{fingerprint[:12]}"
@@ -199,7 +199,7 @@ def converted_before_vocabulary_maps(metadata: dict) -> bool:
     return metadata.get("architecture") == "marian" and "output_vocab_size" not in metadata
 
 
-def _local_source(name: str, models_dir: Path, setting_example: str = TRANSLATION_EXAMPLE) -> Path:
+def local_source(name: str, models_dir: Path, setting_example: str = TRANSLATION_EXAMPLE) -> Path:
     """A local directory with the model's files: resolved like the server does, fetched when a hub id."""
     resolved = resolve_model_source(name, models_dir, setting_example=setting_example)
     if Path(resolved).is_dir():

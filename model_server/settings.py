@@ -339,6 +339,10 @@ class Settings(BaseSettings):
     non_arabic: NonArabic = Field(
         NonArabic.reject, description="a text below min_arabic_ratio: reject (error not_arabic) | passthrough "
         "(returned unchanged, flagged passthrough=true)")
+    set_translated_direction: bool = Field(
+        True, description="translated markup (HTML, DeepL tag_handling, .docx) says it is English: dir=\"rtl\" -> "
+        "\"ltr\" and lang=\"ar\" -> \"en\" on translated elements, right-to-left paragraph settings off in .docx; "
+        "false keeps the attributes as they were (for CMSs that rewrite them themselves)")
     log_level: str = Field("info", description="uvicorn/app log level")
 
     # --- operations: API keys, rate limits, logs (docs/operations.md) ---

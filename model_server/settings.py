@@ -343,6 +343,12 @@ class Settings(BaseSettings):
         True, description="translated markup (HTML, DeepL tag_handling, .docx) says it is English: dir=\"rtl\" -> "
         "\"ltr\" and lang=\"ar\" -> \"en\" on translated elements, right-to-left paragraph settings off in .docx; "
         "false keeps the attributes as they were (for CMSs that rewrite them themselves)")
+    document_max_bytes: int = Field(
+        10_000_000, ge=1024, description="largest document upload (.docx, .html, .txt) of /v1/jobs and DeepL "
+        "/v2/document; bigger gets 413 document_too_large")
+    document_max_unpacked_bytes: int = Field(
+        100_000_000, ge=1024, description="most bytes a .docx may unpack to (all its zip members together): a "
+        "zip bomb gets 400 invalid_document before it is unpacked")
     log_level: str = Field("info", description="uvicorn/app log level")
 
     # --- operations: API keys, rate limits, logs (docs/operations.md) ---

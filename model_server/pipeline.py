@@ -73,6 +73,7 @@ class PipelineConfig:
     quality: QualityThresholds = QualityThresholds()
     retry_suspects: bool = True
     non_arabic_passthrough: bool = False  # settings.non_arabic: a not_arabic text comes back unchanged, flagged
+    set_translated_direction: bool = True  # translated markup gets dir="ltr" / lang="en" (model_server/html/direction.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PipelineConfig":
@@ -82,7 +83,8 @@ class PipelineConfig:
             default_num_beams=settings.num_beams, min_new_tokens=settings.min_new_tokens,
             quality=QualityThresholds(low_score=settings.low_score_threshold),
             retry_suspects=settings.retry_suspect_sentences,
-            non_arabic_passthrough=settings.non_arabic is NonArabic.passthrough)
+            non_arabic_passthrough=settings.non_arabic is NonArabic.passthrough,
+            set_translated_direction=settings.set_translated_direction)
 
 
 def safer_options(options: GenerationOptions) -> GenerationOptions:

@@ -38,11 +38,11 @@ def fake_translate(sentence: str) -> str:
 
 class FakePipeline:
     """What translate_markup needs of TranslationPipeline: config.limits, config.non_arabic_passthrough,
-    cpu (a real CpuPool) and translate(texts, options, lane=...) -> (results, Timings). Records every call."""
+    config.set_translated_direction, cpu (a real CpuPool) and translate(texts, options, lane=...) -> (results, Timings). Records every call."""
 
-    def __init__(self, *, passthrough: bool = False, max_text_chars: int = 100_000) -> None:
+    def __init__(self, *, passthrough: bool = False, max_text_chars: int = 100_000, set_direction: bool = True) -> None:
         self.config = SimpleNamespace(limits=TextLimits(max_text_chars=max_text_chars, min_arabic_ratio=0.3),
-                                      non_arabic_passthrough=passthrough)
+                                      non_arabic_passthrough=passthrough, set_translated_direction=set_direction)
         self.calls: list[list[str]] = []
         self.cpu = CpuPool(1)
 
@@ -59,7 +59,8 @@ class FakePipeline:
 
 
 def run(markup: str | list[str], **kwargs):
-    pipeline = FakePipeline(**{k: kwargs.pop(k) for k in ("passthrough", "max_text_chars") if k in kwargs})
+    pipeline = FakePipeline(**{k: kwargs.pop(k) for k in ("passthrough", "max_text_chars", "set_direction")
+                               if k in kwargs})
     documents = markup if isinstance(markup, list) else [markup]
     try:
         results, _ = asyncio.run(translate_markup(pipeline, documents, options=None, **kwargs))
@@ -145,7 +146,8 @@ def test_whole_html_document_keeps_doctype_head_and_entities():
               "</head><body>\n  <p>شكرا&nbsp;جزيلا</p>\n</body></html>")
     result, _ = run(markup)
     assert result.translation.startswith("<!DOCTYPE html>")
-    assert '<html lang="ar" dir="rtl">' in result.translation and '<meta charset="utf-8">' in result.translation
+    # Everything in it was translated, so it says it is English now (tests/test_html_direction.py).
+    assert '<html lang="en" dir="ltr">' in result.translation and '<meta charset="utf-8">' in result.translation
     assert "<title>hello</title>" in result.translation
     assert "<body>\n  <p>thanks a lot</p>\n</body>" in result.translation
 

@@ -19,7 +19,7 @@ import html as html_escape
 import re
 import threading
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
@@ -159,7 +159,7 @@ def parse_markup(markup: str, *, xml: bool = False, skip_tags: frozenset[str] = 
     extractor = _Extractor(root, skip_tags)
     if not extractor.skipped(root):
         run_nested(extractor.container(root))
-    return Document(root, is_document, xml, extractor.runs, extractor.attributes)
+    return Document(root, is_document, xml, extractor.runs, extractor.attributes, extractor.skipped_blocks)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,6 +312,7 @@ class _Extractor:
         self.skip_tags = SKIP_TAGS | {t.lower() for t in skip_tags}
         self.runs: list[Run] = []
         self.attributes: list[Attribute] = []
+        self.skipped_blocks: list[Any] = []   # never-translated elements between blocks (not inside a sentence)
         self.with_blocks = _with_block_descendants(root)
 
     def skipped(self, element: Any) -> bool:
@@ -338,7 +339,9 @@ class _Extractor:
                 builder.add_tail(child.tail)
                 continue
             self.finish(builder)
-            if not self.skipped(child):
+            if self.skipped(child):
+                self.skipped_blocks.append(child)
+            else:
                 yield self.container(child)
             builder = _RunBuilder((child, "tail"), child.tail)
         self.finish(builder)
@@ -384,6 +387,7 @@ class Document:
     xml: bool
     runs: list[Run]
     attributes: list[Attribute]
+    skipped_blocks: list[Any] = field(default_factory=list)   # outermost only: their subtrees are not walked
 
     def serialize(self) -> str:
         if self.xml:

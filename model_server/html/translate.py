@@ -1,5 +1,6 @@
 """Translation of markup documents: plan (parse, extract, choose what the model sees), one pipeline call
-for every text of every document, then finish (align inline elements, write back, serialize).
+for every text of every document, then finish (align inline elements, write back, mark what is now English
+left-to-right (model_server/html/direction.py), serialize).
 
 The two CPU stages run in the bounded worker pool `pipeline.cpu` (model_server/cpu.py), one call per
 stage for all documents of a request, so parsing and alignment never block the event loop.
@@ -18,6 +19,7 @@ from model_server.backends.base import GenerationOptions
 from model_server.batching.batcher import Lane
 from model_server.errors import ServiceError
 from model_server.html.align import InlineSpan, align_spans
+from model_server.html.direction import switch_direction
 from model_server.html.extract import Attribute, Document, Run, parse_markup
 from model_server.pipeline import PipelineConfig, Timings, TranslationPipeline
 from model_server.results import ErrorBody, SentenceResult, TextResult
@@ -38,6 +40,8 @@ class Plan:
     attributes: list[Attribute]
     hint_spans: list[InlineSpan]
     texts: list[str]
+    set_direction: bool          # PipelineConfig.set_translated_direction
+    min_arabic_ratio: float      # what counts as Arabic left untranslated, for the direction pass
 
 
 async def translate_markup(pipeline: TranslationPipeline, documents: Sequence[str], options: GenerationOptions, *,
@@ -96,10 +100,10 @@ def plan_document(index: int, markup: str, config: PipelineConfig, *, xml: bool 
         if config.non_arabic_passthrough:
             return TextResult(index=index, translation=markup, passthrough=True)
         limits.check_arabic(every_text)
-    return _plan(document, limits.min_arabic_ratio)
+    return _plan(document, limits.min_arabic_ratio, set_direction=config.set_translated_direction)
 
 
-def _plan(document: Document, min_ratio: float) -> Plan:
+def _plan(document: Document, min_ratio: float, *, set_direction: bool) -> Plan:
     runs = [run for run in document.runs if arabic_ratio(run.text) >= min_ratio]
     attributes = [a for a in document.attributes if arabic_ratio(a.text) >= min_ratio]
     hint_spans: list[InlineSpan] = []
@@ -115,7 +119,7 @@ def _plan(document: Document, min_ratio: float) -> Plan:
                 hint_spans.append(span)
                 hint_texts.append(text)
     texts = [run.text for run in runs] + [a.text for a in attributes] + hint_texts
-    return Plan(document, runs, attributes, hint_spans, texts)
+    return Plan(document, runs, attributes, hint_spans, texts, set_direction, min_ratio)
 
 
 def _words_in(text: str, word_starts: list[int], start: int, end: int) -> int:
@@ -136,13 +140,18 @@ def finish_document(index: int, plan: Plan, results: Sequence[TextResult]) -> Te
     if failed is not None:
         return TextResult(index=index, error=failed)
     sentences: list[SentenceResult] = []
+    translated: list[Run | Attribute] = []
     for number, (unit, result) in enumerate(zip([*plan.runs, *plan.attributes], unit_results)):
         translation = result.translation or ""
         if isinstance(unit, Run):
             align_spans(unit.spans, len(unit.text), translation, _sentence_knots(unit.text, result))
         unit.write(translation)
+        if not result.passthrough:
+            translated.append(unit)
         for sentence in result.sentences:
             sentences.append(sentence.model_copy(update={"index": len(sentences), "paragraph": number}))
+    if plan.set_direction:
+        switch_direction(plan.document, translated, plan.min_arabic_ratio)
     return TextResult(index=index, translation=plan.document.serialize(), sentences=sentences,
                       paragraphs=runs + attributes, review=summarize_review(sentences))
 

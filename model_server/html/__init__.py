@@ -35,12 +35,19 @@ How inline markup survives (and what is guaranteed)
     Elements that are never translated (`code`, `translate="no"`, `br`, `img`, comments) inside a
     sentence are left out of the text the model sees and are put back at the mapped position.
 
+Direction and language (settings.set_translated_direction, on by default)
+    An element carrying `dir="rtl"` or an Arabic `lang`/`xml:lang` gets `dir="ltr"` / `lang="en"` when its
+    subtree holds translated text and no Arabic block left untranslated (`pre`, `translate="no"`,
+    `skip_tags`, ... with Arabic text); Gutenberg's `{"direction":"rtl"}` follows its `<p>`; RTL-only CSS
+    classes and styles are left alone. The exact rule: direction.py. Off: every attribute as it was.
+
 Parsing is lxml (libxml2); markup nested deeper than libxml2 keeps (256 levels, counting html and body)
 is refused with 400 `invalid_markup` naming the depth, never answered with the deeper text missing.
 
 Modules
     extract.py     parse (HTML document or fragment, or XML), find runs, spans and attributes, write back
     align.py       pure: source spans of inline elements -> spans of the translation
+    direction.py   after write-back: dir/lang of the elements whose text is now English
     translate.py   plan, one pipeline call for all documents, finish; CPU stages in `pipeline.cpu`
     nesting.py     the non-recursive walker every tree and span walk uses
 

@@ -39,7 +39,10 @@ The rule (one bottom-up walk, `switch_direction`)
     Gutenberg's `"textAlign":"right"`) and `<meta>` language declarations: the service cannot know what a
     site's stylesheet means by them, and a CMS that styles by class restyles its own templates.
 
-With the setting off the pass does not run and every attribute comes back as it was.
+With the setting off the pass does not run and every attribute comes back as it was. It is the server's
+setting (MODEL_SERVER_SET_TRANSLATED_DIRECTION), not a request field: it says what the CMS in front of the
+service does with the markup (rewrite the attributes itself, or not), which no DeepL or LibreTranslate
+plugin could send per request anyway.
 
 Cost: one walk over the tree (children before parents) with constant work per element, plus one pass over
 the text of each outermost never-translated block: linear in the document.

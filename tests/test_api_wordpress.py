@@ -11,6 +11,8 @@ tiny model memorised (tests/data/libya-russia-ar.txt), so the translation is kno
 Asserted: every comment comes back byte for byte and in order; every element comes back with the same
 tag, nesting and attributes (alt and title translated, every other attribute unchanged); every block's
 text is the memorised translation of its Arabic; what is never translated (code, English) is unchanged.
+The last test gives the paragraphs Gutenberg's right-to-left direction (`{"direction":"rtl"}` and
+`<p dir="rtl">`): both come back ltr, in all three APIs (model_server/html/direction.py).
 """
 
 from __future__ import annotations
@@ -132,3 +134,37 @@ def test_wordpress_article_through_libretranslate_format_html(tiny_server):
                                data={"q": article, "source": "ar", "target": "en", "format": "html"})
     assert response.status_code == 200, response.text
     assert_article_translated(article, response.json()["translatedText"])
+
+
+# ---- right-to-left paragraphs (model_server/html/direction.py) --------------------------------------
+def right_to_left(article: str) -> str:
+    """The article as an Arabic site stores it: plain paragraph blocks carry Gutenberg's direction
+    attribute, in the block comment and on the <p> (the editor writes both)."""
+    return article.replace("<!-- wp:paragraph -->\n<p>", '<!-- wp:paragraph {"direction":"rtl"} -->\n<p dir="rtl">')
+
+
+def translate_through(api: str, server, article: str) -> str:
+    if api == "deepl":
+        translator = deepl.Translator("any-key:fx", server_url=server.base_url)
+        return translator.translate_text(article, source_lang="AR", target_lang="EN-US", tag_handling="html").text
+    with server.client(timeout=300) as client:
+        if api == "translate":
+            response = client.post("/translate", json={"text": article, "format": "html"})
+            assert response.status_code == 200, response.text
+            return response.json()["results"][0]["translation"]
+        response = client.post("/libretranslate/translate",
+                               data={"q": article, "source": "ar", "target": "en", "format": "html"})
+        assert response.status_code == 200, response.text
+        return response.json()["translatedText"]
+
+
+@pytest.mark.parametrize("api", ["translate", "deepl", "libretranslate"])
+def test_right_to_left_paragraph_blocks_come_back_left_to_right_in_every_api(tiny_server, monkeypatch, api):
+    monkeypatch.setattr(deepl.http_client, "max_network_retries", 0)
+    article = right_to_left(wordpress_article())
+    assert article.count('{"direction":"rtl"}') == article.count('<p dir="rtl">') == 3 * BLOCKS // 10
+    translation = translate_through(api, tiny_server, article)
+    # Exactly the article's translation with both halves of every direction attribute switched: the editor
+    # rebuilds a block from its comment, so the two must agree. Everything else as asserted above.
+    switched = article.replace('{"direction":"rtl"}', '{"direction":"ltr"}').replace('dir="rtl"', 'dir="ltr"')
+    assert_article_translated(switched, translation)

@@ -19,7 +19,7 @@ import html as html_escape
 import re
 import threading
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -387,7 +387,7 @@ class Document:
     xml: bool
     runs: list[Run]
     attributes: list[Attribute]
-    skipped_blocks: list[Any] = field(default_factory=list)   # outermost only: their subtrees are not walked
+    skipped_blocks: list[Any]   # never-translated blocks, outermost only (their subtrees are not walked)
 
     def serialize(self) -> str:
         if self.xml:

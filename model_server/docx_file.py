@@ -47,8 +47,9 @@ Right to left -> left to right (settings.set_translated_direction, default true)
     formatting stays bold in English.
 
 Hostile files get a 4xx ServiceError, never a 500
-    larger than settings.document_max_bytes: document_too_large; an OLE compound file (how Word stores a
-    password-protected .docx) or an encrypted zip member: document_encrypted; not a zip, no
+    larger than settings.document_max_bytes: document_too_large; an OLE compound file with an EncryptedPackage
+    stream (how Word stores a password-protected .docx) or an encrypted zip member: document_encrypted;
+    another OLE file (a Word 97-2003 .doc renamed), not a zip, no
     word/document.xml, duplicate member names, a member that does not unpack (bad CRC, unknown compression,
     more bytes than it declares), XML that does not parse or declares a DTD: invalid_document; the zip
     members' declared sizes summing past settings.document_max_unpacked_bytes: invalid_document before
@@ -81,6 +82,7 @@ _W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 _MC = "http://schemas.openxmlformats.org/markup-compatibility/2006"
 _XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
 _OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ENCRYPTED_STREAM = "EncryptedPackage".encode("utf-16-le")   # its name in the OLE directory
 _MAIN_PART = "word/document.xml"
 _TEXT_PARTS = re.compile(r"word/(document|header\d*|footer\d*|footnotes|endnotes)\.xml")
 _STYLES_PART = "word/styles.xml"
@@ -142,12 +144,17 @@ def _unpack(data: bytes, settings: Settings) -> list[tuple[zipfile.ZipInfo, byte
         raise ServiceError("document_too_large", f"the .docx is {len(data)} bytes; the most this service takes is "
                            f"{settings.document_max_bytes} (document_max_bytes)")
     if data.startswith(_OLE_SIGNATURE):
-        raise ServiceError("document_encrypted", "the file is an encrypted (password-protected) Word document: "
-                           "open it in Word, remove the password and save it again")
+        # Word wraps a password-protected .docx in an OLE compound file with an EncryptedPackage stream; any
+        # other OLE file here is most likely a Word 97-2003 .doc renamed.
+        if _ENCRYPTED_STREAM in data:
+            raise ServiceError("document_encrypted", "the file is an encrypted (password-protected) Word "
+                               "document: open it in Word, remove the password and save it again")
+        raise _invalid("the file is an OLE compound file (a Word 97-2003 .doc?), not a zip package: save it from "
+                       "Word as .docx")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError, EOFError, OSError):
-        raise _invalid("the file is not a zip package (a .docx is one)") from None
+        raise _invalid("the file is not a zip package (a .docx is one): save it from Word as .docx") from None
     with archive:
         infos = archive.infolist()
         declared = sum(info.file_size for info in infos)

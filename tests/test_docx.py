@@ -11,7 +11,10 @@ properties, hold whole words of the translation, in order, and the paragraph rea
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import zipfile
 from copy import deepcopy
 
@@ -27,7 +30,7 @@ from model_server.docx_file import open_docx
 from model_server.errors import ServiceError
 from model_server.services import Services
 from model_server.tiny_models import MEMORISED_PAIRS
-from tests.conftest import run_with, tiny_settings
+from tests.conftest import ROOT, run_with, tiny_settings
 from tests.fakes import DelegatingBackend
 from tests.timing import assert_linear
 
@@ -296,6 +299,21 @@ def test_text_too_long_for_the_model_keeps_the_paragraph(tiny_backend, tiny_mari
     assert paragraphs[1].text == MEMORISED[HELLO]
 
 
+def test_the_command_line_translates_a_docx_into_a_docx(tmp_path, tiny_marian_dir):
+    source, out = tmp_path / "report.docx", tmp_path / "en" / "report.docx"
+    source.write_bytes(newsroom_docx())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODEL_SERVER_DEVICE": "cpu", "MODEL_SERVER_TORCH_THREADS": "1",
+           "MODEL_SERVER_CACHE_ENABLED": "false", "MODEL_SERVER_CACHE_PATH": str(tmp_path / "state.sqlite3")}
+    done = subprocess.run([sys.executable, "-m", "model_server.cli", "translate", str(source), "-o", str(out),
+                           "--translation-model", str(tiny_marian_dir)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{out}: 9 Arabic paragraphs translated\n"
+    document = docx.Document(str(out))
+    assert document.paragraphs[0].text == f"{MEMORISED[HELLO]} {MEMORISED[THANKS]}"
+    assert document.sections[0].header.paragraphs[0].text == MEMORISED[HELLO]
+
+
 # --------------------------------------------------------------------------------------------------
 # Hostile files
 # --------------------------------------------------------------------------------------------------
@@ -330,6 +348,7 @@ def small_docx() -> bytes:
     return saved(document)
 
 
+OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"   # the compound file signature
 BILLION_LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE w:document [<!ENTITY a "ha"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;">'
                   b']><w:document xmlns:w="' + W.encode() + b'"><w:body><w:p><w:r><w:t>&b;</w:t></w:r></w:p>'
                   b'</w:body></w:document>')
@@ -346,8 +365,9 @@ HOSTILE = {
                             "invalid_document", "DTD"),
     "nested too deep": (lambda: replace_member(small_docx(), "word/document.xml", DEEP), {}, "invalid_document",
                         "not well-formed XML"),
-    "an encrypted Word file (OLE)": (lambda: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(4000), {},
-                                     "document_encrypted", "password"),
+    "an encrypted Word file (OLE)": (lambda: OLE + bytes(1000) + "EncryptedPackage".encode("utf-16-le") + bytes(9),
+                                     {}, "document_encrypted", "password"),
+    "a Word 97-2003 .doc (OLE)": (lambda: OLE + bytes(4000), {}, "invalid_document", "save it from Word as .docx"),
     "an encrypted zip member": (lambda: patch_central_directory(small_docx(), "word/document.xml", 8, "<H", 1), {},
                                 "document_encrypted", "password"),
     "too large": (small_docx, {"document_max_bytes": 4096}, "document_too_large", "document_max_bytes"),

@@ -27,11 +27,12 @@ How formatting survives
     translation (model_server/html/__init__.py says what is guaranteed: a 1-8 word bold run or link is
     anchored on its own translation when it occurs in the paragraph's), and `rebuild` writes each span's
     words into its run, which keeps its w:rPr (bold, italic, style, size, colour), and puts every non-text
-    piece back, in order, at its aligned position. Words the alignment leaves between two spans go to the
-    following run, or to a new run copying the nearest text run's w:rPr where no run can take them
-    without moving a reference, field or link boundary. Runs of one field (w:fldChar, w:instrText) are
-    never merged, so no words land inside a field's instructions. Bookmarks, comments ranges and
-    w:proofErr stay where they were among the runs.
+    piece back, in order, at its aligned position. Words or spaces the alignment leaves between two spans
+    go to the run before them, or to the next one when it takes text and the run before did not end with
+    a space in the source (so spaces stay on the side they were); where no run can take them without
+    moving a reference, field or link boundary, into a new run copying the nearest text run's w:rPr. Runs
+    of a field (w:fldChar, w:instrText) are never merged or rewritten, so no words land inside a field's
+    instructions. Bookmarks, comment ranges and w:proofErr stay where they were among the runs.
 
 Right to left -> left to right (settings.set_translated_direction, default true), on translated paragraphs only
     - w:pPr/w:bidi is dropped (written as w:bidi w:val="0" when styles.xml turns bidi on for some style or

@@ -289,6 +289,26 @@ def test_tabs_breaks_and_fields_stay_in_the_runs(tiny_backend, tiny_marian_dir):
     assert words.startswith(MEMORISED[HELLO])
 
 
+def test_runs_word_split_for_revisions_and_spelling_marks_are_translated_as_one(tiny_backend, tiny_marian_dir):
+    """Word splits a sentence into runs with the same properties (one per revision id, around w:proofErr): the
+    model sees one span, and the sentence comes back in the first of them."""
+    rpr = "<w:rPr><w:rFonts w:cs='Simplified Arabic'/><w:b/><w:bCs/><w:rtl/><w:lang w:bidi='ar-EG'/></w:rPr>"
+    document = docx.Document()
+    raw_paragraph(document, f"<w:r w:rsidR='00A1'>{rpr}<w:t>مرحبا</w:t></w:r><w:proofErr w:type='spellStart'/>"
+                            f"<w:r w:rsidR='00B2'>{rpr}<w:lastRenderedPageBreak/><w:t xml:space='preserve'> بالعالم"
+                            f"</w:t></w:r><w:proofErr w:type='spellEnd'/><w:r w:rsidR='00C3'>{rpr}<w:t>.</w:t></w:r>",
+                  ppr="<w:bidi/>")
+    source = saved(document)
+    assert open_docx(source, tiny_settings(tiny_marian_dir)).texts == ["<p><span>مرحبا<wbr/> بالعالم.</span></p>"]
+    paragraph = part(translate_docx(tiny_backend, tiny_marian_dir, source), "word/document.xml").find("w:body/w:p", NS)
+    runs = paragraph.findall("w:r", NS)
+    assert len(runs) == 1 and runs[0].get(w("rsidR")) == "00A1"
+    assert "".join(t.text for t in runs[0].iterfind("w:t", NS)) == MEMORISED[HELLO]
+    assert runs[0].find("w:lastRenderedPageBreak", NS) is not None
+    assert [etree.QName(e).localname for e in runs[0].find("w:rPr", NS)] == ["rFonts", "b", "bCs", "lang"]
+    assert len(paragraph.findall("w:proofErr", NS)) == 2
+
+
 def test_text_too_long_for_the_model_keeps_the_paragraph(tiny_backend, tiny_marian_dir):
     document = docx.Document()
     document.add_paragraph(AGREEMENT + " " + "كلمة " * 200)

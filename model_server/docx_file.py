@@ -48,15 +48,17 @@ Right to left -> left to right (settings.set_translated_direction, default true)
     formatting stays bold in English.
 
 Hostile files get a 4xx ServiceError, never a 500
-    larger than settings.document_max_bytes: document_too_large; an OLE compound file with an EncryptedPackage
-    stream (how Word stores a password-protected .docx) or an encrypted zip member: document_encrypted;
-    another OLE file (a Word 97-2003 .doc renamed), not a zip, no
-    word/document.xml, duplicate member names, a member that does not unpack (bad CRC, unknown compression,
-    more bytes than it declares), XML that does not parse or declares a DTD: invalid_document; the zip
-    members' declared sizes summing past settings.document_max_unpacked_bytes: invalid_document before
-    anything is unpacked (every read is capped at its member's declared size). XML is parsed without
-    entities, DTDs or network access, and libxml2 refuses elements nested deeper than 256 levels; every
-    walk here is iterative. Opening and rebuilding are linear in the document (tests/test_docx.py doubles it).
+    - larger than settings.document_max_bytes: document_too_large;
+    - an OLE compound file with an EncryptedPackage stream (how Word stores a password-protected .docx), or
+      an encrypted zip member: document_encrypted;
+    - invalid_document: another OLE file (a Word 97-2003 .doc renamed), not a zip, no word/document.xml or
+      one that is not a w:document (Strict Open XML), duplicate member names, a member that does not unpack
+      (bad CRC, unknown compression, more bytes than it declares), XML that does not parse or declares a
+      DTD, and zip members whose declared sizes sum past settings.document_max_unpacked_bytes (refused
+      before anything is unpacked; every read is capped at its member's declared size).
+    XML is parsed without entities, DTDs or network access, and libxml2 refuses elements nested deeper than
+    256 levels; every walk here is iterative. Opening and rebuilding are linear in the document
+    (tests/test_docx.py doubles the paragraph count).
 """
 
 from __future__ import annotations
@@ -221,6 +223,9 @@ class _Package:
             if not _TEXT_PARTS.fullmatch(info.filename):
                 continue
             root = _parse_part(info.filename, content)
+            if info.filename == _MAIN_PART and root.tag != _w("document"):
+                raise _invalid(f"{_MAIN_PART} is not a WordprocessingML document (its root is <{root.tag}>; a "
+                               "Strict Open XML file is not supported: save it as a Word Document, .docx)")
             found = [paragraph for element in _paragraph_elements(root)
                      if (paragraph := _Paragraph.read(element, settings.min_arabic_ratio)) is not None]
             self.parts.append(_Part(info, root, found))

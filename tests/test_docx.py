@@ -533,6 +533,9 @@ HOSTILE = {
                              "no word/document.xml"),
     "broken XML": (lambda: replace_member(small_docx(), "word/document.xml", b"<w:document><w:body>"), {},
                    "invalid_document", "not well-formed XML"),
+    "Strict Open XML": (lambda: replace_member(small_docx(), "word/document.xml", b'<w:document xmlns:w="http://'
+                                               b'purl.oclc.org/ooxml/wordprocessingml/main"/>'), {},
+                        "invalid_document", "Strict Open XML"),
     "a DTD with entities": (lambda: replace_member(small_docx(), "word/document.xml", BILLION_LAUGHS), {},
                             "invalid_document", "DTD"),
     "nested too deep": (lambda: replace_member(small_docx(), "word/document.xml", DEEP), {}, "invalid_document",

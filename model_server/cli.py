@@ -77,7 +77,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     apply_arena_cap(settings.malloc_arena_max)
+    if args.input and Path(args.input).suffix.lower() == ".docx":
+        return _translate_docx(args, settings)
     text = read_input(args.input)
+    output = prepare_output(args.output) if args.output else None
     services = load_services(settings, summarization=False)
 
     async def run():
@@ -95,10 +98,43 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.json:
         info = services.translation.backend.info
         payload = {"result": result.model_dump(), "model": info.model_dump(), "timing_ms": timings.to_dict()}
-        json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        printed = json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
     else:
-        sys.stdout.write(result.translation + "\n")
+        printed = result.translation + "\n"
+    if output is None:
+        sys.stdout.write(printed)
+    else:
+        output.write_text(printed, encoding="utf-8")
+    return 0
+
+
+def _translate_docx(args: argparse.Namespace, settings: Settings) -> int:
+    """A Word file in, a Word file out (model_server/docx_file.py), through the one whole-file interface."""
+    from model_server.document_files import DocumentKind, open_document, translate_opened
+
+    if not args.output:
+        raise CommandFailed(f"{args.input} is a Word file, and its translation is one too: give the file to write "
+                            "with -o OUT.docx", USAGE_ERROR)
+    if args.json:
+        raise CommandFailed("--json prints the sentences of a text; a .docx is translated into the -o file: "
+                            "leave out --json", USAGE_ERROR)
+    try:
+        opened = open_document(Path(args.input).read_bytes(), DocumentKind.docx, settings)  # before the model loads
+    except ServiceError as exc:
+        raise CommandFailed(f"{args.input}: {exc.message}") from None
+    output = prepare_output(args.output)
+    services = load_services(settings, summarization=False)
+
+    async def run() -> bytes:
+        services.start()
+        try:
+            pipeline = services.translator
+            return await translate_opened(pipeline, opened, pipeline.options())
+        finally:
+            await services.close()
+
+    output.write_bytes(asyncio.run(run()))
+    sys.stdout.write(f"{output}: {len(opened.texts)} Arabic paragraphs translated\n")
     return 0
 
 
@@ -293,8 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(worker)
     worker.set_defaults(func=cmd_worker)
 
-    translate = sub.add_parser("translate", help="translate a file (or stdin) to stdout", parents=common)
-    translate.add_argument("input", nargs="?", help="UTF-8 Arabic text file; '-' or omitted = stdin")
+    translate = sub.add_parser("translate", help="translate a file (or stdin) to stdout, or a .docx to a .docx",
+                               parents=common)
+    translate.add_argument("input", nargs="?", help="UTF-8 Arabic text file, or a Word .docx (needs -o); "
+                           "'-' or omitted = stdin")
+    translate.add_argument("-o", "--output", help="write the translation to this file instead of stdout (a .docx "
+                           "input: the translated .docx, required)")
     translate.add_argument("--json", action="store_true", help="print sentences, scores and timings as JSON")
     add_settings_flags(translate)
     translate.set_defaults(func=cmd_translate)

@@ -79,6 +79,13 @@ CASES = {
     "translate with an invalid setting": Case(
         ["translate", "{tmp}/ar.txt", "--port", "eighty"], 2, ["invalid settings: port"],
         ["correct the flag or MODEL_SERVER_* variable"], files={"ar.txt": "مرحبا."}),
+    "translate a .docx without -o": Case(
+        ["translate", "{tmp}/report.docx"], 2, ["{tmp}/report.docx is a Word file"], ["-o OUT.docx"],
+        files={"report.docx": b"PK"}),
+    "translate a broken .docx": Case(
+        ["translate", "{tmp}/broken.docx", "-o", "{tmp}/out.docx"], 1,
+        ["{tmp}/broken.docx: not a readable .docx", "not a zip package"], ["save it from Word as .docx"],
+        files={"broken.docx": "مرحبا."}),
     "article that is broken JSON": Case(
         ["article", "{tmp}/article.json"], 1, ["article: the input is not valid JSON"],
         ['give a JSON object {"title": ..., "body": ...} or plain text'], files={"article.json": '{"title": "x",'}),

@@ -6,8 +6,9 @@ POST /translate; they only parse their dialect's requests and write their dialec
 Errors speak the dialect, never the main `{"error": {"code", "message"}}` shape:
 
 * DeepL: `{"message": "..."}` with DeepL's statuses (400 bad request, 403 missing or bad key, 413 too
-  large, 429 busy - rate limited, too many in flight or queue full, 456 quota - one request above the
-  per-minute character budget, 503 starting/stopping, 504 timeout, 500).
+  large, 429 busy - rate limited, too many in flight or queue full, 456 quota - the period's character
+  quota spent, or one request above the per-minute character budget, 503 starting/stopping, 504 timeout,
+  500).
 * LibreTranslate: `{"error": "..."}` with LibreTranslate's statuses (400 any bad input, size limits
   included; 403 missing or bad key; 429 "Slowdown: ..."; 500; 503; 504).
 
@@ -88,7 +89,7 @@ DEEPL = Dialect(
     name="deepl", prefix="/v2", message_key="message", prefixes={},
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
               "body_too_large": 413, "text_too_long": 413, "too_many_texts": 413, "too_many_segments": 413,
-              "exceeds_rate_limit": 456,
+              "exceeds_rate_limit": 456, "quota_exceeded": 456,
               "rate_limited": 429, "too_many_inflight": 429, "queue_full": 429})
 LIBRETRANSLATE = Dialect(
     name="libretranslate", prefix="/libretranslate", message_key="error", prefixes={429: "Slowdown: "},

@@ -19,6 +19,7 @@ from model_server.api.auth import OPEN_PATHS, AuthGuard, is_protected, load_api_
 from model_server.api.compat import CompatKeys
 from model_server.api.middleware import BodyGuard
 from model_server.api.observe import RequestObserver
+from model_server.api.quota import CharQuota
 from model_server.api.ratelimit import InFlight, RateLimiter, RateLimitGuard, is_limited_path
 from model_server.api.schemas import ErrorResponse
 from model_server.metrics import Metrics
@@ -43,6 +44,7 @@ def install_operations(app: FastAPI, settings: Settings, state: State) -> None:
     app.state.metrics = metrics
     app.state.rate_limiter = limiter
     app.state.inflight = inflight
+    app.state.char_quota = CharQuota(state, limit=settings.char_quota_per_period, period=settings.char_quota_period)
     drain = settings.max_drain_bytes
     # add_middleware puts each new one outside the previous ones.
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, max_drain_bytes=drain)

@@ -30,6 +30,8 @@ from model_server.api.compat import (
     translate_texts,
 )
 from model_server.api.deps import get_services
+from model_server.api.quota import CharQuota
+from model_server.api.ratelimit import quota_principal
 from model_server.api.routes.glossaries import find_glossary
 from model_server.documents import DocumentFormat
 from model_server.errors import ServiceError
@@ -122,8 +124,29 @@ async def deepl_translate(request: Request):
         # A text passed through untranslated (non_arabic=passthrough) is reported as EN: the service only
         # tells Arabic from not-Arabic, and English is the other language it knows.
         DeepLTranslation(detected_source_language="EN" if result.passthrough else "AR", text=result.translation or "",
-                         billed_characters=len(source) if body.show_billed_characters else None)
-        for source, result in zip(body.text, results)])
+                         billed_characters=len(text) if body.show_billed_characters else None)
+        for text, result in zip(texts, results)])   # the texts charged (translate_texts): billed as counted
+
+
+# What DeepL reports as the character_limit of a key without one (a Pro key without cost control): the
+# client's Usage then reads as valid and never reached, which a missing or zero limit would not.
+NO_LIMIT = 1_000_000_000_000
+
+
+class DeepLUsage(BaseModel):
+    character_count: int = Field(description="characters translated this period (char_quota_period)")
+    character_limit: int = Field(description=f"char_quota_per_period; {NO_LIMIT} when there is none (DeepL's "
+                                 "value for a key without a limit)")
+
+
+@router.get("/usage", response_model=DeepLUsage, responses=_ERRORS, operation_id="deepl_usage")
+@router.post("/usage", response_model=DeepLUsage, responses=_ERRORS, operation_id="deepl_usage_post")
+async def deepl_usage(request: Request):
+    """DeepL `GET /v2/usage` (POST too, as older clients send it): the caller's API key's characters this
+    period and its quota (auth off: every client's one count)."""
+    quota: CharQuota = request.app.state.char_quota
+    count = await quota.usage(quota_principal(request.scope))
+    return DeepLUsage(character_count=count, character_limit=quota.limit or NO_LIMIT)
 
 
 class DeepLLanguage(BaseModel):

@@ -97,7 +97,7 @@ def test_bad_requests_get_deepl_errors(tiny_server, request_kwargs, status, mess
 
 def test_unknown_paths_and_methods_in_the_namespace_answer_in_deepl_shape(tiny_server):
     with tiny_server.client() as client:
-        missing = client.post("/v2/glossaries", json={})
+        missing = client.post("/v2/write/rephrase", json={})
         wrong_method = client.delete("/v2/translate")
         main = client.post("/translate", json={"text": "The Times reported it."})
     assert missing.status_code == 404 and set(missing.json()) == {"message"}

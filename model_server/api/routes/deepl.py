@@ -32,6 +32,7 @@ from model_server.api.compat import (
 from model_server.api.deps import get_services
 from model_server.api.quota import CharQuota
 from model_server.api.ratelimit import quota_principal
+from model_server.api.routes import deepl_glossaries
 from model_server.api.routes.glossaries import find_glossary
 from model_server.documents import DocumentFormat
 from model_server.errors import ServiceError
@@ -174,3 +175,7 @@ async def deepl_languages(request: Request):
         return [DeepLLanguage(language="EN-GB", name="English (British)", supports_formality=False),
                 DeepLLanguage(language="EN-US", name="English (American)", supports_formality=False)]
     return [DeepLLanguage(language="AR", name="Arabic")]
+
+
+# /v2/glossary-language-pairs and /v2/glossaries (model_server/api/routes/deepl_glossaries.py).
+router.include_router(deepl_glossaries.router)

@@ -103,3 +103,18 @@ def test_unknown_paths_and_methods_in_the_namespace_answer_in_deepl_shape(tiny_s
     assert missing.status_code == 404 and set(missing.json()) == {"message"}
     assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"message"}
     assert main.json()["error"]["code"] == "not_arabic"   # the main API keeps its own shape
+
+
+def test_context_formality_and_model_type_are_accepted_as_not_applicable(translator):
+    result = translator.translate_text(AGREEMENT, target_lang="EN-US", context="مقال عن ليبيا",
+                                       formality="prefer_more", model_type="quality_optimized")
+    assert result.text == MEMORISED[AGREEMENT] and result.model_type_used == "latency_optimized"
+    assert result.billed_characters == len(AGREEMENT)   # context is never charged
+    assert translator.translate_text(AGREEMENT, target_lang="EN-GB", formality="default").model_type_used is None
+    with pytest.raises(deepl.DeepLException, match="'formality' is not supported for given 'target_lang'"):
+        translator.translate_text(AGREEMENT, target_lang="EN-US", formality="more")
+    with pytest.raises(deepl.DeepLException, match="Value for 'model_type' not supported"):
+        translator.translate_text(AGREEMENT, target_lang="EN-US", model_type="fastest")
+    for refused in ({"style_id": "house-style"}, {"custom_instructions": ["Use British spelling"]}):
+        with pytest.raises(deepl.DeepLException, match=f"'{next(iter(refused))}' is not supported"):
+            translator.translate_text(AGREEMENT, target_lang="EN-US", extra_body_parameters=refused)

@@ -25,9 +25,11 @@ Two mechanisms, one mapping (`Dialect`):
 `CompatKeys` (ASGI middleware just outside `AuthGuard`, installed by `model_server.api.operations`) maps
 the dialects' API keys onto the service's own auth (`model_server.api.auth`): DeepL's
 `Authorization: DeepL-Auth-Key <key>` and LibreTranslate's `api_key` body/query field become
-`X-API-Key: <key>` before `AuthGuard` sees the request. When auth is off it is not installed.
-LibreTranslate clients can only send the key in the body, so under /libretranslate/ (auth on, no key
-header) the body is read there, bounded by max_body_bytes, and decoded (off the event loop) by the same
+`X-API-Key: <key>` before `AuthGuard` sees the request, and so does DeepL's legacy `auth_key` field (a
+form body or the query string, as old plugins send it: wagtail's `text=...&auth_key=...`). When auth is
+off it is not installed. LibreTranslate clients can only send the key in the body, so under
+/libretranslate/ - and under /v2/ without a DeepL-Auth-Key header - (auth on, no key header) the body is
+read there, bounded by max_body_bytes, and decoded (off the event loop) by the same
 `decode_params` the routes use: a body that cannot be decoded is answered 400 (`invalid_json`, ...) as
 the route would, never a 500.
 
@@ -69,6 +71,7 @@ class Dialect:
     statuses: dict[str, int]            # service error code -> status (others: the service's own status)
     message_key: str                    # {"message": ...} (DeepL) or {"error": ...} (LibreTranslate)
     prefixes: dict[int, str]            # status -> text put before the message ("Slowdown: ")
+    body_key: str                       # the API key's field in a form/JSON body or the query string
 
     def status(self, code: str) -> int:
         return self.statuses.get(code, status_for(code))
@@ -86,13 +89,14 @@ class Dialect:
 _BAD_INPUT = ("invalid_json", "invalid_encoding", "empty_text", "not_arabic", "validation_error", "invalid_markup",
               "unsupported_option")
 DEEPL = Dialect(
-    name="deepl", prefix="/v2", message_key="message", prefixes={},
+    name="deepl", prefix="/v2", message_key="message", prefixes={}, body_key="auth_key",
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
               "body_too_large": 413, "text_too_long": 413, "too_many_texts": 413, "too_many_segments": 413,
               "exceeds_rate_limit": 456, "quota_exceeded": 456,
               "rate_limited": 429, "too_many_inflight": 429, "queue_full": 429})
 LIBRETRANSLATE = Dialect(
     name="libretranslate", prefix="/libretranslate", message_key="error", prefixes={429: "Slowdown: "},
+    body_key="api_key",
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
               "body_too_large": 400, "text_too_long": 400, "too_many_texts": 400, "too_many_segments": 400,
               "exceeds_rate_limit": 400,
@@ -302,13 +306,11 @@ class CompatKeys:
         if dialect is None or presented_key(scope) is not None:
             await self.app(scope, receive, send)
             return
-        key: str | None = None
-        if dialect is DEEPL:
-            key = authorization_token(scope, "DeepL-Auth-Key")
-        else:
+        key = authorization_token(scope, "DeepL-Auth-Key") if dialect is DEEPL else None
+        if key is None:   # DeepL's legacy `auth_key` field, LibreTranslate's `api_key`
             body, receive = await self._read_bounded(receive)
             try:
-                key = await self._body_key(scope, body) if body is not None else None
+                key = await self._body_key(scope, body, dialect.body_key) if body is not None else None
             except ServiceError as exc:   # the body cannot be decoded: the route would say the same
                 await refuse(scope, receive, send, exc, drain_bytes=self.max_drain_bytes)
                 return
@@ -333,12 +335,16 @@ class CompatKeys:
         return None if more else body, replay([{"type": "http.request", "body": body, "more_body": more}], receive)
 
     @staticmethod
-    async def _body_key(scope: Scope, body: bytes) -> str | None:
-        """LibreTranslate's `api_key` from the body or the query string, decoded as the routes decode it."""
+    async def _body_key(scope: Scope, body: bytes, field: str) -> str | None:
+        """The key `field` from the body or the query string, decoded as the routes decode it. A multipart
+        body (a DeepL document upload) is not decoded here: its key must come in the header or the query."""
         content_type = (header(scope, b"content-type") or b"").decode("latin-1")
-        params = await scope["app"].state.services.cpu.run(
-            decode_params, body, content_type, scope.get("query_string", b"").decode("latin-1"), lists=frozenset())
-        key = params.get("api_key")
+        query = scope.get("query_string", b"").decode("latin-1")
+        if content_type.strip().lower().startswith("multipart/"):
+            body, content_type = b"", ""
+        params = await scope["app"].state.services.cpu.run(decode_params, body, content_type, query,
+                                                           lists=frozenset())
+        key = params.get(field)
         return key if isinstance(key, str) and key.strip() else None
 
 

@@ -147,3 +147,32 @@ def test_redis_counts_are_atomic_shared_and_expire_at_the_periods_end(redis_serv
     assert replicas[1].charge("desk", period, 1, 0) == (True, 101)
     ttl = client.ttl("model-server:chars:2026-12:desk")
     assert 3590 <= ttl <= 3600
+
+
+def test_articles_are_charged_and_summaries_alone_are_not(tiny_marian_dir, tiny_mt5_dir):
+    from model_server.api.app import create_app
+
+    settings = tiny_settings(tiny_marian_dir, summarization_enabled=True, summarization_model=str(tiny_mt5_dir),
+                             max_text_chars=20_000)
+    with LiveServer(create_app(settings)) as server, server.client() as client:
+        assert client.post("/summarize", json={"text": AGREEMENT}).status_code == 200
+        assert usage(server, "any-key") == (0, NO_LIMIT)
+        article = client.post("/v1/articles", json={"title": THANKS, "body": AGREEMENT})
+        assert article.status_code == 200, article.text
+        assert usage(server, "any-key") == (len(THANKS) + len(AGREEMENT), NO_LIMIT)
+
+
+def test_replicas_sharing_a_state_redis_spend_one_quota(tiny_marian_dir, tiny_backend, redis_server):  # noqa: F811
+    from model_server.services import Services
+    from tests.conftest import serve_services
+
+    settings = tiny_settings(tiny_marian_dir, state_url=redis_server.url, char_quota_per_period=30,
+                             api_keys=f"desk:{KEYS['spender']}")
+    with serve_services(Services.from_backend(settings, tiny_backend)) as a, \
+            serve_services(Services.from_backend(settings, tiny_backend)) as b:
+        on_a, on_b = (deepl.Translator(KEYS["spender"], server_url=s.base_url) for s in (a, b))
+        assert on_a.translate_text(THANKS, target_lang="EN-US").text == MEMORISED[THANKS]
+        assert on_b.translate_text(THANKS, target_lang="EN-US").text == MEMORISED[THANKS]
+        with pytest.raises(deepl.QuotaExceededException):   # 22 + 11 > 30, whichever replica
+            on_a.translate_text(THANKS, target_lang="EN-US")
+        assert usage(b, KEYS["spender"]) == (2 * len(THANKS), 30)

@@ -15,7 +15,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "not_arabic": (400, "a text is not (mostly) Arabic script"),
     "invalid_markup": (400, "format=html (or DeepL tag_handling=xml): the markup cannot be parsed, or nests deeper "
                             "than the parser keeps (256 levels)"),
-    "unsupported_option": (400, "an option this server does not offer yet (DeepL glossary_id)"),
+    "unsupported_option": (400, "a DeepL option this server does not offer (several glossary_ids, formality "
+                           "more/less, style_id, translation_memory_id, custom_instructions)"),
     "unknown_model": (422, "the request names a translation model that is not loaded"),
     "validation_error": (422, "a field is missing, unknown, of the wrong type or out of range"),
     "body_too_large": (413, "the request body exceeds max_body_bytes"),

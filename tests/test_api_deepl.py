@@ -99,9 +99,11 @@ def test_unknown_paths_and_methods_in_the_namespace_answer_in_deepl_shape(tiny_s
     with tiny_server.client() as client:
         missing = client.post("/v2/write/rephrase", json={})
         wrong_method = client.delete("/v2/translate")
+        patch = client.patch("/v2/glossaries/some-id", json={})
         main = client.post("/translate", json={"text": "The Times reported it."})
     assert missing.status_code == 404 and set(missing.json()) == {"message"}
     assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"message"}
+    assert patch.status_code == 405 and set(patch.json()) == {"message"}
     assert main.json()["error"]["code"] == "not_arabic"   # the main API keeps its own shape
 
 

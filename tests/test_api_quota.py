@@ -165,11 +165,12 @@ def test_articles_are_charged_and_summaries_alone_are_not(tiny_marian_dir, tiny_
 def test_replicas_sharing_a_state_redis_spend_one_quota(tiny_marian_dir, tiny_backend, redis_server):  # noqa: F811
     from model_server.services import Services
     from tests.conftest import serve_services
+    from tests.fakes import DelegatingBackend   # the session's backend must survive these servers
 
     settings = tiny_settings(tiny_marian_dir, state_url=redis_server.url, char_quota_per_period=30,
                              api_keys=f"desk:{KEYS['spender']}")
-    with serve_services(Services.from_backend(settings, tiny_backend)) as a, \
-            serve_services(Services.from_backend(settings, tiny_backend)) as b:
+    with serve_services(Services.from_backend(settings, DelegatingBackend(tiny_backend))) as a, \
+            serve_services(Services.from_backend(settings, DelegatingBackend(tiny_backend))) as b:
         on_a, on_b = (deepl.Translator(KEYS["spender"], server_url=s.base_url) for s in (a, b))
         assert on_a.translate_text(THANKS, target_lang="EN-US").text == MEMORISED[THANKS]
         assert on_b.translate_text(THANKS, target_lang="EN-US").text == MEMORISED[THANKS]

@@ -177,3 +177,25 @@ def test_replicas_sharing_a_state_redis_spend_one_quota(tiny_marian_dir, tiny_ba
         with pytest.raises(deepl.QuotaExceededException):   # 22 + 11 > 30, whichever replica
             on_a.translate_text(THANKS, target_lang="EN-US")
         assert usage(b, KEYS["spender"]) == (2 * len(THANKS), 30)
+
+
+def test_a_state_redis_outage_refuses_a_quota_and_only_pauses_the_count_without_one(redis_server, caplog):  # noqa: F811
+    import asyncio
+
+    from model_server.api.quota import CharQuota
+    from model_server.errors import ServiceError
+    from model_server.state import RedisState
+
+    state = RedisState(redis_server.url, 0.5)
+    limited, counting = CharQuota(state, limit=100), CharQuota(state, limit=0)
+    asyncio.run(counting.charge("desk", 5))
+    assert asyncio.run(counting.usage("desk")) == 5
+    redis_server.stop()
+    with pytest.raises(ServiceError) as refused:   # fail closed: an outage never lifts a quota
+        asyncio.run(limited.charge("desk", 5))
+    assert refused.value.code == "state_unavailable"
+    with caplog.at_level("WARNING", logger="model_server.api.quota"):
+        for _ in range(3):
+            asyncio.run(counting.charge("desk", 5))   # translations go on, uncounted
+    assert caplog.text.count("characters not counted for 30 s") == 1   # one attempt, then the pause
+    state.close()

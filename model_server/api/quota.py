@@ -11,12 +11,15 @@ then succeeds, as the per-minute budget is; a refused one is not charged.
 A request that would take the count past the limit is refused whole: 403 `quota_exceeded` (DeepL API:
 456, which DeepL's clients do not retry; it is not 429, which clients retry with backoff, because
 retrying cannot help before the period ends). 0 = no limit: the characters are still counted for
-`GET /v2/usage`, and a state that cannot count then only costs the count, never the translation.
+`GET /v2/usage`, and a state that cannot count then only costs the count, never the translation (after
+a failure, counting pauses for UNCOUNTED_PAUSE_S, so an outage of the state Redis costs one request per
+pause its timeout, not every request).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -26,6 +29,9 @@ from model_server.state.quotas import CharCounts, Period
 
 log = logging.getLogger(__name__)
 
+# The main-shape routes that charge it (for their documented 403; the compat routes document their own statuses).
+QUOTA_PATHS = frozenset({"/translate", "/v1/articles", "/v1/jobs"})
+UNCOUNTED_PAUSE_S = 30.0
 ALL_CLIENTS = "*"   # the one principal when auth is off (never a key name: those start with a letter or digit)
 Clock = Callable[[], datetime]
 
@@ -43,6 +49,7 @@ class CharQuota:
         self.limit = limit
         self.period = period
         self._clock = clock
+        self._uncounted_until = 0.0   # without a limit, counting pauses after a state failure (monotonic)
 
     def current(self) -> Period:
         return Period.containing(self._clock(), self.period)
@@ -59,12 +66,16 @@ class CharQuota:
         if chars <= 0:
             return
         period = self.current()
+        if not self.limit and time.monotonic() < self._uncounted_until:
+            return
         try:
             charged, count = await self._counts().charge_async(principal, period, chars, self.limit)
         except ServiceError as exc:
             if self.limit:
                 raise   # fail closed: an outage never lifts a quota
-            log.info("characters not counted (%s): %s", exc.code, exc.message)
+            # Counting only: not worth a state timeout on every request while the state is down.
+            self._uncounted_until = time.monotonic() + UNCOUNTED_PAUSE_S
+            log.warning("characters not counted for %.0f s (%s): %s", UNCOUNTED_PAUSE_S, exc.code, exc.message)
             return
         if not charged:
             raise _exceeded(chars, count, self.limit, period, self.period)

@@ -36,6 +36,7 @@ from model_server.api.compat import (
     translate_texts,
 )
 from model_server.api.deps import get_services
+from model_server.api.errors import refuse_other_methods
 from model_server.api.quota import CharQuota
 from model_server.api.ratelimit import quota_principal
 from model_server.api.routes import deepl_glossaries
@@ -210,6 +211,8 @@ async def deepl_languages(request: Request):
                 DeepLLanguage(language="EN-US", name="English (American)", supports_formality=False)]
     return [DeepLLanguage(language="AR", name="Arabic")]
 
+
+refuse_other_methods(router, "/usage", ("GET", "POST"))   # an Allow naming both (after the real routes)
 
 # /v2/glossary-language-pairs and /v2/glossaries (model_server/api/routes/deepl_glossaries.py).
 router.include_router(deepl_glossaries.router)

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, field_validator
 from model_server.api.compat import DEEPL, describe_with, dialect_responses, dialect_route, read_params, \
     request_body_doc
 from model_server.api.deps import get_services
+from model_server.api.errors import refuse_other_methods
 from model_server.api.routes.glossaries import find_glossary, glossary_store, glossary_limits
 from model_server.errors import ServiceError
 from model_server.glossary import NAME_PATTERN, Glossary
@@ -188,3 +189,8 @@ async def deepl_delete_glossary(request: Request, glossary_id: str):
         raise unknown(glossary_id[:100])
     await asyncio.to_thread(glossary_store(get_services(request)).delete, glossary_id)
     return Response(status_code=204)
+
+
+# After the real routes, so that they match first: an Allow naming every method of the path.
+refuse_other_methods(router, "/glossaries", ("GET", "POST"))
+refuse_other_methods(router, "/glossaries/{glossary_id}", ("GET", "DELETE"))

@@ -55,6 +55,12 @@ def test_languages(translator):
     assert {lang.code for lang in translator.get_target_languages()} == {"EN-GB", "EN-US"}
 
 
+def test_languages_by_post_as_older_plugins_send_it(tiny_server):
+    with tiny_server.client() as client:
+        response = client.post("/v2/languages", data={"type": "target", "auth_key": "k"})
+    assert [lang["language"] for lang in response.json()] == ["EN-GB", "EN-US"]
+
+
 def test_errors_are_deepl_exceptions(translator):
     with pytest.raises(deepl.DeepLException, match="no glossary named 'g-1'"):  # glossary_id: /v1/glossaries
         translator.translate_text(THANKS, source_lang="AR", target_lang="EN-US", glossary="g-1")

@@ -200,10 +200,12 @@ _TYPE_PARAMETER = {"parameters": [{"name": "type", "in": "query", "required": Fa
 
 
 @router.get("/languages", response_model=list[DeepLLanguage], response_model_exclude_none=True, responses=_ERRORS,
-            openapi_extra=_TYPE_PARAMETER)
+            openapi_extra=_TYPE_PARAMETER, operation_id="deepl_languages")
+@router.post("/languages", response_model=list[DeepLLanguage], response_model_exclude_none=True, responses=_ERRORS,
+             openapi_extra=_TYPE_PARAMETER, operation_id="deepl_languages_post")
 async def deepl_languages(request: Request):
-    """DeepL `GET /v2/languages?type=source|target` (query or form body, as the `deepl` client sends it):
-    this server's pair, AR -> EN."""
+    """DeepL `GET /v2/languages?type=source|target` (query or form body, as the `deepl` client sends it; POST
+    too, as older plugins send it): this server's pair, AR -> EN."""
     query: DeepLLanguagesQuery = await read_params(request, DeepLLanguagesQuery, lists=frozenset(),
                                                    describe=_describe)
     if query.type == "target":
@@ -212,7 +214,9 @@ async def deepl_languages(request: Request):
     return [DeepLLanguage(language="AR", name="Arabic")]
 
 
-refuse_other_methods(router, "/usage", ("GET", "POST"))   # an Allow naming both (after the real routes)
+# An Allow naming both methods (after the real routes, so that they match first).
+refuse_other_methods(router, "/usage", ("GET", "POST"))
+refuse_other_methods(router, "/languages", ("GET", "POST"))
 
 # /v2/glossary-language-pairs and /v2/glossaries (model_server/api/routes/deepl_glossaries.py).
 router.include_router(deepl_glossaries.router)

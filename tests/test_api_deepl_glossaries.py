@@ -14,7 +14,6 @@ from model_server.services import Services
 from model_server.state.glossaries import RedisGlossaryStore, SqliteGlossaryStore
 from model_server.state.redis_client import connect
 from tests.conftest import serve_services, tiny_settings
-from tests.redis_server import redis_server  # noqa: F401 - the fixture
 from tests.test_glossary import ALLIANCE, ENTRIES, CopyingBackend
 
 deepl = pytest.importorskip("deepl")
@@ -103,7 +102,7 @@ def test_entries_are_tsv_with_deepls_media_type_and_odd_ids_are_404(server):
     assert odd.status_code == 404 and set(odd.json()) == {"message"}
 
 
-def test_labels_are_kept_by_both_stores_and_an_old_sqlite_file_gains_the_column(tmp_path, redis_server):  # noqa: F811
+def test_labels_are_kept_by_both_stores_and_an_old_sqlite_file_gains_the_column(tmp_path, redis_server):
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:   # the table as it was before labels
         db.execute("CREATE TABLE glossaries (name TEXT PRIMARY KEY, entries TEXT NOT NULL, version INTEGER NOT NULL, "

@@ -16,7 +16,6 @@ from model_server.state.quotas import Period, RedisCharCounts, SqliteCharCounts
 from model_server.state.redis_client import connect
 from model_server.tiny_models import MEMORISED_PAIRS
 from tests.conftest import LiveServer, assert_error, tiny_settings
-from tests.redis_server import redis_server  # noqa: F401 - the fixture
 
 deepl = pytest.importorskip("deepl")
 libretranslatepy = pytest.importorskip("libretranslatepy")
@@ -137,7 +136,7 @@ def test_sqlite_counts_are_atomic_per_period_and_forget_past_periods(tmp_path):
     assert counts.charge("desk", january, 101, 100) == (False, 7)
 
 
-def test_redis_counts_are_atomic_shared_and_expire_at_the_periods_end(redis_server):  # noqa: F811
+def test_redis_counts_are_atomic_shared_and_expire_at_the_periods_end(redis_server):
     client = connect(redis_server.url, 2.0)
     replicas = [RedisCharCounts(client), RedisCharCounts(connect(redis_server.url, 2.0))]
     ends_at = datetime.fromtimestamp(int(time.time()) + 3600, tz=timezone.utc)
@@ -162,7 +161,7 @@ def test_articles_are_charged_and_summaries_alone_are_not(tiny_marian_dir, tiny_
         assert usage(server, "any-key") == (len(THANKS) + len(AGREEMENT), NO_LIMIT)
 
 
-def test_replicas_sharing_a_state_redis_spend_one_quota(tiny_marian_dir, tiny_backend, redis_server):  # noqa: F811
+def test_replicas_sharing_a_state_redis_spend_one_quota(tiny_marian_dir, tiny_backend, redis_server):
     from model_server.services import Services
     from tests.conftest import serve_services
     from tests.fakes import DelegatingBackend   # the session's backend must survive these servers
@@ -179,7 +178,7 @@ def test_replicas_sharing_a_state_redis_spend_one_quota(tiny_marian_dir, tiny_ba
         assert usage(b, KEYS["spender"]) == (2 * len(THANKS), 30)
 
 
-def test_a_state_redis_outage_refuses_a_quota_and_only_pauses_the_count_without_one(redis_server, caplog):  # noqa: F811
+def test_a_state_redis_outage_refuses_a_quota_and_only_pauses_the_count_without_one(redis_server, caplog):
     import asyncio
 
     from model_server.api.quota import CharQuota

@@ -3,11 +3,11 @@
 Both are blocking (call them from a thread), keep the caps of `GlossaryLimits` (glossaries_max_count is
 checked and the glossary written in one atomic step: a lock around SQLite, one Lua script in Redis), and
 give every glossary a version that grows on each replace (and keep its optional `label`, the DeepL API's
-name of a glossary created through /v2/glossaries: set at creation, kept by replaces). Each keeps the latest version it has read of
-each glossary compiled (`LatestCompiled`) and uses it only while the store still holds that version:
-the Redis store reads the version from Redis on every `get` (one small HMGET), so an edit through one
-replica is what the very next request on any replica applies; the entries are fetched and compiled
-again only when the version (or creation time) changed.
+name of a glossary created through /v2/glossaries: set at creation, kept by replaces). Each keeps the
+latest version it has read of each glossary compiled (`LatestCompiled`) and uses it only while the
+store still holds that version: the Redis store reads the version from Redis on every `get` (one small
+HMGET), so an edit through one replica is what the very next request on any replica applies; the
+entries are fetched and compiled again only when the version (or creation time) changed.
 """
 
 from __future__ import annotations

@@ -198,3 +198,29 @@ def test_a_state_redis_outage_refuses_a_quota_and_only_pauses_the_count_without_
             asyncio.run(counting.charge("desk", 5))   # translations go on, uncounted
     assert caplog.text.count("characters not counted for 30 s") == 1   # one attempt, then the pause
     state.close()
+
+
+def test_retried_failures_and_job_replays_are_charged_once(tiny_marian_dir, tiny_backend, monkeypatch):
+    """A DeepL request that times out (504, which the client retries) gives its characters back; so does a
+    /v1/jobs replay (same Idempotency-Key). A text found not to be Arabic stays charged."""
+    from model_server.services import Services
+    from tests.conftest import serve_services
+    from tests.fakes import GatedBackend
+
+    monkeypatch.setattr(deepl.http_client, "max_network_retries", 1)
+    monkeypatch.setattr(deepl.http_client._BackoffTimer, "BACKOFF_INITIAL", 0.05)
+    backend = GatedBackend(tiny_backend)
+    settings = tiny_settings(tiny_marian_dir, request_timeout_s=0.5, max_wait_ms=0, char_quota_per_period=1000)
+    with serve_services(Services.from_backend(settings, backend)) as server:
+        translator = deepl.Translator("any-key", server_url=server.base_url)
+        with pytest.raises(deepl.DeepLException, match="504"):   # tried twice, timed out twice
+            translator.translate_text(THANKS, target_lang="EN-US")
+        assert usage(server, "any-key") == (0, 1000)
+        backend.gate.set()
+        assert translator.translate_text(THANKS, target_lang="EN-US").text == MEMORISED[THANKS]
+        with server.client() as client:
+            for _ in range(2):
+                submitted = client.post("/v1/jobs", json={"text": AGREEMENT}, headers={"Idempotency-Key": "a-1"})
+                assert submitted.status_code in (200, 202)
+            assert client.post("/v2/translate", json={"text": ["Not Arabic"], "target_lang": "EN"}).status_code == 400
+        assert usage(server, "any-key") == (len(THANKS) + len(AGREEMENT) + len("Not Arabic"), 1000)

@@ -55,7 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from model_server.api.auth import authorization_token, presented_key
 from model_server.api.context import error_code_of, header, note_results, refuse, replay
 from model_server.api.deps import ClientDisconnected, admit, cancel_on_disconnect, get_services
-from model_server.api.ratelimit import charge_char_budget
+from model_server.api.ratelimit import charge_char_budget, refund_char_quota
 from model_server.documents import DocumentFormat, translate_documents
 from model_server.errors import ServiceError, status_for
 from model_server.results import TextResult
@@ -265,16 +265,24 @@ async def translate_texts(request: Request, texts: list[str], *, format: Documen
     `translate_documents` call. Blank texts come back as "" (both APIs do that) without model work.
     Raises the first text's error as a ServiceError: neither API has per-text errors."""
     services = get_services(request)
-    await charge_char_budget(request, admit(request, texts))
+    chars = admit(request, texts)
+    await charge_char_budget(request, chars)
     wanted = [i for i, text in enumerate(texts) if text.strip()]
     pipeline = services.translator
-    results, timings = await cancel_on_disconnect(request, translate_documents(
-        pipeline, [texts[i] for i in wanted], pipeline.options(), format=format, skip_tags=skip_tags,
-        glossary=glossary))
-    note_results(request, error_codes=[r.error.code for r in results if r.error], timing_ms=timings.to_dict())
-    for result in results:
-        if result.error is not None:
-            raise ServiceError(result.error.code, result.error.message)
+    try:
+        results, timings = await cancel_on_disconnect(request, translate_documents(
+            pipeline, [texts[i] for i in wanted], pipeline.options(), format=format, skip_tags=skip_tags,
+            glossary=glossary))
+        note_results(request, error_codes=[r.error.code for r in results if r.error], timing_ms=timings.to_dict())
+        for result in results:
+            if result.error is not None:
+                raise ServiceError(result.error.code, result.error.message)
+    except (ServiceError, ClientDisconnected) as exc:
+        # Nothing comes back: a client that retries a busy or failing server (5xx: queue_full, timeout, ...;
+        # DeepL's client retries by itself) or that left is not charged again (model_server/api/quota.py).
+        if isinstance(exc, ClientDisconnected) or exc.status >= 500:
+            await refund_char_quota(request, chars)
+        raise
     out = [TextResult(index=i, translation="") for i in range(len(texts))]
     for i, result in zip(wanted, results):
         out[i] = result.model_copy(update={"index": i})

@@ -5,8 +5,13 @@ day; UTC). With auth off every client counts into one server-wide count (`ALL_CL
 kept in the shared state (`model_server.state.quotas`: the embedded SQLite file, or the state Redis
 where every replica counts into one) and charged by `charge_char_budget` once a translation route knows
 its texts, before any model work - the characters a request sends, as `billed_characters` reports them
-(DeepL's count: characters of the source texts). A request is charged whether or not its translation
-then succeeds, as the per-minute budget is; a refused one is not charged.
+(DeepL's count: characters of the source texts). A refused request is not charged. Characters are given
+back (`refund_char_quota`) when the work produced nothing through no fault of the request: a DeepL or
+LibreTranslate request that fails with a 5xx - queue full, timeout, shutting down (which their clients
+retry: each retry would be charged again) - or whose client left, a /v1/jobs replay of an existing job
+(Idempotency-Key), and a job submission the job store could not take.
+Other failures (bad input found after the charge, e.g. not Arabic) and the main routes' per-text errors
+stay charged, as for the per-minute budget.
 
 A request that would take the count past the limit is refused whole: 403 `quota_exceeded` (DeepL API:
 456, which DeepL's clients do not retry; it is not 429, which clients retry with backoff, because
@@ -79,6 +84,17 @@ class CharQuota:
             return
         if not charged:
             raise _exceeded(chars, count, self.limit, period, self.period)
+
+    async def refund(self, principal: str, chars: int) -> None:
+        """Give back `chars` charged for work that produced nothing (the server failed or was too busy, the
+        client left, a job was a replay): a client that retries is charged once. Best effort: a state
+        that does not answer keeps the charge (logged)."""
+        if chars <= 0:
+            return
+        try:
+            await self._counts().charge_async(principal, self.current(), -chars, 0)
+        except ServiceError as exc:
+            log.warning("%d characters not refunded to %s (%s): %s", chars, principal, exc.code, exc.message)
 
     async def usage(self, principal: str) -> int:
         """Characters `principal` has been charged this period (ServiceError state_unavailable)."""

@@ -35,7 +35,7 @@ from model_server.errors import ServiceError
 from model_server.state.ratelimits import Buckets, TokenBuckets
 
 __all__ = ["InFlight", "RateLimitGuard", "RateLimiter", "TokenBuckets", "charge_char_budget", "quota_principal",
-           "rate_key"]
+           "rate_key", "refund_char_quota"]
 
 Clock = Callable[[], float]
 
@@ -196,6 +196,14 @@ async def charge_char_budget(request: Request, chars: int, *, translated: bool =
     quota = getattr(request.app.state, "char_quota", None)
     if translated and quota is not None:
         await quota.charge(quota_principal(request.scope), chars)
+
+
+async def refund_char_quota(request: Request, chars: int) -> None:
+    """Give `chars` back to the request's character quota (`CharQuota.refund`): its work produced nothing
+    it should pay for. The per-minute budget is not refunded (it paces load, and the load happened)."""
+    quota = getattr(request.app.state, "char_quota", None)
+    if quota is not None:
+        await quota.refund(quota_principal(request.scope), chars)
 
 
 def quota_principal(scope: Scope) -> str:

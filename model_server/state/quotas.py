@@ -4,7 +4,8 @@ day, UTC), in the SQLite file of the embedded state (`SqliteCharCounts`) or in t
 
 `charge(principal, period, chars, limit)` adds `chars` to the period's count unless that would take it past
 `limit` (0: no limit, always added) and returns `(charged, count)`: the count after charging, or the
-count as it stands when refused. Check and add are one atomic step either way (one conditional UPSERT in
+count as it stands when refused. A negative `chars` gives characters back (a refund; the count never
+goes below 0). Check and add are one atomic step either way (one conditional UPSERT in
 SQLite, one Lua script in Redis), so concurrent requests - of one process or of many replicas - can never
 spend past the limit together. A period's count is its own row / key: a new period starts at zero with
 nothing to reset. Redis keys expire at their period's end; SQLite rows of past periods are deleted when
@@ -82,6 +83,10 @@ class SqliteCharCounts(_Async):
 
     def charge(self, principal: str, period: Period, chars: int, limit: int) -> tuple[bool, int]:
         with self._lock:
+            if chars < 0:   # a refund
+                self._db.execute("UPDATE char_counts SET chars = MAX(0, chars + ?) WHERE principal = ? AND period = ?",
+                                 (chars, principal, period.id))
+                return True, self._count(principal, period)
             if limit and chars > limit:
                 return False, self._count(principal, period)
             # One statement: the row is created, or grown only while it stays within the limit.
@@ -114,6 +119,7 @@ _CHARGE = """
 local chars, limit, ends_at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local count = tonumber(redis.call('GET', KEYS[1]) or '0')
 if limit > 0 and count + chars > limit then return {0, count} end
+if count + chars < 0 then chars = -count end
 count = redis.call('INCRBY', KEYS[1], chars)
 redis.call('EXPIREAT', KEYS[1], ends_at)
 return {1, count}

@@ -134,6 +134,7 @@ def test_sqlite_counts_are_atomic_per_period_and_forget_past_periods(tmp_path):
     assert counts.charge("desk", december, 5, 0) == (True, 105)   # no limit: always counted
     assert counts.charge("desk", january, 7, 100) == (True, 7) and counts.count("desk", december) == 0
     assert counts.charge("desk", january, 101, 100) == (False, 7)
+    assert counts.charge("desk", january, -3, 100) == (True, 4) and counts.charge("desk", january, -9, 0) == (True, 0)
 
 
 def test_redis_counts_are_atomic_shared_and_expire_at_the_periods_end(redis_server):
@@ -146,6 +147,8 @@ def test_redis_counts_are_atomic_shared_and_expire_at_the_periods_end(redis_serv
     assert replicas[1].charge("desk", period, 1, 0) == (True, 101)
     ttl = client.ttl("model-server:chars:2026-12:desk")
     assert 3590 <= ttl <= 3600
+    assert replicas[0].charge("desk", period, -1, 0) == (True, 100)   # a refund
+    assert replicas[0].charge("desk", period, -500, 0) == (True, 0)   # never below 0
 
 
 def test_articles_are_charged_and_summaries_alone_are_not(tiny_marian_dir, tiny_mt5_dir):

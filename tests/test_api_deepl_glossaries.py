@@ -97,9 +97,11 @@ def test_entries_are_tsv_with_deepls_media_type_and_odd_ids_are_404(server):
         entries = client.get(f"/v2/glossaries/{created.glossary_id}/entries",
                              headers={"Accept": "text/tab-separated-values"})
         odd = client.get("/v2/glossaries/..%2F..%2Fv1")
+        newline = client.delete(f"/v2/glossaries/{created.glossary_id}%0A")
     assert entries.headers["content-type"] == "text/tab-separated-values; charset=utf-8"
     assert entries.text == "روسيا\tRussia"
     assert odd.status_code == 404 and set(odd.json()) == {"message"}
+    assert newline.status_code == 404 and translator.get_glossary(created.glossary_id).name == "desk"
 
 
 def test_labels_are_kept_by_both_stores_and_an_old_sqlite_file_gains_the_column(tmp_path, redis_server):

@@ -143,7 +143,7 @@ def _bad_line(number: int, entries_format: str) -> ServiceError:
 
 async def _find(request: Request, glossary_id: str) -> Glossary:
     """The glossary of a DeepL glossary_id (the service name); 404 unknown_glossary."""
-    if not _NAME.match(glossary_id):
+    if not _NAME.fullmatch(glossary_id):
         raise unknown(glossary_id[:100])
     return await find_glossary(get_services(request), glossary_id)
 
@@ -185,7 +185,7 @@ async def deepl_glossary_entries(request: Request, glossary_id: str):
 
 @router.delete("/glossaries/{glossary_id}", status_code=204, responses=_ERRORS)
 async def deepl_delete_glossary(request: Request, glossary_id: str):
-    if not _NAME.match(glossary_id):
+    if not _NAME.fullmatch(glossary_id):
         raise unknown(glossary_id[:100])
     await asyncio.to_thread(glossary_store(get_services(request)).delete, glossary_id)
     return Response(status_code=204)

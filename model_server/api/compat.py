@@ -28,8 +28,8 @@ the dialects' API keys onto the service's own auth (`model_server.api.auth`): De
 `X-API-Key: <key>` before `AuthGuard` sees the request, and so does DeepL's legacy `auth_key` field (a
 form body or the query string, as old plugins send it: wagtail's `text=...&auth_key=...`). When auth is
 off it is not installed. LibreTranslate clients can only send the key in the body, so under
-/libretranslate/ - and under /v2/ without a DeepL-Auth-Key header - (auth on, no key header) the body is
-read there, bounded by max_body_bytes, and decoded (off the event loop) by the same
+/libretranslate/, and under /v2/ when no DeepL-Auth-Key header came (auth on, no service key header),
+the body is read there, bounded by max_body_bytes, and decoded (off the event loop) by the same
 `decode_params` the routes use: a body that cannot be decoded is answered 400 (`invalid_json`, ...) as
 the route would, never a 500.
 

@@ -15,7 +15,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "not_arabic": (400, "a text is not (mostly) Arabic script"),
     "invalid_markup": (400, "format=html (or DeepL tag_handling=xml): the markup cannot be parsed, or nests deeper "
                             "than the parser keeps (256 levels)"),
-    "unsupported_option": (400, "an option this server does not offer yet (DeepL glossary_id)"),
+    "unsupported_option": (400, "a DeepL option this server does not offer (several glossary_ids, formality "
+                           "more/less, style_id, translation_memory_id, custom_instructions)"),
     "unknown_model": (422, "the request names a translation model that is not loaded"),
     "validation_error": (422, "a field is missing, unknown, of the wrong type or out of range"),
     "body_too_large": (413, "the request body exceeds max_body_bytes"),
@@ -59,6 +60,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "glossary_rendering_too_long": (413, "a glossary rendering longer than glossary_max_rendering_chars"),
     "state_unavailable": (503, "the shared state Redis (state_url) does not answer; retry after Retry-After seconds"),
     "worker_unhealthy": (503, "a `model-server worker`'s health port: its model loop is stuck or a queue thread died"),
+    "quota_exceeded": (403, "the API key's characters of this char_quota_period are spent (char_quota_per_period)"),
     "unsupported_document": (415, "a document upload whose kind is not .docx, .html or .txt"),
     "invalid_document": (400, "a document upload that cannot be read as the kind it claims (a broken .docx, "
                          "not UTF-8 .txt/.html, a zip that unpacks past document_max_unpacked_bytes)"),

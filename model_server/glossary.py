@@ -81,6 +81,7 @@ class Glossary:
     version: int = 1
     created_at: float = 0.0
     updated_at: float = 0.0
+    label: str | None = None  # the DeepL API's `name` of a glossary made through /v2/glossaries (its id is `name`)
     _pattern: re.Pattern | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -90,7 +91,7 @@ class Glossary:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "entries": self.entries, "version": self.version,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+                "created_at": self.created_at, "updated_at": self.updated_at, "label": self.label}
 
     def pattern(self) -> re.Pattern | None:
         if self._pattern is None and self.entries:

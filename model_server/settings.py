@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -363,6 +364,12 @@ class Settings(BaseSettings):
         0, ge=0, description="requests per minute per API key (per client IP when auth is off); 0 = off")
     rate_limit_chars_per_minute: int = Field(
         0, ge=0, description="text characters per minute per API key (per client IP when auth is off); 0 = off")
+    char_quota_per_period: int = Field(
+        0, ge=0, description="text characters one API key may have translated per char_quota_period (all of them "
+        "together when auth is off), counted in the shared state; past it 403 quota_exceeded (DeepL: 456) until "
+        "the next period. 0 = no limit (still counted: DeepL GET /v2/usage)")
+    char_quota_period: Literal["month", "day"] = Field(
+        "month", description="the quota's period, calendar UTC: month (as DeepL bills) or day")
     max_inflight_per_key: int = Field(
         128, ge=0, description="requests of one API key (per client IP when auth is off) in flight at once; more get "
         "429 too_many_inflight. The default leaves room for a 64-client benchmark from one address; 0 = off")

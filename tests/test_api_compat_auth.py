@@ -4,6 +4,7 @@ api_key map onto the service's keys; refusals (403, 429, 456) come in each API's
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 
 import pytest
@@ -87,3 +88,52 @@ def test_rate_limited_is_429_in_both_shapes(keyed_server):
     assert int(libre.headers["retry-after"]) >= 1
     with pytest.raises(deepl.TooManyRequestsException):
         deepl.Translator(BURST_KEY, server_url=keyed_server.base_url).translate_text("a" * 20, target_lang="EN-US")
+
+
+def test_legacy_auth_key_in_a_form_body_or_the_query_string(keyed_server):
+    with keyed_server.client() as client:
+        # wagtail-style: a form-encoded body holding text and auth_key, no Authorization header
+        form = client.post("/v2/translate", content=f"text={THANKS}&target_lang=EN-US&auth_key={KEY}".encode(),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+        query = client.get(f"/v2/usage?auth_key={KEY}")
+        wrong = client.post("/v2/translate", data={"text": THANKS, "target_lang": "EN-US", "auth_key": "nope"})
+        missing = client.post("/v2/translate", data={"text": THANKS, "target_lang": "EN-US"})
+    assert form.status_code == 200, form.text
+    assert form.json()["translations"][0]["text"] == MEMORISED[THANKS]
+    assert query.status_code == 200 and set(query.json()) == {"character_count", "character_limit"}
+    assert wrong.status_code == missing.status_code == 403 and set(wrong.json()) == {"message"}
+
+
+def test_the_deepl_key_covers_usage_and_glossaries(keyed_server):
+    translator = deepl.Translator(KEY, server_url=keyed_server.base_url)
+    assert translator.get_usage().character.limit > 0
+    created = translator.create_glossary("desk", "ar", "en", {"روسيا": "Russia"})
+    assert [g.glossary_id for g in translator.list_glossaries()] == [created.glossary_id]
+    translator.delete_glossary(created)
+    stranger = deepl.Translator("wrong-key", server_url=keyed_server.base_url)
+    for call in (stranger.get_usage, stranger.list_glossaries, stranger.get_glossary_languages):
+        with pytest.raises(deepl.AuthorizationException):
+            call()
+
+
+def test_busy_answers_are_retried_by_the_client_and_an_exhausted_quota_is_not(tiny_marian_dir, monkeypatch, caplog):
+    """429 (here: the per-minute request budget) is retried with backoff and then succeeds; 456 is final."""
+    from model_server.api.app import create_app
+
+    monkeypatch.setattr(deepl.http_client, "max_network_retries", 2)
+    monkeypatch.setattr(deepl.http_client._BackoffTimer, "BACKOFF_INITIAL", 1.5)   # > one token's refill (1 s)
+    settings = tiny_settings(tiny_marian_dir, rate_limit_requests_per_minute=60, char_quota_per_period=20)
+    with LiveServer(create_app(settings)) as server:
+        with server.client() as client:
+            while client.get("/v2/languages").status_code != 429:   # spend the minute's requests
+                pass
+        translator = deepl.Translator("any-key", server_url=server.base_url)
+        with caplog.at_level("INFO", logger="deepl"):
+            assert translator.translate_text(THANKS, target_lang="EN-US").text == MEMORISED[THANKS]
+            assert "Starting retry 1" in caplog.text
+            caplog.clear()
+            time.sleep(1.2)   # a request token again: this one meets the quota, not the rate limit
+            started = time.monotonic()
+            with pytest.raises(deepl.QuotaExceededException):   # 11 + 11 > 20
+                translator.translate_text(THANKS, target_lang="EN-US")
+            assert "Starting retry" not in caplog.text and time.monotonic() - started < 1.0

@@ -55,6 +55,12 @@ def test_languages(translator):
     assert {lang.code for lang in translator.get_target_languages()} == {"EN-GB", "EN-US"}
 
 
+def test_languages_by_post_as_older_plugins_send_it(tiny_server):
+    with tiny_server.client() as client:
+        response = client.post("/v2/languages", data={"type": "target", "auth_key": "k"})
+    assert [lang["language"] for lang in response.json()] == ["EN-GB", "EN-US"]
+
+
 def test_errors_are_deepl_exceptions(translator):
     with pytest.raises(deepl.DeepLException, match="no glossary named 'g-1'"):  # glossary_id: /v1/glossaries
         translator.translate_text(THANKS, source_lang="AR", target_lang="EN-US", glossary="g-1")
@@ -97,9 +103,26 @@ def test_bad_requests_get_deepl_errors(tiny_server, request_kwargs, status, mess
 
 def test_unknown_paths_and_methods_in_the_namespace_answer_in_deepl_shape(tiny_server):
     with tiny_server.client() as client:
-        missing = client.post("/v2/glossaries", json={})
+        missing = client.post("/v2/write/rephrase", json={})
         wrong_method = client.delete("/v2/translate")
+        patch = client.patch("/v2/glossaries/some-id", json={})
         main = client.post("/translate", json={"text": "The Times reported it."})
     assert missing.status_code == 404 and set(missing.json()) == {"message"}
     assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"message"}
+    assert patch.status_code == 405 and set(patch.json()) == {"message"}
     assert main.json()["error"]["code"] == "not_arabic"   # the main API keeps its own shape
+
+
+def test_context_formality_and_model_type_are_accepted_as_not_applicable(translator):
+    result = translator.translate_text(AGREEMENT, target_lang="EN-US", context="مقال عن ليبيا",
+                                       formality="prefer_more", model_type="quality_optimized")
+    assert result.text == MEMORISED[AGREEMENT] and result.model_type_used == "latency_optimized"
+    assert result.billed_characters == len(AGREEMENT)   # context is never charged
+    assert translator.translate_text(AGREEMENT, target_lang="EN-GB", formality="default").model_type_used is None
+    with pytest.raises(deepl.DeepLException, match="'formality' is not supported for given 'target_lang'"):
+        translator.translate_text(AGREEMENT, target_lang="EN-US", formality="more")
+    with pytest.raises(deepl.DeepLException, match="Value for 'model_type' not supported"):
+        translator.translate_text(AGREEMENT, target_lang="EN-US", model_type="fastest")
+    for refused in ({"style_id": "house-style"}, {"custom_instructions": ["Use British spelling"]}):
+        with pytest.raises(deepl.DeepLException, match=f"'{next(iter(refused))}' is not supported"):
+            translator.translate_text(AGREEMENT, target_lang="EN-US", extra_body_parameters=refused)

@@ -6,8 +6,9 @@ POST /translate; they only parse their dialect's requests and write their dialec
 Errors speak the dialect, never the main `{"error": {"code", "message"}}` shape:
 
 * DeepL: `{"message": "..."}` with DeepL's statuses (400 bad request, 403 missing or bad key, 413 too
-  large, 429 busy - rate limited, too many in flight or queue full, 456 quota - one request above the
-  per-minute character budget, 503 starting/stopping, 504 timeout, 500).
+  large, 429 busy - rate limited, too many in flight or queue full, 456 quota - the period's character
+  quota spent, or one request above the per-minute character budget, 503 starting/stopping, 504 timeout,
+  500).
 * LibreTranslate: `{"error": "..."}` with LibreTranslate's statuses (400 any bad input, size limits
   included; 403 missing or bad key; 429 "Slowdown: ..."; 500; 503; 504).
 
@@ -24,9 +25,11 @@ Two mechanisms, one mapping (`Dialect`):
 `CompatKeys` (ASGI middleware just outside `AuthGuard`, installed by `model_server.api.operations`) maps
 the dialects' API keys onto the service's own auth (`model_server.api.auth`): DeepL's
 `Authorization: DeepL-Auth-Key <key>` and LibreTranslate's `api_key` body/query field become
-`X-API-Key: <key>` before `AuthGuard` sees the request. When auth is off it is not installed.
-LibreTranslate clients can only send the key in the body, so under /libretranslate/ (auth on, no key
-header) the body is read there, bounded by max_body_bytes, and decoded (off the event loop) by the same
+`X-API-Key: <key>` before `AuthGuard` sees the request, and so does DeepL's legacy `auth_key` field (a
+form body or the query string, as old plugins send it: wagtail's `text=...&auth_key=...`). When auth is
+off it is not installed. LibreTranslate clients can only send the key in the body, so under
+/libretranslate/, and under /v2/ when no DeepL-Auth-Key header came (auth on, no service key header),
+the body is read there, bounded by max_body_bytes, and decoded (off the event loop) by the same
 `decode_params` the routes use: a body that cannot be decoded is answered 400 (`invalid_json`, ...) as
 the route would, never a 500.
 
@@ -52,7 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from model_server.api.auth import authorization_token, presented_key
 from model_server.api.context import error_code_of, header, note_results, refuse, replay
 from model_server.api.deps import ClientDisconnected, admit, cancel_on_disconnect, get_services
-from model_server.api.ratelimit import charge_char_budget
+from model_server.api.ratelimit import charge_char_budget, refund_char_quota
 from model_server.documents import DocumentFormat, translate_documents
 from model_server.errors import ServiceError, status_for
 from model_server.results import TextResult
@@ -68,6 +71,7 @@ class Dialect:
     statuses: dict[str, int]            # service error code -> status (others: the service's own status)
     message_key: str                    # {"message": ...} (DeepL) or {"error": ...} (LibreTranslate)
     prefixes: dict[int, str]            # status -> text put before the message ("Slowdown: ")
+    body_key: str                       # the API key's field in a form/JSON body or the query string
 
     def status(self, code: str) -> int:
         return self.statuses.get(code, status_for(code))
@@ -85,13 +89,14 @@ class Dialect:
 _BAD_INPUT = ("invalid_json", "invalid_encoding", "empty_text", "not_arabic", "validation_error", "invalid_markup",
               "unsupported_option")
 DEEPL = Dialect(
-    name="deepl", prefix="/v2", message_key="message", prefixes={},
+    name="deepl", prefix="/v2", message_key="message", prefixes={}, body_key="auth_key",
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
               "body_too_large": 413, "text_too_long": 413, "too_many_texts": 413, "too_many_segments": 413,
-              "exceeds_rate_limit": 456,
+              "exceeds_rate_limit": 456, "quota_exceeded": 456,
               "rate_limited": 429, "too_many_inflight": 429, "queue_full": 429})
 LIBRETRANSLATE = Dialect(
     name="libretranslate", prefix="/libretranslate", message_key="error", prefixes={429: "Slowdown: "},
+    body_key="api_key",
     statuses={**{code: 400 for code in _BAD_INPUT}, "unauthorized": 403, "forbidden": 403,
               "body_too_large": 400, "text_too_long": 400, "too_many_texts": 400, "too_many_segments": 400,
               "exceeds_rate_limit": 400,
@@ -260,16 +265,24 @@ async def translate_texts(request: Request, texts: list[str], *, format: Documen
     `translate_documents` call. Blank texts come back as "" (both APIs do that) without model work.
     Raises the first text's error as a ServiceError: neither API has per-text errors."""
     services = get_services(request)
-    await charge_char_budget(request, admit(request, texts))
+    chars = admit(request, texts)
+    await charge_char_budget(request, chars)
     wanted = [i for i, text in enumerate(texts) if text.strip()]
     pipeline = services.translator
-    results, timings = await cancel_on_disconnect(request, translate_documents(
-        pipeline, [texts[i] for i in wanted], pipeline.options(), format=format, skip_tags=skip_tags,
-        glossary=glossary))
-    note_results(request, error_codes=[r.error.code for r in results if r.error], timing_ms=timings.to_dict())
-    for result in results:
-        if result.error is not None:
-            raise ServiceError(result.error.code, result.error.message)
+    try:
+        results, timings = await cancel_on_disconnect(request, translate_documents(
+            pipeline, [texts[i] for i in wanted], pipeline.options(), format=format, skip_tags=skip_tags,
+            glossary=glossary))
+        note_results(request, error_codes=[r.error.code for r in results if r.error], timing_ms=timings.to_dict())
+        for result in results:
+            if result.error is not None:
+                raise ServiceError(result.error.code, result.error.message)
+    except (ServiceError, ClientDisconnected) as exc:
+        # Nothing comes back: a client that retries a busy or failing server (5xx: queue_full, timeout, ...;
+        # DeepL's client retries by itself) or that left is not charged again (model_server/api/quota.py).
+        if isinstance(exc, ClientDisconnected) or exc.status >= 500:
+            await refund_char_quota(request, chars)
+        raise
     out = [TextResult(index=i, translation="") for i in range(len(texts))]
     for i, result in zip(wanted, results):
         out[i] = result.model_copy(update={"index": i})
@@ -301,13 +314,11 @@ class CompatKeys:
         if dialect is None or presented_key(scope) is not None:
             await self.app(scope, receive, send)
             return
-        key: str | None = None
-        if dialect is DEEPL:
-            key = authorization_token(scope, "DeepL-Auth-Key")
-        else:
+        key = authorization_token(scope, "DeepL-Auth-Key") if dialect is DEEPL else None
+        if key is None:   # DeepL's legacy `auth_key` field, LibreTranslate's `api_key`
             body, receive = await self._read_bounded(receive)
             try:
-                key = await self._body_key(scope, body) if body is not None else None
+                key = await self._body_key(scope, body, dialect.body_key) if body is not None else None
             except ServiceError as exc:   # the body cannot be decoded: the route would say the same
                 await refuse(scope, receive, send, exc, drain_bytes=self.max_drain_bytes)
                 return
@@ -332,12 +343,16 @@ class CompatKeys:
         return None if more else body, replay([{"type": "http.request", "body": body, "more_body": more}], receive)
 
     @staticmethod
-    async def _body_key(scope: Scope, body: bytes) -> str | None:
-        """LibreTranslate's `api_key` from the body or the query string, decoded as the routes decode it."""
+    async def _body_key(scope: Scope, body: bytes, field: str) -> str | None:
+        """The key `field` from the body or the query string, decoded as the routes decode it. A multipart
+        body (a DeepL document upload) is not decoded here: its key must come in the header or the query."""
         content_type = (header(scope, b"content-type") or b"").decode("latin-1")
-        params = await scope["app"].state.services.cpu.run(
-            decode_params, body, content_type, scope.get("query_string", b"").decode("latin-1"), lists=frozenset())
-        key = params.get("api_key")
+        query = scope.get("query_string", b"").decode("latin-1")
+        if content_type.strip().lower().startswith("multipart/"):
+            body, content_type = b"", ""
+        params = await scope["app"].state.services.cpu.run(decode_params, body, content_type, query,
+                                                           lists=frozenset())
+        key = params.get(field)
         return key if isinstance(key, str) and key.strip() else None
 
 

@@ -19,6 +19,7 @@ from model_server.api.auth import OPEN_PATHS, AuthGuard, is_protected, load_api_
 from model_server.api.compat import CompatKeys
 from model_server.api.middleware import BodyGuard
 from model_server.api.observe import RequestObserver
+from model_server.api.quota import QUOTA_PATHS, CharQuota
 from model_server.api.ratelimit import InFlight, RateLimiter, RateLimitGuard, is_limited_path
 from model_server.api.schemas import ErrorResponse
 from model_server.metrics import Metrics
@@ -43,6 +44,7 @@ def install_operations(app: FastAPI, settings: Settings, state: State) -> None:
     app.state.metrics = metrics
     app.state.rate_limiter = limiter
     app.state.inflight = inflight
+    app.state.char_quota = CharQuota(state, limit=settings.char_quota_per_period, period=settings.char_quota_period)
     drain = settings.max_drain_bytes
     # add_middleware puts each new one outside the previous ones.
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, max_drain_bytes=drain)
@@ -54,11 +56,12 @@ def install_operations(app: FastAPI, settings: Settings, state: State) -> None:
                        log_request_bodies=settings.log_request_bodies)
     app.openapi = _documented(app.openapi, app, auth=bool(keys),  # type: ignore
                               rate_limited=limiter.enabled or inflight is not None,
-                              metrics_require_key=settings.metrics_require_key)
+                              metrics_require_key=settings.metrics_require_key,
+                              quota=bool(settings.char_quota_per_period))
 
 
 def _documented(generate: Callable[[], dict[str, Any]], app: FastAPI, *, auth: bool, rate_limited: bool,
-                metrics_require_key: bool) -> Callable[[], dict[str, Any]]:
+                metrics_require_key: bool, quota: bool = False) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
@@ -86,6 +89,9 @@ def _documented(generate: Callable[[], dict[str, Any]], app: FastAPI, *, auth: b
                     responses.setdefault("429", {"description": "rate limited, or too many requests in flight "
                                                                 "(Retry-After)",
                                                  "content": _ERROR_CONTENT, "headers": {"Retry-After": _RETRY_AFTER}})
+                if quota and operation is item.get("post") and path in QUOTA_PATHS:
+                    responses.setdefault("403", {"description": "the character quota of this period is spent "
+                                                                "(quota_exceeded)", "content": _ERROR_CONTENT})
                 for response in responses.values():
                     response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID
         app.openapi_schema = spec

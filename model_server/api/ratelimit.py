@@ -30,10 +30,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_server.api.auth import METRICS_PATH, OPEN_PATHS
 from model_server.api.context import context_of, refuse
+from model_server.api.quota import ALL_CLIENTS
 from model_server.errors import ServiceError
 from model_server.state.ratelimits import Buckets, TokenBuckets
 
-__all__ = ["InFlight", "RateLimitGuard", "RateLimiter", "TokenBuckets", "charge_char_budget", "rate_key"]
+__all__ = ["InFlight", "RateLimitGuard", "RateLimiter", "TokenBuckets", "charge_char_budget", "quota_principal",
+           "rate_key", "refund_char_quota"]
 
 Clock = Callable[[], float]
 
@@ -180,13 +182,31 @@ def rate_key(scope: Scope) -> str:
     return context.rate_key if context else f"ip:{(scope.get('client') or ('unknown',))[0]}"
 
 
-async def charge_char_budget(request: Request, chars: int) -> None:
-    """Charge `chars` text characters to the request's principal; raises 429/413 ServiceError when over
-    (503 state_unavailable when shared buckets do not answer).
+async def charge_char_budget(request: Request, chars: int, *, translated: bool = True) -> None:
+    """Charge `chars` text characters to the request's principal: the per-minute budget, then (`translated`:
+    every translation route) the character quota of the billing period (`model_server.api.quota`). Raises
+    429/413 ServiceError when over the minute's budget, 403 quota_exceeded when over the period's (503
+    state_unavailable when shared state does not answer).
 
-    Await it from any route once its texts are parsed and before model work (a no-op when the limit is off).
+    Await it from any route once its texts are parsed and before model work (a no-op when the limits are off).
     """
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-    if limiter is None or limiter.chars is None:
-        return
-    await limiter.spend_chars(rate_key(request.scope), chars)
+    if limiter is not None and limiter.chars is not None:
+        await limiter.spend_chars(rate_key(request.scope), chars)
+    quota = getattr(request.app.state, "char_quota", None)
+    if translated and quota is not None:
+        await quota.charge(quota_principal(request.scope), chars)
+
+
+async def refund_char_quota(request: Request, chars: int) -> None:
+    """Give `chars` back to the request's character quota (`CharQuota.refund`): its work produced nothing
+    it should pay for. The per-minute budget is not refunded (it paces load, and the load happened)."""
+    quota = getattr(request.app.state, "char_quota", None)
+    if quota is not None:
+        await quota.refund(quota_principal(request.scope), chars)
+
+
+def quota_principal(scope: Scope) -> str:
+    """Whose character quota a request spends: its API key's name; with auth off, every client's one count."""
+    context = context_of(scope)
+    return context.principal if context is not None and context.principal else ALL_CLIENTS

@@ -7,6 +7,8 @@ file `state_path`, the default: nothing else to run) and Redis (`state_url`, sha
 - glossaries: `glossaries.GlossaryStore` (SQLite table / Redis hashes, versioned; caps enforced atomically).
 - rate limits: `ratelimits.Buckets` (token buckets in memory / one Lua script in Redis); the in-flight
   limit stays per process (see `ratelimits`).
+- character quotas: `quotas.CharCounts` (characters per principal per billing period: a SQLite table /
+  one Lua script in Redis).
 - the sentence cache: `model_server.cache` (SQLite in `state_path`, or Redis with `cache_url`). It keeps
   its own URL on purpose: a cache may be evicted (`allkeys-lru`), state must not (`noeviction`), so they
   belong on different Redis instances (docs/scaling.md).
@@ -27,6 +29,7 @@ from model_server.state.ratelimits import Buckets, TokenBuckets
 if TYPE_CHECKING:
     from model_server.settings import Settings
     from model_server.state.glossaries import GlossaryStore
+    from model_server.state.quotas import CharCounts
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +52,29 @@ class EmbeddedState:
     def token_buckets(self, name: str, per_minute: int) -> Buckets:
         return TokenBuckets(per_minute)
 
+    @cached_property
+    def char_counts(self) -> "CharCounts | None":
+        """Opened on first use (None, logged, when the file cannot be opened: quota requests get 503)."""
+        from model_server.state.quotas import SqliteCharCounts
+
+        try:
+            return SqliteCharCounts(self._path)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("character counts %s unavailable (%s: %s)", self._path, type(exc).__name__, exc)
+            return None
+
     def health(self) -> dict | None:
         """Nothing to report: there is no other process to reach."""
         return None
 
     def close(self) -> None:
-        if "glossaries" in self.__dict__ and self.glossaries is not None:
-            self.glossaries.close()
+        for name in ("glossaries", "char_counts"):
+            if self.__dict__.get(name) is not None:
+                self.__dict__[name].close()
 
 
 class RedisState:
-    """The state Redis (`state_url`), shared by every replica: glossaries and rate limits."""
+    """The state Redis (`state_url`), shared by every replica: glossaries, rate limits and character counts."""
 
     kind = "redis"
 
@@ -78,6 +93,12 @@ class RedisState:
         from model_server.state.ratelimits import RedisTokenBuckets
 
         return RedisTokenBuckets(self._client, name, per_minute)
+
+    @cached_property
+    def char_counts(self) -> "CharCounts":
+        from model_server.state.quotas import RedisCharCounts
+
+        return RedisCharCounts(self._client)
 
     def health(self) -> dict:
         """{"store": "redis", "reachable": bool}: one PING within state_timeout_s (blocking)."""

@@ -2,11 +2,12 @@
 
 Both are blocking (call them from a thread), keep the caps of `GlossaryLimits` (glossaries_max_count is
 checked and the glossary written in one atomic step: a lock around SQLite, one Lua script in Redis), and
-give every glossary a version that grows on each replace. Each keeps the latest version it has read of
-each glossary compiled (`LatestCompiled`) and uses it only while the store still holds that version:
-the Redis store reads the version from Redis on every `get` (one small HMGET), so an edit through one
-replica is what the very next request on any replica applies; the entries are fetched and compiled
-again only when the version (or creation time) changed.
+give every glossary a version that grows on each replace (and keep its optional `label`, the DeepL API's
+name of a glossary created through /v2/glossaries: set at creation, kept by replaces). Each keeps the
+latest version it has read of each glossary compiled (`LatestCompiled`) and uses it only while the
+store still holds that version: the Redis store reads the version from Redis on every `get` (one small
+HMGET), so an edit through one replica is what the very next request on any replica applies; the
+entries are fetched and compiled again only when the version (or creation time) changed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class GlossaryStore(Protocol):
 
     def get(self, name: str) -> Glossary: ...
 
-    def create(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary: ...
+    def create(self, name: str, entries: dict[str, str], limits: GlossaryLimits,
+               label: str | None = None) -> Glossary: ...
 
     def replace(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary: ...
 
@@ -87,6 +89,9 @@ class LatestCompiled:
             return {name: glossary.version for name, glossary in self._by_name.items()}
 
 
+_COLUMNS = "name, entries, version, created_at, updated_at, label"
+
+
 class SqliteGlossaryStore:
     """Glossaries in the service's SQLite file (`state_path`, shared with the cache and jobs)."""
 
@@ -98,14 +103,18 @@ class SqliteGlossaryStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS glossaries (name TEXT PRIMARY KEY, entries TEXT NOT NULL, "
-                             "version INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL)")
+                             "version INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, "
+                             "label TEXT)")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(glossaries)")}
+            if "label" not in columns:   # a file written before labels (DeepL /v2/glossaries names) existed
+                self._db.execute("ALTER TABLE glossaries ADD COLUMN label TEXT")
 
     def _row(self, row) -> Glossary:
-        name, entries, version, created, updated = row
+        name, entries, version, created, updated, label = row
         cached = self._compiled.lookup(name, version, created)
         if cached is not None:
             return cached
-        return self._compiled.remember(Glossary(name, json.loads(entries), version, created, updated))
+        return self._compiled.remember(Glossary(name, json.loads(entries), version, created, updated, label))
 
     def compiled_versions(self) -> dict[str, int]:
         """The version of each glossary held in memory (one per glossary; for tests and diagnostics)."""
@@ -113,27 +122,26 @@ class SqliteGlossaryStore:
 
     def list(self) -> list[Glossary]:
         with self._lock:
-            rows = self._db.execute("SELECT name, entries, version, created_at, updated_at FROM glossaries "
-                                    "ORDER BY name").fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM glossaries ORDER BY name").fetchall()
         return [self._row(row) for row in rows]
 
     def get(self, name: str) -> Glossary:
         with self._lock:
-            row = self._db.execute("SELECT name, entries, version, created_at, updated_at FROM glossaries "
-                                   "WHERE name = ?", (name,)).fetchone()
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM glossaries WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise unknown(name)
         return self._row(row)
 
-    def create(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary:
+    def create(self, name: str, entries: dict[str, str], limits: GlossaryLimits,
+               label: str | None = None) -> Glossary:
         """A new glossary; ServiceError glossary_exists, too_many_glossaries or one of normalize_entries'."""
         entries, now = normalize_entries(entries, limits), time.time()
         with self._lock:
             if self._exists(name):
                 raise exists(name)
             self._check_room(limits)
-            self._db.execute("INSERT INTO glossaries VALUES (?, ?, 1, ?, ?)",
-                             (name, json.dumps(entries, ensure_ascii=False), now, now))
+            self._db.execute(f"INSERT INTO glossaries ({_COLUMNS}) VALUES (?, ?, 1, ?, ?, ?)",
+                             (name, json.dumps(entries, ensure_ascii=False), now, now, label))
         return self.get(name)
 
     def replace(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary:
@@ -144,8 +152,8 @@ class SqliteGlossaryStore:
         with self._lock:
             if not self._exists(name):
                 self._check_room(limits)
-            self._db.execute("INSERT INTO glossaries VALUES (?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                             "entries = excluded.entries, version = glossaries.version + 1, "
+            self._db.execute(f"INSERT INTO glossaries ({_COLUMNS}) VALUES (?, ?, 1, ?, ?, NULL) ON CONFLICT(name) "
+                             "DO UPDATE SET entries = excluded.entries, version = glossaries.version + 1, "
                              "updated_at = excluded.updated_at", (name, payload, now, now))
         return self.get(name)
 
@@ -188,6 +196,7 @@ def open_sqlite_glossaries(path: Path) -> SqliteGlossaryStore | None:
 _WRITE = """
 local names, key = KEYS[1], KEYS[2]
 local name, entries, now, max_count, create_only = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local label = ARGV[6]
 if redis.call('EXISTS', key) == 1 then
   if create_only == '1' then return {'exists'} end
   redis.call('HINCRBY', key, 'version', 1)
@@ -197,6 +206,7 @@ end
 local count = redis.call('SCARD', names)
 if count >= max_count then return {'full', count} end
 redis.call('HSET', key, 'entries', entries, 'version', 1, 'created_at', now, 'updated_at', now)
+if label ~= '' then redis.call('HSET', key, 'label', label) end
 redis.call('SADD', names, name)
 return {'ok'}
 """
@@ -226,8 +236,10 @@ class RedisGlossaryStore:
         return self._compiled.versions()
 
     def _from_hash(self, name: str, fields: dict[bytes, bytes]) -> Glossary:
+        label = fields.get(b"label")
         return self._compiled.remember(Glossary(name, json.loads(fields[b"entries"]), int(fields[b"version"]),
-                                                float(fields[b"created_at"]), float(fields[b"updated_at"])))
+                                                float(fields[b"created_at"]), float(fields[b"updated_at"]),
+                                                label.decode() if label is not None else None))
 
     def get(self, name: str) -> Glossary:
         with reachable("glossaries"):
@@ -251,18 +263,21 @@ class RedisGlossaryStore:
             hashes = pipe.execute()
         return [self._from_hash(name, fields) for name, fields in zip(names, hashes) if fields]
 
-    def create(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary:
-        return self._store(name, entries, limits, create_only=True)
+    def create(self, name: str, entries: dict[str, str], limits: GlossaryLimits,
+               label: str | None = None) -> Glossary:
+        return self._store(name, entries, limits, create_only=True, label=label)
 
     def replace(self, name: str, entries: dict[str, str], limits: GlossaryLimits) -> Glossary:
         """Replace the entries (version + 1), or create the glossary within `limits.max_count`."""
         return self._store(name, entries, limits, create_only=False)
 
-    def _store(self, name: str, entries: dict[str, str], limits: GlossaryLimits, *, create_only: bool) -> Glossary:
+    def _store(self, name: str, entries: dict[str, str], limits: GlossaryLimits, *, create_only: bool,
+               label: str | None = None) -> Glossary:
         payload = json.dumps(normalize_entries(entries, limits), ensure_ascii=False)
         with reachable("glossaries"):
             outcome = self._write(keys=[self._names, self._key(name)],
-                                  args=[name, payload, repr(time.time()), limits.max_count, int(create_only)])
+                                  args=[name, payload, repr(time.time()), limits.max_count, int(create_only),
+                                        label or ""])
         if outcome[0] == b"exists":
             raise exists(name)
         if outcome[0] == b"full":

@@ -44,13 +44,16 @@ class GlossaryOut(BaseModel):
     version: int = Field(description="grows by one on every replace (translation cache entries follow it)")
     created_at: float = Field(description="Unix time")
     updated_at: float = Field(description="Unix time")
+    label: str | None = Field(None, description="the DeepL API's `name` of a glossary created through "
+                              "/v2/glossaries (its DeepL glossary_id is `name`); null otherwise")
 
 
 class GlossaryList(BaseModel):
     glossaries: list[GlossaryOut]
 
 
-def _store(services: Services) -> GlossaryStore:
+def glossary_store(services: Services) -> GlossaryStore:
+    """The glossary store; 503 glossaries_unavailable when its file cannot be opened."""
     if services.glossaries is None:
         raise ServiceError("glossaries_unavailable", "the glossary store cannot be opened (see the server log)")
     return services.glossaries
@@ -59,10 +62,10 @@ def _store(services: Services) -> GlossaryStore:
 async def find_glossary(services: Services, name: str) -> Glossary:
     """The named glossary (for translate routes); ServiceError unknown_glossary / glossaries_unavailable /
     state_unavailable (the state Redis does not answer)."""
-    return await asyncio.to_thread(_store(services).get, name)
+    return await asyncio.to_thread(glossary_store(services).get, name)
 
 
-def _limits(services: Services) -> GlossaryLimits:
+def glossary_limits(services: Services) -> GlossaryLimits:
     return GlossaryLimits.from_settings(services.settings)
 
 
@@ -74,12 +77,13 @@ def _out(glossary: Glossary) -> GlossaryOut:
 async def create_glossary(body: GlossaryCreate, request: Request):
     """Create a glossary; 409 glossary_exists when the name is taken, too_many_glossaries when the store is full."""
     services = get_services(request)
-    return _out(await asyncio.to_thread(_store(services).create, body.name, body.entries, _limits(services)))
+    return _out(await asyncio.to_thread(glossary_store(services).create, body.name, body.entries,
+                                        glossary_limits(services)))
 
 
 @router.get("", response_model=GlossaryList, responses=_ERRORS)
 async def list_glossaries(request: Request):
-    store = _store(get_services(request))
+    store = glossary_store(get_services(request))
     return GlossaryList(glossaries=[_out(g) for g in await asyncio.to_thread(store.list)])
 
 
@@ -92,12 +96,13 @@ async def get_glossary(request: Request, name: str = _NAME):
 async def replace_glossary(body: GlossaryReplace, request: Request, name: str = _NAME):
     """Replace the entries (version + 1); creates the glossary when it does not exist."""
     services = get_services(request)
-    return _out(await asyncio.to_thread(_store(services).replace, name, body.entries, _limits(services)))
+    return _out(await asyncio.to_thread(glossary_store(services).replace, name, body.entries,
+                                        glossary_limits(services)))
 
 
 @router.delete("/{name}", status_code=204, responses=_ERRORS)
 async def delete_glossary(request: Request, name: str = _NAME):
-    store = _store(get_services(request))
+    store = glossary_store(get_services(request))
     await asyncio.to_thread(store.delete, name)
     return Response(status_code=204)
 

@@ -12,7 +12,7 @@ from pydantic import Field
 from model_server.api.context import context_of
 from model_server.api.deps import admit_texts, get_services
 from model_server.api.errors import refuse_other_methods
-from model_server.api.ratelimit import charge_char_budget
+from model_server.api.ratelimit import charge_char_budget, refund_char_quota
 from model_server.api.routes.glossaries import find_glossary
 from model_server.api.schemas import ErrorResponse, TranslateRequest
 from model_server.batching.batcher import Lane
@@ -65,7 +65,14 @@ async def submit_job(body: JobRequest, request: Request,
     stored = {"texts": texts, "num_beams": body.num_beams, "max_new_tokens": body.max_new_tokens,
               "priority": body.priority.value, "clean": body.clean, "format": body.format, "glossary": body.glossary,
               "model": body.model}
-    job, created = await manager.submit(_caller(request), stored, len(texts), body.callback_url, idempotency_key)
+    try:
+        job, created = await manager.submit(_caller(request), stored, len(texts), body.callback_url, idempotency_key)
+    except ServiceError as exc:
+        if exc.status >= 500:   # no job was made (the job store is down): nothing to pay for
+            await refund_char_quota(request, chars)
+        raise
+    if not created:
+        await refund_char_quota(request, chars)   # a replay (Idempotency-Key): the job was charged once
     return JSONResponse(job, status_code=202 if created else 200, headers={"Location": f"/v1/jobs/{job['id']}"})
 
 

@@ -30,7 +30,7 @@ async def summarize(body: SummarizeRequest, request: Request):
     summarized in chunks of whole paragraphs, then the chunk summaries are summarized (`long_article`)."""
     summarizer = get_summarizer(request)
     note_texts(request, texts=1, chars=len(body.text))
-    await charge_char_budget(request, len(body.text))  # 429 before any model work
+    await charge_char_budget(request, len(body.text), translated=False)  # 429 before any model work
     result = await cancel_on_disconnect(
         request, summarizer.summarize(body.text, lang=body.lang, preset=body.preset, lane=body.priority))
     note_results(request, error_codes=[], timing_ms=result.timing_ms)

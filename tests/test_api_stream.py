@@ -252,3 +252,38 @@ def test_streams_run_side_by_side_without_mixing(open_server):
     for i, pair in texts.items():
         sentences = [data["sentence"]["translation"] for name, data, _ in out[i] if name == "sentence"]
         assert sentences == [MEMORISED[s] for s in pair]
+
+
+def test_retried_sentences_stream_as_the_json_has_them(tiny_marian_dir, tiny_backend):
+    # max_new_tokens=8 cuts every long sentence: each is retried with safer decoding, batch by batch.
+    settings = tiny_settings(tiny_marian_dir, max_new_tokens=8, max_batch_size=4, max_text_chars=20_000)
+    with serve_services(Services.from_backend(settings, SharedBackend(tiny_backend))) as server, \
+            server.client() as client:
+        streamed = events(client, "/translate", {"texts": [SAMPLE_AR, SEVEN]})
+        plain = client.post("/translate", json={"texts": [SAMPLE_AR, SEVEN]}).json()
+    sentences = [data["sentence"] for name, data, _ in streamed if name == "sentence"]
+    assert sentences == plain["results"][0]["sentences"] + plain["results"][1]["sentences"]
+    assert sum("retried" in s["flags"] for s in sentences) > 10
+    assert without_timings(streamed[-1][1]) == without_timings(plain)
+
+
+def test_glossary_and_cache_hits_stream_as_the_json_has_them(tiny_marian_dir, tiny_backend, tmp_path):
+    from tests.test_glossary import ALLIANCE, ENTRIES, CopyingBackend
+
+    settings = tiny_settings(tiny_marian_dir, cache_enabled=True, cache_path=tmp_path / "state.sqlite3")
+    texts = [SEVEN, ALLIANCE, "شكرا جزيلا."]
+    with serve_services(Services.from_backend(settings, CopyingBackend(tiny_backend))) as server, \
+            server.client() as client:
+        assert client.put("/v1/glossaries/desk", json={"entries": ENTRIES}).status_code in (200, 201)
+        body = {"texts": texts, "glossary": "desk"}
+        first = events(client, "/translate", body)  # model work: kept placeholders, and lost ones redone
+        again = events(client, "/translate", body)  # every segment a cache hit
+        plain = client.post("/translate", json=body).json()
+    assert plain["results"][0]["cache"]["misses"] == 0
+    for streamed in (first, again):
+        sentences = [(data["text"], data["sentence"]) for name, data, _ in streamed if name == "sentence"]
+        assert sentences == [(r["index"], s) for r in plain["results"] for s in r["sentences"]]
+    kept = plain["results"][1]["sentences"][0]
+    assert kept["translation"] == "A military alliance between Field Marshal Khalifa Haftar and the Russian Federation"
+    assert any("glossary_missed" in s["flags"] for r in plain["results"] for s in r["sentences"])
+    assert without_timings(again[-1][1]) == without_timings(plain)

@@ -326,7 +326,7 @@ class TranslationPipeline:
         if not segments:
             return outputs, retried
         costs = await self.cpu.run(self._costs, segments)
-        answered: asyncio.Queue[tuple[int, bool, asyncio.Future]] = asyncio.Queue()
+        answered = _Answers()
         futures: list[asyncio.Future] = []
 
         def submit(indices: Sequence[int], group: GenerationOptions, is_retry: bool) -> None:
@@ -334,7 +334,7 @@ class TranslationPipeline:
                                                  group=group, lane=lane)
             futures.extend(submitted)
             for i, future in zip(indices, submitted):
-                future.add_done_callback(lambda done, i=i: answered.put_nowait((i, is_retry, done)))
+                answered.watch(future, i, is_retry)
 
         submit(range(len(segments)), options, False)
         waiting = len(segments)
@@ -356,15 +356,11 @@ class TranslationPipeline:
                 future.cancel()
         return outputs, retried
 
-    async def _next_wave(self, answered: asyncio.Queue, deadline: float) -> list[tuple[int, bool, object]]:
+    async def _next_wave(self, answered: "_Answers", deadline: float) -> list[tuple[int, bool, object]]:
         """The segments answered since the last wave (at least one): (index, is_retry, output or exception)."""
-        try:
-            entries = [await asyncio.wait_for(answered.get(), max(deadline - time.monotonic(), 0.001))]
-        except asyncio.TimeoutError:
-            raise ServiceError("timeout",
-                               f"translation did not finish within {self.config.request_timeout_s:g}s") from None
-        while not answered.empty():
-            entries.append(answered.get_nowait())
+        entries = await answered.wave(max(deadline - time.monotonic(), 0.001))
+        if not entries:
+            raise ServiceError("timeout", f"translation did not finish within {self.config.request_timeout_s:g}s")
         return [(i, is_retry, _outcome(future)) for i, is_retry, future in entries]
 
     def _settle_wave(self, segments: Sequence[str], outputs: list[Generated | BaseException],
@@ -418,6 +414,32 @@ class TranslationPipeline:
 def _cache_keys(cache: TranslationCache, options: GenerationOptions, segments: Sequence[str],
                 contexts: Sequence[str] | None) -> list[str]:
     return [cache.key(options, segment, contexts[i] if contexts else "") for i, segment in enumerate(segments)]
+
+
+class _Answers:
+    """Batch futures as they settle, read a wave at a time. The reader waits on a plain future, so a
+    cancelled request stops at that very step and its `finally` drops its queued segments at once (a
+    coroutine waiter would take more loop steps, while the batcher could pick them)."""
+
+    def __init__(self) -> None:
+        self._settled: list[tuple[int, bool, asyncio.Future]] = []
+        self._wake: asyncio.Future | None = None
+
+    def watch(self, future: asyncio.Future, index: int, is_retry: bool) -> None:
+        future.add_done_callback(lambda done: self._arrive((index, is_retry, done)))
+
+    def _arrive(self, entry: tuple[int, bool, asyncio.Future]) -> None:
+        self._settled.append(entry)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def wave(self, timeout_s: float) -> list[tuple[int, bool, asyncio.Future]]:
+        """What settled since the last wave, waiting up to `timeout_s` for something; [] = timed out."""
+        if not self._settled:
+            self._wake = asyncio.get_running_loop().create_future()
+            await asyncio.wait({self._wake}, timeout=timeout_s)
+        wave, self._settled = self._settled, []
+        return wave
 
 
 def _failure_error(failure: BaseException) -> ServiceError:

@@ -1,7 +1,9 @@
 """The translation request path below HTTP: validate -> normalize -> segment -> chunk -> batch -> assemble.
 
 Each text of a request is prepared and judged on its own, so one bad text never fails its neighbours;
-all segments of the good texts are submitted to the dynamic batcher in one go.
+all segments of the good texts are submitted to the dynamic batcher in one go. Their answers are read
+as each batch settles (a suspect output is retried right then), so a caller can observe the sentences as
+they finish, in order (`translate(..., on_sentences=...)`, model_server.streaming) without changing a result.
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ def permit_server(tiny_marian_dir, tiny_backend, **overrides):
 
 @pytest.fixture(scope="module")
 def open_server(tiny_marian_dir, tiny_backend):
-    with serve_services(Services.from_backend(tiny_settings(tiny_marian_dir, max_text_chars=20_000, max_texts_per_request=8),
-                                              SharedBackend(tiny_backend))) as server:
+    settings = tiny_settings(tiny_marian_dir, max_text_chars=20_000, max_texts_per_request=8)
+    with serve_services(Services.from_backend(settings, SharedBackend(tiny_backend))) as server:
         yield server
 
 

@@ -46,18 +46,25 @@ def assemble_text(index: int, prepared: PreparedText, generated: Sequence[Genera
         parts = generated[position:position + len(planned.chunks)]
         was_retried = any(position + k in retried for k in range(len(parts)))
         position += len(planned.chunks)
-        translation = " ".join(part.text for part in parts if part.text)
-        score = _token_weighted_score(parts)
-        hit_max_length = any(part.hit_max_length for part in parts)
-        flags = assess(planned.source, translation, score=score, hit_max_length=hit_max_length, thresholds=thresholds)
-        if was_retried:
-            flags.append(RETRIED)
-        sentences.append(SentenceResult(
-            index=sentence_index, paragraph=planned.paragraph, source=planned.source, translation=translation,
-            score=score, chunks=len(parts), hit_max_length=hit_max_length, flags=flags,
-            needs_review=needs_review(flags)))
+        sentences.append(assemble_sentence(sentence_index, planned, parts, retried=was_retried,
+                                           thresholds=thresholds))
     return TextResult(index=index, translation=join_paragraphs(sentences, prepared.paragraph_separators),
                       sentences=sentences, paragraphs=prepared.paragraph_count, review=summarize_review(sentences))
+
+
+def assemble_sentence(sentence_index: int, planned: PlannedSentence, parts: Sequence[Generated], *,
+                      retried: bool = False, thresholds: QualityThresholds = QualityThresholds()) -> SentenceResult:
+    """One sentence from its chunks' translations, flagged: what `assemble_text` builds for each sentence,
+    and what a streamed request sends as soon as the sentence is done (model_server.streaming)."""
+    translation = " ".join(part.text for part in parts if part.text)
+    score = _token_weighted_score(parts)
+    hit_max_length = any(part.hit_max_length for part in parts)
+    flags = assess(planned.source, translation, score=score, hit_max_length=hit_max_length, thresholds=thresholds)
+    if retried:
+        flags.append(RETRIED)
+    return SentenceResult(
+        index=sentence_index, paragraph=planned.paragraph, source=planned.source, translation=translation,
+        score=score, chunks=len(parts), hit_max_length=hit_max_length, flags=flags, needs_review=needs_review(flags))
 
 
 def summarize_review(sentences: Sequence[SentenceResult]) -> ReviewSummary:

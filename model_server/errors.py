@@ -61,6 +61,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "state_unavailable": (503, "the shared state Redis (state_url) does not answer; retry after Retry-After seconds"),
     "worker_unhealthy": (503, "a `model-server worker`'s health port: its model loop is stuck or a queue thread died"),
     "quota_exceeded": (403, "the API key's characters of this char_quota_period are spent (char_quota_per_period)"),
+    "stream_unsupported": (400, "Accept: text/event-stream on POST /translate with format html or xml: markup is "
+                           "translated as a whole document, not streamed; ask for application/json"),
     "unsupported_document": (415, "a document upload whose kind is not .docx, .html or .txt"),
     "invalid_document": (400, "a document upload that cannot be read as the kind it claims (a broken .docx, "
                          "not UTF-8 .txt/.html, a zip that unpacks past document_max_unpacked_bytes)"),

@@ -32,16 +32,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from model_server.backends.base import Generated, GenerationOptions
 from model_server.errors import ServiceError
 from model_server.quality import needs_review
-from model_server.results import GlossaryTerm, TextResult
+from model_server.results import GlossaryTerm, SentenceResult, TextResult
+from model_server.streaming import FinishedSegment
 from model_server.text import normalize_text
 
 if TYPE_CHECKING:
     from model_server.assembly import PreparedText
+    from model_server.streaming import SegmentsDone
     from model_server.batching.batcher import Lane
     from model_server.pipeline import TranslationPipeline
 
@@ -203,23 +205,43 @@ class SegmentMarks:
 
 
 async def translate_with_glossary(pipeline: "TranslationPipeline", glossary: Glossary, segments: list[str],
-                                  options: GenerationOptions, lane: "Lane", deadline: float):
-    """`TranslationPipeline.translate_segments` with the glossary applied: protect, translate, restore,
-    and re-translate unprotected the segments whose placeholders got lost. Returns its outputs, retried
-    indices and cache hits, plus one SegmentMarks per segment. Matching and restoring run on the
+                                  options: GenerationOptions, lane: "Lane", deadline: float, *,
+                                  on_done: "SegmentsDone | None" = None):
+    """`TranslationPipeline.translate_segments` with the glossary applied: protect, translate, restore
+    (as the segments finish), and re-translate unprotected the segments whose placeholders got lost.
+    Returns its outputs, retried indices and cache hits, plus one SegmentMarks per segment; `on_done`
+    (streaming) gets each segment once final, with its marks. Matching and restoring run on the
     pipeline's CPU pool (linear in the text, but long texts against big glossaries are real work)."""
     protected = await pipeline.cpu.run(_protect_all, glossary, segments)
     inputs = [text for text, _ in protected]
     contexts = [glossary.cache_context if terms else "" for _, terms in protected]
-    outputs, retried, hits = await pipeline.translate_segments(inputs, options, lane, deadline, contexts=contexts)
     marks = [SegmentMarks(terms=terms) for _, terms in protected]
-    lost = await pipeline.cpu.run(_restore_all, glossary, outputs, marks)
+    restored: dict[int, Generated | BaseException] = {}
+    lost: list[int] = []
+
+    async def restore(done: dict[int, FinishedSegment]) -> None:
+        kept, missed = await pipeline.cpu.run(_restore_some, glossary, done, marks)
+        restored.update((i, item.output) for i, item in kept.items())
+        lost.extend(missed)
+        if on_done is not None and kept:
+            await on_done(kept)
+
+    outputs, retried, hits = await pipeline.translate_segments(inputs, options, lane, deadline, contexts=contexts,
+                                                               on_done=restore)
+    for i, output in restored.items():
+        outputs[i] = output
     if lost:
+        lost.sort()
+        for i in lost:
+            marks[i].missed = True
+
+        async def again_done(done: dict[int, FinishedSegment]) -> None:
+            await on_done({lost[j]: replace(item, mark=marks[lost[j]]) for j, item in done.items()})
+
         again, again_retried, again_hits = await pipeline.translate_segments(
-            [segments[i] for i in lost], options, lane, deadline)
+            [segments[i] for i in lost], options, lane, deadline, on_done=again_done if on_done else None)
         for j, i in enumerate(lost):
             outputs[i] = again[j]
-            marks[i].missed = True
             if j in again_retried:
                 retried.add(i)
             else:
@@ -234,18 +256,22 @@ def _protect_all(glossary: Glossary, segments: list[str]) -> list[tuple[str, lis
     return [glossary.protect(segment) for segment in segments]
 
 
-def _restore_all(glossary: Glossary, outputs: list, marks: list[SegmentMarks]) -> list[int]:
-    """Render the placeholders of `outputs` in place; the indices of the segments that lost one."""
+def _restore_some(glossary: Glossary, done: "dict[int, FinishedSegment]", marks: list[SegmentMarks],
+                  ) -> "tuple[dict[int, FinishedSegment], list[int]]":
+    """A wave of finished segments with their placeholders rendered (and their marks attached), and the
+    indices of those that lost one (to translate again unprotected)."""
+    kept: dict[int, FinishedSegment] = {}
     lost: list[int] = []
-    for i, (output, mark) in enumerate(zip(outputs, marks)):
-        if not mark.terms or not isinstance(output, Generated):
-            continue
-        restored = glossary.restore(output.text, mark.terms)
-        if restored is None:
-            lost.append(i)
-        else:
-            outputs[i] = replace(output, text=restored)
-    return lost
+    for i, item in done.items():
+        mark, output = marks[i], item.output
+        if mark.terms and isinstance(output, Generated):
+            text = glossary.restore(output.text, mark.terms)
+            if text is None:
+                lost.append(i)
+                continue
+            output = replace(output, text=text)
+        kept[i] = replace(item, output=output, mark=mark)
+    return kept, lost
 
 
 def mark_sentences(result: TextResult, prepared: "PreparedText", glossary: Glossary, marks: list[SegmentMarks]) -> None:
@@ -254,14 +280,18 @@ def mark_sentences(result: TextResult, prepared: "PreparedText", glossary: Gloss
         return
     position = 0
     for sentence, planned in zip(result.sentences, prepared.sentences):
-        own = marks[position:position + len(planned.chunks)]
+        mark_sentence(sentence, glossary, marks[position:position + len(planned.chunks)])
         position += len(planned.chunks)
-        terms = list(dict.fromkeys(term for mark in own for term in mark.terms))
-        sentence.glossary_terms = [GlossaryTerm(source=term, target=glossary.entries[term]) for term in terms]
-        if any(mark.missed for mark in own):
-            sentence.flags.append(GLOSSARY_MISSED)
-            sentence.needs_review = needs_review(sentence.flags)
     if result.review is not None:
         from model_server.assembly import summarize_review
 
         result.review = summarize_review(result.sentences)
+
+
+def mark_sentence(sentence: SentenceResult, glossary: Glossary, own: Sequence[SegmentMarks]) -> None:
+    """One sentence's `glossary_terms` and `glossary_missed` flag, from the marks of its segments."""
+    terms = list(dict.fromkeys(term for mark in own for term in mark.terms))
+    sentence.glossary_terms = [GlossaryTerm(source=term, target=glossary.entries[term]) for term in terms]
+    if any(mark.missed for mark in own):
+        sentence.flags.append(GLOSSARY_MISSED)
+        sentence.needs_review = needs_review(sentence.flags)

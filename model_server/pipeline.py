@@ -1,7 +1,9 @@
 """The translation request path below HTTP: validate -> normalize -> segment -> chunk -> batch -> assemble.
 
 Each text of a request is prepared and judged on its own, so one bad text never fails its neighbours;
-all segments of the good texts are submitted to the dynamic batcher in one go.
+all segments of the good texts are submitted to the dynamic batcher in one go. Their answers are read
+as each batch settles (a suspect output is retried right then), so a caller can observe the sentences as
+they finish, in order (`translate(..., on_sentences=...)`, model_server.streaming) without changing a result.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from model_server.cache import CachedOutput, TranslationCache
 from model_server.cpu import CpuPool
 from model_server.results import CacheCounts, ErrorBody, TextResult
 from model_server.settings import NonArabic, Settings
+from model_server.streaming import FinishedSegment, OnFinished, SegmentsDone, SentenceReleaser
 from model_server.text import arabic_ratio, chunk_sentence, normalize_text, segment
 
 if TYPE_CHECKING:
@@ -183,9 +186,13 @@ class TranslationPipeline:
 
     async def translate(self, texts: Sequence[str], options: GenerationOptions, *,
                         lane: Lane = Lane.interactive, glossary: "Glossary | None" = None,
-                        ) -> tuple[list[TextResult], Timings]:
+                        on_sentences: OnFinished | None = None) -> tuple[list[TextResult], Timings]:
         """One result per text, in order. Preparation and assembly each run as one call in the CPU pool
-        (`self.cpu`), the model work in the batcher: the event loop only waits."""
+        (`self.cpu`), the model work in the batcher: the event loop only waits.
+
+        `on_sentences` (streaming, model_server.streaming): awaited with each wave of sentences (and text
+        errors) as soon as they and everything before them are done, in order; the results returned are
+        the same with or without it."""
         started = time.perf_counter()
         deadline = time.monotonic() + self.config.request_timeout_s
         timings = Timings()
@@ -194,14 +201,16 @@ class TranslationPipeline:
 
         mark = time.perf_counter()
         segments = [seg for item in prepared if isinstance(item, PreparedText) for seg in item.segments]
+        glossary = glossary if glossary is not None and glossary.entries else None
+        on_done = await self._releasing(prepared, glossary, on_sentences) if on_sentences is not None else None
         marks = None  # glossary terms and misses per segment (model_server.glossary)
-        if glossary is None or not glossary.entries:
-            outputs, retried, hits = await self.translate_segments(segments, options, lane, deadline)
+        if glossary is None:
+            outputs, retried, hits = await self.translate_segments(segments, options, lane, deadline, on_done=on_done)
         else:
             from model_server.glossary import translate_with_glossary
 
             outputs, retried, hits, marks = await translate_with_glossary(self, glossary, segments, options, lane,
-                                                                          deadline)
+                                                                          deadline, on_done=on_done)
         timings.translate_ms = (time.perf_counter() - mark) * 1000
 
         mark = time.perf_counter()
@@ -209,6 +218,21 @@ class TranslationPipeline:
         timings.assemble_ms = (time.perf_counter() - mark) * 1000
         timings.total_ms = (time.perf_counter() - started) * 1000
         return results, timings
+
+    async def _releasing(self, prepared: Sequence[PreparedText | ServiceError | TextResult],
+                         glossary: "Glossary | None", on_sentences: OnFinished) -> SegmentsDone:
+        """The segment callback that releases sentences in order to `on_sentences` (texts that failed
+        preparation before the first segment are released at once)."""
+        releaser = SentenceReleaser(prepared, thresholds=self.config.quality, failure_error=_failure_error,
+                                    glossary=glossary)
+
+        async def segments_done(done: dict[int, FinishedSegment]) -> None:
+            released = await self.cpu.run(releaser.add, done)  # assembly and quality checks: off the loop
+            if released:
+                await on_sentences(released)
+
+        await segments_done({})
+        return segments_done
 
     def _prepare_all(self, texts: Sequence[str]) -> list[PreparedText | ServiceError | TextResult]:
         return [self._prepare_or_error(text) for text in texts]
@@ -234,7 +258,7 @@ class TranslationPipeline:
         return results
 
     async def translate_segments(self, segments: list[str], options: GenerationOptions, lane: Lane, deadline: float,
-                                 *, contexts: Sequence[str] | None = None,
+                                 *, contexts: Sequence[str] | None = None, on_done: SegmentsDone | None = None,
                                  ) -> tuple[list[Generated | BaseException], set[int], list[bool] | None]:
         """Translate prepared model inputs (chunks, as `PreparedText.segments` lists them) by `deadline`
         (time.monotonic()): the step between preparation and assembly, also used by model_server.glossary.
@@ -245,7 +269,10 @@ class TranslationPipeline:
         another entry. Only cache misses go to the batcher, each distinct segment once; the final chosen
         output (after any retry) is what gets cached. With the cache off every position is its own key: each
         segment reaches the model, as the request's sentence count says. Raises ServiceError for what fails
-        the whole request: timeout, queue_full, shutting_down, too_many_segments."""
+        the whole request: timeout, queue_full, shutting_down, too_many_segments.
+
+        `on_done` is awaited with each wave of final outputs by position (the cache hits first, then
+        what each batch answers, after its retry): every position exactly once."""
         cache = self.cache if self.cache is not None and self.cache.enabled else None
         if cache is not None:
             keys = await self.cpu.run(_cache_keys, cache, options, segments, contexts)  # a hash per segment
@@ -257,11 +284,14 @@ class TranslationPipeline:
             if key not in found:
                 first.setdefault(key, i)
         missing = list(first)
-        fresh = await self._generate([segments[first[key]] for key in missing], options, lane, deadline)
-        fresh_retried: set[int] = set()
-        if self.config.retry_suspects:
-            fresh_retried = await self._retry_suspects([segments[first[key]] for key in missing], fresh, options,
-                                                       lane, deadline)
+        fresh_done = None
+        if on_done is not None:
+            if found:
+                await on_done({i: FinishedSegment(found[key].generated, found[key].retried)
+                               for i, key in enumerate(keys) if key in found})
+            fresh_done = _spread(on_done, missing, keys, found)
+        fresh, fresh_retried = await self._generate_final([segments[first[key]] for key in missing], options, lane,
+                                                          deadline, on_done=fresh_done)
         chosen = {key: (out, j in fresh_retried) for j, (key, out) in enumerate(zip(missing, fresh))}
         outputs: list[Generated | BaseException] = []
         retried = set()
@@ -288,26 +318,77 @@ class TranslationPipeline:
                 return TextResult(index=0, translation=text, passthrough=True)  # index set at assembly
             return exc
 
-    async def _generate(self, segments: list[str], options: GenerationOptions, lane: Lane,
-                        deadline: float) -> list[Generated | BaseException]:
-        """Submit segments to the batcher at once; outputs (or per-segment errors) in order, cleaned up."""
+    async def _generate_final(self, segments: list[str], options: GenerationOptions, lane: Lane, deadline: float,
+                              *, on_done: SegmentsDone | None = None,
+                              ) -> tuple[list[Generated | BaseException], set[int]]:
+        """Every segment's final output (cleaned up; a per-segment error kept as it is) and the indices
+        re-generated by a quality retry. All segments go to the batcher at once; as each batch answers,
+        its looping or cut-off outputs are re-generated once with safer decoding (keeping whichever has
+        fewer problems, then the higher score) and the rest are final (`on_done`)."""
+        outputs: list[Generated | BaseException] = [RuntimeError("not generated")] * len(segments)
+        retried: set[int] = set()
         if not segments:
-            return []
+            return outputs, retried
         costs = await self.cpu.run(self._costs, segments)
-        futures = self.batcher.submit_many(segments, costs=costs, group=options, lane=lane)
-        gathered = asyncio.gather(*futures, return_exceptions=True)
-        # A disconnected client cancels this task: the gather then ends with a CancelledError nobody reads,
-        # which asyncio logs as an error ("exception was never retrieved"). Read it.
-        gathered.add_done_callback(lambda done: done.cancelled() or done.exception())
+        answered = _Answers()
+        futures: list[asyncio.Future] = []
+
+        def submit(indices: Sequence[int], group: GenerationOptions, is_retry: bool) -> None:
+            submitted = self.batcher.submit_many([segments[i] for i in indices], costs=[costs[i] for i in indices],
+                                                 group=group, lane=lane)
+            futures.extend(submitted)
+            for i, future in zip(indices, submitted):
+                answered.watch(future, i, is_retry)
+
+        submit(range(len(segments)), options, False)
+        waiting = len(segments)
         try:
-            outputs = await asyncio.wait_for(gathered, max(deadline - time.monotonic(), 0.001))
-        except asyncio.TimeoutError:
-            raise ServiceError("timeout",
-                               f"translation did not finish within {self.config.request_timeout_s:g}s") from None
+            while waiting:
+                wave = await self._next_wave(answered, deadline)
+                waiting -= len(wave)
+                final, suspects = await self.cpu.run(self._settle_wave, segments, outputs, wave)
+                if suspects:
+                    submit(suspects, safer_options(options), True)
+                    retried.update(suspects)
+                    waiting += len(suspects)
+                if on_done is not None and final:
+                    await on_done({i: FinishedSegment(outputs[i], i in retried) for i in final})
         finally:
             for future in futures:  # a timed-out or disconnected client: drop its queued segments
+                if future.done() and not future.cancelled():
+                    future.exception()  # read, so asyncio never logs it as "never retrieved"
                 future.cancel()
-        return await self.cpu.run(_cleaned, outputs)
+        return outputs, retried
+
+    async def _next_wave(self, answered: "_Answers", deadline: float) -> list[tuple[int, bool, object]]:
+        """The segments answered since the last wave (at least one): (index, is_retry, output or exception)."""
+        entries = await answered.wave(max(deadline - time.monotonic(), 0.001))
+        if not entries:
+            raise ServiceError("timeout", f"translation did not finish within {self.config.request_timeout_s:g}s")
+        return [(i, is_retry, _outcome(future)) for i, is_retry, future in entries]
+
+    def _settle_wave(self, segments: Sequence[str], outputs: list[Generated | BaseException],
+                     wave: Sequence[tuple[int, bool, object]]) -> tuple[list[int], list[int]]:
+        """Clean up a wave's outputs into `outputs`; returns the indices now final and the suspects to retry
+        (first-pass outputs that loop or were cut off, when retry_suspects is on)."""
+        final: list[int] = []
+        suspects: list[int] = []
+        for i, is_retry, output in sorted(wave, key=lambda entry: entry[0]):
+            output = _cleaned_one(output)
+            if is_retry:
+                current = outputs[i]
+                if isinstance(output, Generated) and isinstance(current, Generated) and \
+                        self._better(segments[i], output, current):
+                    outputs[i] = output
+                final.append(i)
+                continue
+            outputs[i] = output
+            if self.config.retry_suspects and isinstance(output, Generated) and \
+                    RETRY_FLAGS.intersection(self._flags(segments[i], output)):
+                suspects.append(i)
+            else:
+                final.append(i)
+        return final, suspects
 
     def _costs(self, segments: Sequence[str]) -> list[int]:
         return [self.count_tokens(segment) for segment in segments]
@@ -315,28 +396,6 @@ class TranslationPipeline:
     def _flags(self, source: str, output: Generated) -> list[str]:
         return assess(source, output.text, score=output.score, hit_max_length=output.hit_max_length,
                       thresholds=self.config.quality)
-
-    async def _retry_suspects(self, segments: list[str], outputs: list[Generated | BaseException],
-                              options: GenerationOptions, lane: Lane, deadline: float) -> set[int]:
-        """Re-generate looping or cut-off segments once with safer decoding; keep whichever output has fewer
-        problems (then the higher score). Mutates `outputs`; returns the indices that were retried."""
-        suspects = await self.cpu.run(self._suspects, segments, outputs)
-        if not suspects:
-            return set()
-        second = await self._generate([segments[i] for i in suspects], safer_options(options), lane, deadline)
-        await self.cpu.run(self._keep_better, segments, outputs, suspects, second)
-        return set(suspects)
-
-    def _suspects(self, segments: Sequence[str], outputs: Sequence[Generated | BaseException]) -> list[int]:
-        """Indices of the outputs that loop or were cut off (worth a retry with safer decoding)."""
-        return [i for i, out in enumerate(outputs) if isinstance(out, Generated)
-                and RETRY_FLAGS.intersection(self._flags(segments[i], out))]
-
-    def _keep_better(self, segments: Sequence[str], outputs: list[Generated | BaseException],
-                     suspects: Sequence[int], second: Sequence[Generated | BaseException]) -> None:
-        for index, candidate in zip(suspects, second):
-            if isinstance(candidate, Generated) and self._better(segments[index], candidate, outputs[index]):
-                outputs[index] = candidate
 
     def _better(self, source: str, candidate: Generated, current: Generated) -> bool:
         return (severity(self._flags(source, candidate)), -candidate.score) < \
@@ -350,12 +409,9 @@ class TranslationPipeline:
             return TextResult(index=index, error=ErrorBody(**item.to_dict()))
         failure = next((out for out in outputs if isinstance(out, BaseException)), None)
         if failure is not None:
-            error = failure if isinstance(failure, ServiceError) else ServiceError(
-                "inference_failed",
-                f"the model failed on a segment of this text ({type(failure).__name__}); other texts are unaffected")
             if not isinstance(failure, ServiceError):
                 log.error("inference failed for text %d", index, exc_info=failure)
-            return TextResult(index=index, error=ErrorBody(**error.to_dict()))
+            return TextResult(index=index, error=ErrorBody(**_failure_error(failure).to_dict()))
         return assemble_text(index, item, outputs, retried=retried, thresholds=self.config.quality)  # type: ignore[arg-type]
 
 
@@ -364,7 +420,59 @@ def _cache_keys(cache: TranslationCache, options: GenerationOptions, segments: S
     return [cache.key(options, segment, contexts[i] if contexts else "") for i, segment in enumerate(segments)]
 
 
-def _cleaned(outputs: Sequence[Generated | BaseException]) -> list[Generated | BaseException]:
-    """Model outputs with their English cleaned up (errors kept as they are)."""
-    return [out if isinstance(out, BaseException) else replace(out, text=clean_english(out.text))
-            for out in outputs]
+class _Answers:
+    """Batch futures as they settle, read a wave at a time. The reader waits on a plain future, so a
+    cancelled request stops at that very step and its `finally` drops its queued segments at once (a
+    coroutine waiter would take more loop steps, while the batcher could pick them)."""
+
+    def __init__(self) -> None:
+        self._settled: list[tuple[int, bool, asyncio.Future]] = []
+        self._wake: asyncio.Future | None = None
+
+    def watch(self, future: asyncio.Future, index: int, is_retry: bool) -> None:
+        future.add_done_callback(lambda done: self._arrive((index, is_retry, done)))
+
+    def _arrive(self, entry: tuple[int, bool, asyncio.Future]) -> None:
+        self._settled.append(entry)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def wave(self, timeout_s: float) -> list[tuple[int, bool, asyncio.Future]]:
+        """What settled since the last wave, waiting up to `timeout_s` for something; [] = timed out."""
+        if not self._settled:
+            self._wake = asyncio.get_running_loop().create_future()
+            await asyncio.wait({self._wake}, timeout=timeout_s)
+        wave, self._settled = self._settled, []
+        return wave
+
+
+def _failure_error(failure: BaseException) -> ServiceError:
+    """What a text whose segment failed with `failure` reports."""
+    return failure if isinstance(failure, ServiceError) else ServiceError(
+        "inference_failed",
+        f"the model failed on a segment of this text ({type(failure).__name__}); other texts are unaffected")
+
+
+def _outcome(future: asyncio.Future) -> object:
+    """A settled batch future's output, or the exception it failed (or was cancelled) with."""
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception() or future.result()
+
+
+def _cleaned_one(output: object) -> object:
+    """A model output with its English cleaned up (an error kept as it is)."""
+    return output if isinstance(output, BaseException) else replace(output, text=clean_english(output.text))
+
+
+def _spread(on_done: SegmentsDone, missing: Sequence, keys: Sequence, found: dict) -> SegmentsDone:
+    """`on_done` for the distinct cache misses: each answer reported at every position with its key."""
+    positions: dict = {}
+    for i, key in enumerate(keys):
+        if key not in found:
+            positions.setdefault(key, []).append(i)
+
+    async def done(answers: dict[int, FinishedSegment]) -> None:
+        await on_done({i: answer for j, answer in answers.items() for i in positions[missing[j]]})
+
+    return done

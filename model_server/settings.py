@@ -318,6 +318,10 @@ class Settings(BaseSettings):
         4096, ge=1, description="segments waiting across all requests; beyond it new work gets 503"
     )
     request_timeout_s: float = Field(300.0, gt=0, description="a request still unfinished after this gets 504")
+    stream_keepalive_s: float = Field(
+        15.0, gt=0, description="a streamed response (Accept: text/event-stream) sends a keep-alive comment after "
+        "this long without an event, so proxies keep the connection open while a long sentence is translated"
+    )
     prepare_workers: int = Field(
         2, ge=1, description="threads for per-request CPU work off the event loop (normalize, clean, segment, chunk, "
         "HTML parsing and alignment, glossary matching; model_server/cpu.py)"

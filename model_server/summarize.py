@@ -31,6 +31,7 @@ from model_server.pipeline import TextLimits, TranslationPipeline, check_text
 from model_server.presets import PresetCatalog, SummaryPreset, display_path
 from model_server.results import TextResult
 from model_server.settings import SummaryStrategy
+from model_server.streaming import OnFinished
 from model_server.text import chunk_sentence, normalize_text, segment
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class SummaryText(BaseModel):
     lang: Lang
     method: str = Field(description="how it was made: mt5(ar), mt5(en), marian(mt5(ar)) or mt5(en translation)")
     long_article: LongArticle | None = Field(None, description="chunking of mT5's input (null when Marian made it)")
+
+
+OnSummary = Callable[[SummaryText], Awaitable[None]]  # streaming: a summary as soon as it is ready
 
 
 class PresetRef(BaseModel):
@@ -286,15 +290,21 @@ class SummarizationPipeline:
 
     async def article(self, title: str, body: str, *, strategy: SummaryStrategy | str | None = None,
                       preset: str | None = None, lane: Lane = Lane.interactive, article_id: str | None = None,
-                      metadata: dict[str, Any] | None = None) -> ArticleResult:
-        """Translated title and body plus Arabic and English summaries of the body."""
+                      metadata: dict[str, Any] | None = None, on_sentences: OnFinished | None = None,
+                      on_summary: OnSummary | None = None) -> ArticleResult:
+        """Translated title and body plus Arabic and English summaries of the body.
+
+        Streaming (model_server.streaming): `on_sentences` gets the title's (text 0) and the body's (text 1)
+        sentences in order as they are done, `on_summary` each summary as soon as it is ready (the Arabic
+        one can come before the body's last sentences: it runs concurrently)."""
         started = time.perf_counter()
         strategy = SummaryStrategy(strategy) if strategy else self.strategy
         chosen = self.presets.get(preset)
         body_normalized = await self.cpu.run(_check_article, title, body, self.limits)
         timings: dict[str, float] = {"prepare": time.perf_counter() - started}
         result = await self._within_timeout(
-            self._article(title, body, body_normalized, strategy, chosen, lane, timings))
+            self._article(title, body, body_normalized, strategy, chosen, lane, timings, on_sentences,
+                          on_summary or _ignore))
         title_result, body_result, summary, long_article = result
         timings["total"] = time.perf_counter() - started
         return ArticleResult(
@@ -304,16 +314,25 @@ class SummarizationPipeline:
             long_article=long_article, timing_ms=_ms(timings))
 
     async def _article(self, title: str, body: str, body_normalized: str, strategy: SummaryStrategy,
-                       preset: SummaryPreset, lane: Lane, timings: dict[str, float]):
+                       preset: SummaryPreset, lane: Lane, timings: dict[str, float],
+                       on_sentences: OnFinished | None, on_summary: OnSummary):
         options = self.translator.options()
-        translated, (summary_ar, long_article) = await gather_or_cancel(
-            _timed(timings, "translate", self.translator.translate([title, body], options, lane=lane)),
-            _timed(timings, "summarize_ar", self._summarize_text(body_normalized, preset, lane)))
+
+        async def summarize_arabic() -> tuple[SummaryText, LongArticle]:
+            text, long_article = await self._summarize_text(body_normalized, preset, lane)
+            arabic = SummaryText(text=text, lang="ar", method="mt5(ar)", long_article=long_article)
+            await on_summary(arabic)
+            return arabic, long_article
+
+        translated, (arabic, long_article) = await gather_or_cancel(
+            _timed(timings, "translate", self.translator.translate([title, body], options, lane=lane,
+                                                                   on_sentences=on_sentences)),
+            _timed(timings, "summarize_ar", summarize_arabic()))
         results, _ = translated
         for field, result in zip(("title", "body"), results):
             _raise_text_error(field, result)
         title_result, body_result = results
-        arabic = SummaryText(text=summary_ar, lang="ar", method="mt5(ar)", long_article=long_article)
+        summary_ar = arabic.text
         if strategy is SummaryStrategy.summarize_both:
             english_source = await self.cpu.run(normalize_text, body_result.translation or "")
             text_en, long_en = ("", None)
@@ -329,7 +348,12 @@ class SummarizationPipeline:
                 _raise_text_error("summary", translated_summary)
                 text_en = translated_summary.translation or ""
             english = SummaryText(text=text_en, lang="en", method="marian(mt5(ar))")
+        await on_summary(english)
         return title_result, body_result, BilingualSummary(ar=arabic, en=english), long_article
+
+
+async def _ignore(_: SummaryText) -> None:
+    return None
 
 
 def _plan_inputs(prefix: str, text: str, count: Callable[[str], int],

@@ -44,3 +44,28 @@ class GatedBackend(DelegatingBackend):
         self.entered.set()
         assert self.gate.wait(30), "test never opened the gate"
         return super().generate(texts, options)
+
+
+class PermitBackend(DelegatingBackend):
+    """Each `generate` first takes a permit (`allow(n)` hands out n; `open()` lets every call through), and
+    `completed` counts the calls that ran: a test lets exactly the batches it wants reach the model."""
+
+    def __init__(self, backend) -> None:
+        super().__init__(backend)
+        self.permits = threading.Semaphore(0)
+        self.completed = 0
+        self._open = False
+
+    def allow(self, calls: int) -> None:
+        self.permits.release(calls)
+
+    def open(self) -> None:
+        self._open = True
+        self.permits.release(1000)
+
+    def generate(self, texts, options):
+        assert self._open or self.permits.acquire(timeout=30), "test never allowed this model call"
+        try:
+            return super().generate(texts, options)
+        finally:
+            self.completed += 1

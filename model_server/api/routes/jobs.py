@@ -59,6 +59,12 @@ class DocumentJobFields(BaseModel):
 def _document_schema() -> dict:
     schema = DocumentJobFields.model_json_schema(ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)  # Lane: already a component (POST /translate)
+    for field_schema in schema["properties"].values():  # a form has no null: a field is sent or left out
+        options = [option for option in field_schema.get("anyOf", []) if option.get("type") != "null"]
+        if options:
+            del field_schema["anyOf"]
+            field_schema.pop("default", None)
+            field_schema.update(options[0])
     schema["properties"] = {"file": {"type": "string", "format": "binary",
                                      "description": "the document: .docx, .html or .txt (by its filename)"},
                             **schema["properties"]}

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from model_server.api.uploads import MAX_PARTS, parse_upload
+from model_server.api.uploads import MAX_PARTS, content_disposition, parse_upload, safe_filename
 from model_server.services import Services
 from model_server.tiny_models import MEMORISED_PAIRS
 from model_server.worker import run_worker
@@ -152,6 +152,46 @@ def test_only_the_upload_routes_take_document_sized_bodies(server):
         assert client.post("/v1/jobs", **big).status_code == 202  # over max_body_bytes, under the document cap
         assert_error(client.post("/translate", **big), 413, "body_too_large")
         assert_error(client.post("/v1/glossaries", **big), 413, "body_too_large")
+
+
+@pytest.mark.parametrize("raw,safe", [
+    ("../../etc/passwd.txt", "passwd.txt"), ("C:\\Users\\me\\story.txt", "story.txt"), ("..", ""),
+    ('a"b\r\nX-Evil: 1.txt', "abX-Evil: 1.txt"), (".hidden.txt", "hidden.txt"), ("تقرير.docx", "تقرير.docx"),
+    ("x" * 300 + ".txt", "x" * 196 + ".txt"), (None, ""),
+])
+def test_a_client_s_file_name_is_only_a_label(raw, safe):
+    assert safe_filename(raw) == safe
+
+
+def test_content_disposition_names_the_file_exactly_and_safely():
+    assert content_disposition("تقرير 1.docx") == (
+        "attachment; filename=\"_____ 1.docx\"; filename*=UTF-8''%D8%AA%D9%82%D8%B1%D9%8A%D8%B1%201.docx")
+    assert content_disposition("a%b.txt") == "attachment; filename=\"a_b.txt\"; filename*=UTF-8''a%25b.txt"
+
+
+def test_finished_document_jobs_expire_with_their_files(tiny_marian_dir, tiny_backend, tmp_path):
+    import sqlite3
+
+    services = services_around(tiny_marian_dir, DelegatingBackend(tiny_backend), tmp_path, jobs_retention_s=0.3)
+    with serve_services(services) as live, live.client() as client:
+        job = upload(client, "a.txt", HELLO.encode()).json()
+        wait_for_job(client, job["id"])
+        wait_for_job(client, job["id"], statuses=("expired",))
+        expired = client.get(f"/v1/jobs/{job['id']}/document")
+    assert_error(expired, 410, "document_unavailable")
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM job_documents").fetchone() == (0,)
+
+
+def test_json_jobs_are_refused_as_before(server):
+    with server.client() as client:
+        assert_error(client.post("/v1/jobs", content=b"", headers={"content-type": "application/json"}), 422,
+                     "validation_error")
+        assert_error(client.post("/v1/jobs", content=b'{"texts": [', headers={"content-type": "application/json"}),
+                     400, "invalid_json")
+        assert_error(client.post("/v1/jobs", content=b'{"text": "x"}', headers={"content-type": "text/plain"}), 422,
+                     "validation_error")
+        assert_error(client.post("/v1/jobs", json={"text": HELLO, "extra": 1}), 422, "validation_error")
 
 
 def test_parsing_an_upload_is_linear_in_its_size():

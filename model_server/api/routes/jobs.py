@@ -108,7 +108,7 @@ async def submit_job(request: Request, idempotency_key: str | None = Header(None
     per API key (per client address when auth is off)."""
     if is_multipart(request.headers.get("content-type")):
         return await _submit_document(request, idempotency_key)
-    body = _validated(JobRequest, await request.body())
+    body = _validated(JobRequest, await request.body(), request.headers.get("content-type"))
     services = get_services(request)
     manager = _manager(request)
     texts, chars = admit_texts(request, body.text, body.texts, noun="job")
@@ -120,8 +120,13 @@ async def submit_job(request: Request, idempotency_key: str | None = Header(None
     return _accepted(*await manager.submit(_caller(request), stored, len(texts), body.callback_url, idempotency_key))
 
 
-def _validated(model: type[BaseModel], raw: bytes) -> Any:
-    """The JSON body as `model`, with FastAPI's own error shape (400 invalid_json, 422 validation_error)."""
+def _validated(model: type[BaseModel], raw: bytes, content_type: str | None) -> Any:
+    """The JSON body as `model`, refused as FastAPI's own body parsing refuses it (400 invalid_json, 422
+    validation_error: no body, or a body that is not JSON by its declared type)."""
+    media_type = (content_type or "application/json").split(";")[0].strip().lower()
+    if not (media_type == "application/json" or media_type.endswith("+json")):
+        raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "msg": (
+            "send JSON (application/json) texts, or a document as multipart/form-data")}])
     if not raw.strip():
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
     try:

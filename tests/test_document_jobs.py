@@ -11,7 +11,6 @@ import pytest
 from model_server.api.uploads import MAX_PARTS, content_disposition, parse_upload, safe_filename
 from model_server.services import Services
 from model_server.tiny_models import MEMORISED_PAIRS
-from model_server.worker import run_worker
 from tests.conftest import assert_error, serve_services, tiny_settings
 from tests.fakes import DelegatingBackend, GatedBackend
 from tests.test_jobs import services_around, wait_for_job
@@ -203,6 +202,11 @@ def test_parsing_an_upload_is_linear_in_its_size():
 
 
 def test_a_document_job_on_redis_and_a_queue_worker(tiny_marian_dir, tiny_backend, tmp_path, redis_server):
+    import redis
+
+    from model_server.state.jobs import PREFIX
+    from model_server.worker import run_worker
+
     settings = tiny_settings(tiny_marian_dir, cache_path=tmp_path / "worker.sqlite3", state_url=redis_server.url,
                              jobs_chunk_texts=2)
     stop = threading.Event()
@@ -210,14 +214,20 @@ def test_a_document_job_on_redis_and_a_queue_worker(tiny_marian_dir, tiny_backen
         settings, DelegatingBackend(tiny_backend))), kwargs={"stop": stop})
     worker.start()
     api_settings = tiny_settings(tiny_marian_dir, cache_path=tmp_path / "api.sqlite3", state_url=redis_server.url,
-                                 jobs_chunk_texts=2)
+                                 jobs_chunk_texts=2, jobs_retention_s=3)
+    raw = redis.Redis.from_url(redis_server.url)
     try:
         with serve_services(Services.from_backend(api_settings, DelegatingBackend(tiny_backend))) as api, \
                 api.client() as client:
-            download = finished_document(client, upload(client, "story.txt", TXT.encode()))
+            accepted = upload(client, "story.txt", TXT.encode())
+            download = finished_document(client, accepted)
             html = finished_document(client, upload(client, "page.htm", HTML.encode()))
+            file_key = f"{PREFIX}job:{accepted.json()['id']}:document"
+            stored = raw.get(file_key)
+            wait_for_job(client, accepted.json()["id"], statuses=("expired",))
     finally:
         stop.set()
         worker.join(timeout=60)
     assert download.content.decode() == TXT_EN  # 3 pieces in 2 chunks, assembled at download
     assert MEMORISED[WEATHER] in html.content.decode().replace("</b>", "")
+    assert stored == TXT.encode() and raw.get(file_key) is None  # the file went with the job's expiry

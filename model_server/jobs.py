@@ -372,10 +372,13 @@ class JobViews:
             done, total = job["done"], job["total"]
             raise ServiceError("document_not_ready", f"job {job_id!r} is {job['status']} ({done} of {total} pieces "
                                "translated): download the document once its status is done")
-        data = await asyncio.to_thread(self.store.get_document, job_id) if job["status"] == "done" else None
-        if data is None:
+        if job["status"] != "done":
             raise ServiceError("document_unavailable", f"job {job_id!r} is {job['status']}: no translated document "
                                "will come" + (" (its error says why)" if job["status"] == "failed" else ""))
+        data = await asyncio.to_thread(self.store.get_document, job_id)
+        if data is None:  # a Redis that lost the key (no appendonly across a restart, or evicted under maxmemory)
+            raise ServiceError("document_unavailable", f"job {job_id!r} is done but its file is gone from the job "
+                               "store: upload it again")
         return job, about, data
 
     async def list_jobs(self, caller: Caller, *, limit: int, cursor: str | None) -> dict:

@@ -109,7 +109,6 @@ async def submit_job(request: Request, idempotency_key: str | None = Header(None
     if is_multipart(request.headers.get("content-type")):
         return await _submit_document(request, idempotency_key)
     body = _validated(JobRequest, await request.body(), request.headers.get("content-type"))
-    services = get_services(request)
     manager = _manager(request)
     texts, chars = admit_texts(request, body.text, body.texts, noun="job")
     await _check_names(request, body.model, body.glossary)

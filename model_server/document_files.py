@@ -112,6 +112,9 @@ def _open_html(data: bytes, settings: Settings) -> OpenedDocument:
                            f"document is {settings.max_text_chars} (max_text_chars)")
     if not markup.strip():
         return OpenedDocument(DocumentKind.html, [], DocumentFormat.html, lambda _: data)
+    from model_server.html import parse_markup  # parsed once now too: unparsable markup is a 400 at upload, not
+    # a job that ends "done" with the file untranslated
+    parse_markup(markup)
 
     def rebuild(translations: Sequence[str | None]) -> bytes:
         return (bom + (translations[0] if translations[0] is not None else markup)).encode("utf-8")

@@ -64,6 +64,12 @@ def test_html_is_one_piece_of_markup():
     assert open_document(b"  ", DocumentKind.html, settings()).texts == []
 
 
+def test_unparsable_html_is_refused_at_upload():
+    with pytest.raises(ServiceError) as caught:
+        open_document(("<div>" * 300 + AR).encode(), DocumentKind.html, settings())
+    assert caught.value.code == "invalid_markup"
+
+
 def test_piece_cap():
     with pytest.raises(ServiceError) as caught:
         open_document(f"{AR}\n".encode() * 11, DocumentKind.txt, settings(document_max_pieces=10))

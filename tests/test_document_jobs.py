@@ -65,6 +65,14 @@ def test_an_html_upload_keeps_its_markup(server):
     assert f"<b>{MEMORISED[WEATHER].rstrip('.')}" in text and MEMORISED[HELLO] in text  # the <b> kept
 
 
+def test_a_file_with_nothing_to_translate_comes_back_as_it_was(server):
+    english = b"Reuters, in English only.\r\n\r\n  Nothing Arabic here.\n"
+    with server.client() as client:
+        accepted = upload(client, "en.txt", english)
+        download = finished_document(client, accepted)
+    assert accepted.json()["progress"] == {"done": 0, "total": 0} and download.content == english
+
+
 def test_idempotency_covers_the_file(server):
     with server.client() as client:
         key = {"Idempotency-Key": "doc-1"}
@@ -223,6 +231,7 @@ def test_a_document_job_on_redis_and_a_queue_worker(tiny_marian_dir, tiny_backen
             accepted = upload(client, "story.txt", TXT.encode())
             download = finished_document(client, accepted)
             html = finished_document(client, upload(client, "page.htm", HTML.encode()))
+            untouched = finished_document(client, upload(client, "en.txt", b"Reuters.\n"))  # no piece: one empty chunk
             file_key = f"{PREFIX}job:{accepted.json()['id']}:document"
             stored = raw.get(file_key)
             wait_for_job(client, accepted.json()["id"], statuses=("expired",))
@@ -231,4 +240,5 @@ def test_a_document_job_on_redis_and_a_queue_worker(tiny_marian_dir, tiny_backen
         worker.join(timeout=60)
     assert download.content.decode() == TXT_EN  # 3 pieces in 2 chunks, assembled at download
     assert MEMORISED[WEATHER] in html.content.decode().replace("</b>", "")
+    assert untouched.content == b"Reuters.\n"
     assert stored == TXT.encode() and raw.get(file_key) is None  # the file went with the job's expiry

@@ -35,7 +35,7 @@ from model_server.api.context import note_texts
 from model_server.api.deps import get_services
 from model_server.api.ratelimit import charge_char_budget
 from model_server.api.routes.glossaries import find_glossary
-from model_server.api.routes.jobs import _caller, _manager, document_response
+from model_server.api.routes.jobs import document_response, job_caller, job_manager
 from model_server.api.uploads import is_multipart, parse_upload
 from model_server.document_jobs import job_request, prepare_document
 from model_server.errors import ServiceError
@@ -112,7 +112,7 @@ def _glossary_name(fields: DeepLDocumentFields) -> str | None:
 async def deepl_document_upload(request: Request):
     """DeepL `POST /v2/document`: a multipart upload; answers `document_id` and `document_key`."""
     services = get_services(request)
-    manager = _manager(request)
+    manager = job_manager(request)
     if not is_multipart(request.headers.get("content-type")):
         raise ServiceError("validation_error", "send the document as multipart/form-data with a 'file' part")
     upload = await services.cpu.run(parse_upload, await request.body(), request.headers["content-type"],
@@ -133,7 +133,7 @@ async def deepl_document_upload(request: Request):
     await charge_char_budget(request, prepared.chars)
     key = secrets.token_hex(32)
     stored = StoredDocument({**prepared.stored.about, "key_sha256": _digest(key)}, prepared.stored.data)
-    job, _ = await manager.submit(_caller(request), job_request(prepared, glossary=glossary),
+    job, _ = await manager.submit(job_caller(request), job_request(prepared, glossary=glossary),
                                   len(prepared.document.texts), None, None, document=stored)
     return DeepLDocumentHandle(document_id=job["id"], document_key=key)
 
@@ -153,7 +153,7 @@ async def _keyed_job(request: Request, document_id: str) -> tuple[dict, dict]:
     body: DocumentKeyBody = await read_params(request, DocumentKeyBody, lists=frozenset(), describe=_describe)
     unknown = ServiceError("unknown_job", f"Document {document_id!r} not found.")
     try:
-        job, about = await _manager(request).visible_document_job(document_id, _caller(request))
+        job, about = await job_manager(request).visible_document_job(document_id, job_caller(request))
     except ServiceError as exc:
         raise unknown if exc.code == "unknown_job" else exc
     if not about.get("key_sha256") or not hmac.compare_digest(about["key_sha256"], _digest(body.document_key)):
@@ -190,4 +190,4 @@ async def deepl_document_result(document_id: str, request: Request):
     """DeepL `POST /v2/document/{document_id}/result` with `document_key`: the translated file (503 while it
     is not ready, as DeepL)."""
     await _keyed_job(request, document_id)
-    return await document_response(request, document_id, _caller(request))
+    return await document_response(request, document_id, job_caller(request))

@@ -83,14 +83,14 @@ _SUBMIT_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": _document_schema()}}}}
 
 
-def _manager(request: Request) -> JobManager:
+def job_manager(request: Request) -> JobManager:
     manager = getattr(request.app.state, "jobs", None)
     if manager is None:
         raise ServiceError("jobs_unavailable", "the job store cannot be opened (see the server log)")
     return manager
 
 
-def _caller(request: Request) -> Caller:
+def job_caller(request: Request) -> Caller:
     """The API key's name with auth on, else the client address (uvicorn applies trusted X-Forwarded-For)."""
     context = context_of(request)
     if context is None:
@@ -109,14 +109,14 @@ async def submit_job(request: Request, idempotency_key: str | None = Header(None
     if is_multipart(request.headers.get("content-type")):
         return await _submit_document(request, idempotency_key)
     body = _validated(JobRequest, await request.body(), request.headers.get("content-type"))
-    manager = _manager(request)
+    manager = job_manager(request)
     texts, chars = admit_texts(request, body.text, body.texts, noun="job")
     await _check_names(request, body.model, body.glossary)
     await charge_char_budget(request, chars)
     stored = {"texts": texts, "num_beams": body.num_beams, "max_new_tokens": body.max_new_tokens,
               "priority": body.priority.value, "clean": body.clean, "format": body.format, "glossary": body.glossary,
               "model": body.model}
-    return _accepted(*await manager.submit(_caller(request), stored, len(texts), body.callback_url, idempotency_key))
+    return _accepted(*await manager.submit(job_caller(request), stored, len(texts), body.callback_url, idempotency_key))
 
 
 def _validated(model: type[BaseModel], raw: bytes, content_type: str | None) -> Any:
@@ -147,7 +147,7 @@ def _accepted(job: dict, created: bool) -> JSONResponse:
 
 async def _submit_document(request: Request, idempotency_key: str | None) -> Any:
     services = get_services(request)
-    manager = _manager(request)
+    manager = job_manager(request)
     upload = await services.cpu.run(parse_upload, await request.body(), request.headers["content-type"],
                                      max_file_bytes=services.settings.document_max_bytes)
     try:
@@ -161,7 +161,7 @@ async def _submit_document(request: Request, idempotency_key: str | None) -> Any
     await charge_char_budget(request, prepared.chars)
     stored = job_request(prepared, model=fields.model, glossary=fields.glossary, num_beams=fields.num_beams,
                          max_new_tokens=fields.max_new_tokens, priority=fields.priority.value)
-    return _accepted(*await manager.submit(_caller(request), stored, len(stored["texts"]), fields.callback_url,
+    return _accepted(*await manager.submit(job_caller(request), stored, len(stored["texts"]), fields.callback_url,
                                            idempotency_key, document=prepared.stored))
 
 
@@ -171,14 +171,14 @@ async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=MAX_PAGE),
                     ) -> Any:
     """The caller's own jobs, newest first, without their results: `{"jobs": [...], "next_cursor"}`
     (null on the last page)."""
-    return await _manager(request).list_jobs(_caller(request), limit=limit, cursor=cursor)
+    return await job_manager(request).list_jobs(job_caller(request), limit=limit, cursor=cursor)
 
 
 @router.get("/{job_id}", responses=_ERRORS)
 async def get_job(job_id: str, request: Request) -> Any:
     """Status (queued | running | done | failed | cancelled | expired), progress {done, total} in texts,
     attempts, result or error. Another API key's job answers 404 `unknown_job`, as an unknown id does."""
-    return await _manager(request).get(job_id, _caller(request))
+    return await job_manager(request).get(job_id, job_caller(request))
 
 
 @router.get("/{job_id}/document", responses={200: {"description": "the translated file", "content": {
@@ -188,12 +188,12 @@ async def download_document(job_id: str, request: Request) -> Response:
     """A document job's translated file, of the uploaded kind, named as uploaded (Content-Disposition). 409
     `document_not_ready` while the job is queued or running; 410 `document_unavailable` once it failed, was
     cancelled or expired; 404 `unknown_job` for a job of texts."""
-    return await document_response(request, job_id, _caller(request))
+    return await document_response(request, job_id, job_caller(request))
 
 
 async def document_response(request: Request, job_id: str, caller: Caller) -> Response:
     """The translated file of document job `job_id` (shared with DeepL's /v2/document/{id}/result)."""
-    job, about, data = await _manager(request).document_source(job_id, caller)
+    job, about, data = await job_manager(request).document_source(job_id, caller)
     translated = await translated_file(get_services(request), job, about, data)
     return Response(translated, media_type=media_type(about),
                     headers={"Content-Disposition": content_disposition(about["filename"])})
@@ -203,7 +203,7 @@ async def document_response(request: Request, job_id: str, caller: Caller) -> Re
 async def cancel_job(job_id: str, request: Request) -> Any:
     """Cancel a queued or running job: it reads `cancelled`, its queued segments are dropped, no webhook is
     sent. A finished job is returned unchanged."""
-    return await _manager(request).cancel(job_id, _caller(request))
+    return await job_manager(request).cancel(job_id, job_caller(request))
 
 
 # After the real routes, so that they match first.

@@ -174,3 +174,11 @@ def parse_upload(body: bytes, content_type: str, *, max_file_bytes: int) -> Uplo
                            "is required")
     name = collector.filename or collector.fields.get("filename")
     return Upload(filename=safe_filename(name), data=b"".join(collector.file), fields=collector.fields)
+
+
+async def read_upload(request) -> Upload:
+    """The request's multipart body parsed (`parse_upload`) on the CPU pool, the file capped at
+    document_max_bytes: what both upload routes call."""
+    services = request.app.state.services
+    return await services.cpu.run(parse_upload, await request.body(), request.headers.get("content-type", ""),
+                                  max_file_bytes=services.settings.document_max_bytes)

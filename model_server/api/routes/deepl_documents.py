@@ -31,13 +31,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from model_server.api.compat import DEEPL, describe_with, dialect_responses, dialect_route, read_params
-from model_server.api.context import note_texts
 from model_server.api.deps import get_services
-from model_server.api.ratelimit import charge_char_budget
 from model_server.api.routes.glossaries import find_glossary
-from model_server.api.routes.jobs import document_response, job_caller, job_manager
-from model_server.api.uploads import is_multipart, parse_upload
-from model_server.document_jobs import job_request, prepare_document
+from model_server.api.routes.jobs import admit_document, document_response, job_caller, job_manager
+from model_server.api.uploads import is_multipart, read_upload
+from model_server.document_jobs import job_request
 from model_server.errors import ServiceError
 from model_server.jobs import StoredDocument
 
@@ -111,26 +109,21 @@ def _glossary_name(fields: DeepLDocumentFields) -> str | None:
 @router.post("/document", response_model=DeepLDocumentHandle, responses=_ERRORS, openapi_extra=_UPLOAD_BODY)
 async def deepl_document_upload(request: Request):
     """DeepL `POST /v2/document`: a multipart upload; answers `document_id` and `document_key`."""
-    services = get_services(request)
     manager = job_manager(request)
     if not is_multipart(request.headers.get("content-type")):
         raise ServiceError("validation_error", "send the document as multipart/form-data with a 'file' part")
-    upload = await services.cpu.run(parse_upload, await request.body(), request.headers["content-type"],
-                                     max_file_bytes=services.settings.document_max_bytes)
+    upload = await read_upload(request)
     try:
         fields = DeepLDocumentFields.model_validate(upload.fields)
     except ValidationError as exc:
         raise ServiceError("validation_error", _describe(exc)) from None
     glossary = _glossary_name(fields)
     if glossary:
-        await find_glossary(services, glossary)
-    prepared = await prepare_document(services, upload.filename, upload.data)
-    kind = prepared.stored.about["kind"]
-    if fields.output_format and _kind_named(fields.output_format) != kind:
-        raise ServiceError("unsupported_option", f"output_format {fields.output_format!r}: a .{kind} file is "
-                           f"translated into a .{kind} file only")
-    note_texts(request, texts=len(prepared.document.texts), chars=prepared.chars)
-    await charge_char_budget(request, prepared.chars)
+        await find_glossary(get_services(request), glossary)
+    if fields.output_format and _kind_named(fields.output_format) != _kind_named(upload.filename.rpartition(".")[2]):
+        raise ServiceError("unsupported_option", f"output_format {fields.output_format!r}: a file is translated "
+                           "into the same kind of file only")
+    prepared = await admit_document(request, upload)
     key = secrets.token_hex(32)
     stored = StoredDocument({**prepared.stored.about, "key_sha256": _digest(key)}, prepared.stored.data)
     job, _ = await manager.submit(job_caller(request), job_request(prepared, glossary=glossary),

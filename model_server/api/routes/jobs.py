@@ -20,9 +20,9 @@ from model_server.api.errors import refuse_other_methods
 from model_server.api.ratelimit import charge_char_budget
 from model_server.api.routes.glossaries import find_glossary
 from model_server.api.schemas import ErrorResponse, TranslateRequest
-from model_server.api.uploads import content_disposition, is_multipart, parse_upload
+from model_server.api.uploads import Upload, content_disposition, is_multipart, read_upload
 from model_server.batching.batcher import Lane
-from model_server.document_jobs import job_request, media_type, prepare_document, translated_file
+from model_server.document_jobs import PreparedDocument, job_request, media_type, prepare_document, translated_file
 from model_server.errors import ServiceError
 from model_server.jobs import MAX_PAGE, Caller, JobManager
 
@@ -141,24 +141,29 @@ async def _check_names(request: Request, model: str | None, glossary: str | None
         await find_glossary(get_services(request), glossary)  # an unknown glossary too
 
 
+async def admit_document(request: Request, upload: Upload) -> PreparedDocument:
+    """Open an uploaded file (its kind, checks, pieces) and admit its pieces as a job's texts: noted for the
+    access log and charged to the caller's character budget (shared with DeepL's /v2/document)."""
+    prepared = await prepare_document(get_services(request), upload.filename, upload.data)
+    note_texts(request, texts=len(prepared.document.texts), chars=prepared.chars)
+    await charge_char_budget(request, prepared.chars)
+    return prepared
+
+
 def _accepted(job: dict, created: bool) -> JSONResponse:
     return JSONResponse(job, status_code=202 if created else 200, headers={"Location": f"/v1/jobs/{job['id']}"})
 
 
 async def _submit_document(request: Request, idempotency_key: str | None) -> Any:
-    services = get_services(request)
     manager = job_manager(request)
-    upload = await services.cpu.run(parse_upload, await request.body(), request.headers["content-type"],
-                                     max_file_bytes=services.settings.document_max_bytes)
+    upload = await read_upload(request)
     try:
         fields = DocumentJobFields.model_validate(upload.fields)
     except ValidationError as exc:
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])}
                                       for error in exc.errors(include_url=False)]) from None
-    prepared = await prepare_document(services, upload.filename, upload.data)
-    note_texts(request, texts=len(prepared.document.texts), chars=prepared.chars)
     await _check_names(request, fields.model, fields.glossary)
-    await charge_char_budget(request, prepared.chars)
+    prepared = await admit_document(request, upload)
     stored = job_request(prepared, model=fields.model, glossary=fields.glossary, num_beams=fields.num_beams,
                          max_new_tokens=fields.max_new_tokens, priority=fields.priority.value)
     return _accepted(*await manager.submit(job_caller(request), stored, len(stored["texts"]), fields.callback_url,

@@ -63,6 +63,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "quota_exceeded": (403, "the API key's characters of this char_quota_period are spent (char_quota_per_period)"),
     "stream_unsupported": (400, "Accept: text/event-stream on POST /translate with format html or xml: markup is "
                            "translated as a whole document, not streamed; ask for application/json"),
+    "invalid_multipart": (400, "a multipart/form-data upload that cannot be parsed, or with more parts, part "
+                          "headers or form-field bytes than the upload parser allows (README 'Documents')"),
+    "document_too_many_pieces": (413, "a document with more pieces to translate than document_max_pieces"),
+    "document_not_ready": (409, "GET /v1/jobs/{id}/document of a job still queued or running (DeepL: 503)"),
+    "document_unavailable": (410, "GET /v1/jobs/{id}/document of a document job that failed, was cancelled or "
+                             "expired: no translated file will come"),
     "unsupported_document": (415, "a document upload whose kind is not .docx, .html or .txt"),
     "invalid_document": (400, "a document upload that cannot be read as the kind it claims (a broken .docx, "
                          "not UTF-8 .txt/.html, a zip that unpacks past document_max_unpacked_bytes)"),

@@ -18,6 +18,12 @@ States: queued -> running -> done | failed | cancelled, and a finished job -> ex
   model_server_job_worker_errors_total{stage}.
 - Persistence: rows of the SQLite file (`cache_path`); files written by older versions get the new
   columns on open (ALTER TABLE ADD COLUMN).
+- Document jobs (a file uploaded to POST /v1/jobs or DeepL /v2/document, model_server/document_jobs.py):
+  their texts are the document's pieces, translated like any job's; the record adds `document` (a small
+  JSON description: name, kind, size, SHA-256, the settings it was opened with) and keeps the original bytes
+  beside it (table `job_documents`; Redis `job:<id>:document`), read only when the translated file is
+  downloaded and deleted when the job expires. Beside, not in the request: the workers read the request for
+  every run (Redis: for every chunk) and the bytes are needed only at download.
 
 With `state_url` (several machines) `QueuedJobManager` replaces the embedded workers: the same API and
 views (`JobViews`), records in Redis (model_server/state/jobs.py), the work split into chunk messages on
@@ -63,7 +69,9 @@ _ADDED_COLUMNS = {
     "request_hash": "TEXT",           # SHA-256 of the stored request and callback URL
     "attempts": "INTEGER NOT NULL DEFAULT 0",
     "finished_at": "REAL",
+    "document": "TEXT",               # document jobs: the JSON description of the file (StoredDocument.about)
 }
+_CREATE_DOCUMENTS = "CREATE TABLE IF NOT EXISTS job_documents (id TEXT PRIMARY KEY, data BLOB NOT NULL)"
 _INDEXES = ("CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_request_key ON jobs (owner, request_key)",
             "CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created_at, id)",
             "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status)")
@@ -78,6 +86,15 @@ class Caller:
 
     def may_see(self, job: dict) -> bool:
         return not self.authenticated or job["owner"] == self.owner
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """The file of a document job: `about` (JSON-able: filename, kind, bytes, sha256, settings...) goes in the
+    job record, `data` (the original bytes) beside it."""
+
+    about: dict
+    data: bytes
 
 
 def request_digest(request: dict, callback_url: str | None) -> str:
@@ -102,6 +119,7 @@ class JobStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_CREATE)
+            self._db.execute(_CREATE_DOCUMENTS)
             present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
             for name, kind in _ADDED_COLUMNS.items():
                 if name not in present:
@@ -123,21 +141,32 @@ class JobStore:
         return [row[0] for row in self._rows(sql, args)]
 
     def create(self, caller: Caller, request: dict, total: int, callback_url: str | None,
-               request_key: str | None) -> tuple[dict, bool]:
+               request_key: str | None, *, document: StoredDocument | None = None) -> tuple[dict, bool]:
         """(job, created). A `request_key` this owner already used returns that job when the request is the
-        same, else raises idempotency_mismatch."""
+        same, else raises idempotency_mismatch. A document job's file is stored in the same transaction."""
         job_id, now, digest = uuid.uuid4().hex, time.time(), request_digest(request, callback_url)
         try:
-            self._write("INSERT INTO jobs (id, owner, request_key, request_hash, status, request, done, total, "
-                        "callback_url, callback_status, created_at, updated_at) "
-                        "VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?)",
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    self._db.execute(
+                        "INSERT INTO jobs (id, owner, request_key, request_hash, status, request, done, total, "
+                        "callback_url, callback_status, created_at, updated_at, document) "
+                        "VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)",
                         (job_id, caller.owner, request_key, digest, json.dumps(request, ensure_ascii=False), total,
-                         callback_url, "pending" if callback_url else None, now, now))
+                         callback_url, "pending" if callback_url else None, now, now,
+                         json.dumps(document.about, ensure_ascii=False) if document else None))
+                    if document is not None:
+                        self._db.execute("INSERT INTO job_documents (id, data) VALUES (?, ?)", (job_id, document.data))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
         except sqlite3.IntegrityError:
             found = self._rows("SELECT id, request_hash FROM jobs WHERE owner = ? AND request_key = ?",
                                (caller.owner, request_key))
             if not found:  # the job holding the key expired meanwhile (its key freed): try again
-                return self.create(caller, request, total, callback_url, request_key)
+                return self.create(caller, request, total, callback_url, request_key, document=document)
             existing = found[0]
             if existing["request_hash"] != digest:
                 raise ServiceError("idempotency_mismatch", f"Idempotency-Key {request_key!r} was used for another "
@@ -150,6 +179,11 @@ class JobStore:
         if not rows:
             raise _unknown(job_id)
         return dict(rows[0])
+
+    def get_document(self, job_id: str) -> bytes | None:
+        """A document job's original file (None: not a document job, or expired)."""
+        rows = self._rows("SELECT data FROM job_documents WHERE id = ?", (job_id,))
+        return bytes(rows[0]["data"]) if rows else None
 
     def page(self, owner: str, limit: int, before: tuple[float, str] | None) -> list[dict]:
         """`owner`'s jobs, newest first, strictly older than `before` (created_at, id)."""
@@ -229,6 +263,7 @@ class JobStore:
         self._write(f"UPDATE jobs SET status = 'expired', request = '', result = NULL, request_key = NULL, "
                     f"finished_at = {finished}, updated_at = ? WHERE status IN ({marks}) AND {finished} < ?",
                     (now, *FINISHED, now - retention_s))
+        self._write("DELETE FROM job_documents WHERE id IN (SELECT id FROM jobs WHERE status = 'expired')")
         self._write(f"DELETE FROM jobs WHERE status = 'expired' AND {finished} < ?", (now - 2 * retention_s,))
 
     def close(self) -> None:
@@ -246,6 +281,10 @@ def public_view(job: dict, *, with_result: bool = True) -> dict:
     if job["callback_url"]:
         view["callback"] = {"url": job["callback_url"], "status": job["callback_status"],
                             "attempts": job["callback_attempts"]}
+    if job.get("document"):
+        about = json.loads(job["document"])
+        view["document"] = {"filename": about["filename"], "kind": about["kind"], "bytes": about["bytes"],
+                            "download": f"/v1/jobs/{job['id']}/document"}
     return view
 
 
@@ -317,6 +356,31 @@ class JobViews:
     async def get(self, job_id: str, caller: Caller) -> dict:
         return public_view(await self._visible(job_id, caller))
 
+    async def visible_document_job(self, job_id: str, caller: Caller) -> tuple[dict, dict]:
+        """(job, its document's description) of a document job the caller may see; unknown_job otherwise."""
+        job = await self._visible(job_id, caller)
+        if not job.get("document"):
+            raise ServiceError("unknown_job", f"job {job_id!r} translates texts, not a file: it has no document")
+        return job, json.loads(job["document"])
+
+    async def document_source(self, job_id: str, caller: Caller) -> tuple[dict, dict, bytes]:
+        """(job, description, original bytes) of a finished document job, to assemble its translated file.
+        409 document_not_ready while queued or running; 410 document_unavailable once failed, cancelled or
+        expired."""
+        job, about = await self.visible_document_job(job_id, caller)
+        if job["status"] in ("queued", "running"):
+            done, total = job["done"], job["total"]
+            raise ServiceError("document_not_ready", f"job {job_id!r} is {job['status']} ({done} of {total} pieces "
+                               "translated): download the document once its status is done")
+        if job["status"] != "done":
+            raise ServiceError("document_unavailable", f"job {job_id!r} is {job['status']}: no translated document "
+                               "will come" + (" (its error says why)" if job["status"] == "failed" else ""))
+        data = await asyncio.to_thread(self.store.get_document, job_id)
+        if data is None:  # a Redis that lost the key (no appendonly across a restart, or evicted under maxmemory)
+            raise ServiceError("document_unavailable", f"job {job_id!r} is done but its file is gone from the job "
+                               "store: upload it again")
+        return job, about, data
+
     async def list_jobs(self, caller: Caller, *, limit: int, cursor: str | None) -> dict:
         before = _parse_cursor(cursor) if cursor else None
         jobs = await asyncio.to_thread(self.store.page, caller.owner, limit + 1, before)
@@ -381,10 +445,10 @@ class JobManager(JobViews):
 
     # ----- the API's side -----
     async def submit(self, caller: Caller, request: dict, total: int, callback_url: str | None,
-                     idempotency_key: str | None) -> tuple[dict, bool]:
+                     idempotency_key: str | None, *, document: StoredDocument | None = None) -> tuple[dict, bool]:
         await self.check_callback(callback_url)
         job, created = await asyncio.to_thread(self.store.create, caller, request, total, callback_url,
-                                               idempotency_key)
+                                               idempotency_key, document=document)
         if created:
             self._queue.put_nowait(job["id"])
         return public_view(job), created
@@ -529,14 +593,17 @@ class QueuedJobManager(JobViews):
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
     async def submit(self, caller: Caller, request: dict, total: int, callback_url: str | None,
-                     idempotency_key: str | None) -> tuple[dict, bool]:
+                     idempotency_key: str | None, *, document: StoredDocument | None = None) -> tuple[dict, bool]:
         await self.check_callback(callback_url)
         count, size = self.queue.split(total)
         job, created = await asyncio.to_thread(self.store.create, caller, request, total, callback_url,
-                                               idempotency_key, chunks=count, chunk_texts=size)
+                                               idempotency_key, chunks=count, chunk_texts=size, document=document)
         if created or (job["status"] == "queued" and not job["enqueued"]):
             # A replay of a job whose sending failed (Redis went away in between: the client got a 503 and
             # retried with its Idempotency-Key) sends them now; a chunk sent twice is still written once.
+            # A document job's file is written first (again, on a replay: the same bytes, by the digest).
+            if document is not None:
+                await asyncio.to_thread(self.store.put_document, job["id"], document.data)
             await asyncio.to_thread(self.queue.send_chunks, job["id"], job["chunks"])
             await asyncio.to_thread(self.store.mark_enqueued, job["id"])
         return public_view(job), created

@@ -354,6 +354,9 @@ class Settings(BaseSettings):
     document_max_unpacked_bytes: int = Field(
         100_000_000, ge=1024, description="most bytes a .docx may unpack to (all its zip members together): a "
         "zip bomb gets 400 invalid_document before it is unpacked")
+    document_max_pieces: int = Field(
+        20_000, ge=1, description="most pieces (paragraphs, table cells, ...) one document is translated in; more "
+        "gets 413 document_too_many_pieces (each piece is a job text: this bounds a job's stored request and result)")
     log_level: str = Field("info", description="uvicorn/app log level")
 
     # --- operations: API keys, rate limits, logs (docs/operations.md) ---

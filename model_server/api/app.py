@@ -14,6 +14,7 @@ from model_server.api.errors import install_error_handlers
 from model_server.api.operations import install_operations
 from model_server.api.routes import (articles, deepl, glossaries, health, jobs, libretranslate, metrics, summarize,
                                      translate)
+from model_server.api.routes import deepl_documents  # DeepL /v2/document: document jobs
 from model_server.jobs import start_jobs
 from model_server.services import Services
 from model_server.settings import Settings
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 ROUTERS = (health.router, translate.router, summarize.router, articles.router, metrics.router,
            deepl.router, libretranslate.router,  # drop-in DeepL (/v2) and LibreTranslate (/libretranslate) APIs
-           glossaries.router, jobs.router)
+           glossaries.router, jobs.router, deepl_documents.router)
 # Left out of /openapi.json when summarization is disabled (they then answer 503 summarization_disabled).
 SUMMARY_ROUTERS = (summarize.router, articles.router)
 

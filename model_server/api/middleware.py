@@ -7,6 +7,7 @@ import re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_server.api.context import declared_length, drain, header, refuse, replay, send_error
+from model_server.api.uploads import FORM_FIELDS_MAX_BYTES, UPLOAD_PATHS, is_multipart
 from model_server.errors import ServiceError
 
 
@@ -51,29 +52,42 @@ class BodyGuard:
     An oversized body is read and discarded up to `max_drain_bytes` before the 413 goes out (see
     `model_server.api.context.drain`), so every client reads the answer instead of a connection reset.
     Buffering is fine here: bodies are capped, and the app would read the whole JSON body anyway.
+
+    Document uploads (a multipart POST to /v1/jobs or DeepL's /v2/document, `UPLOAD_PATHS`) may be up to
+    `max_document_bytes` plus the form fields' allowance instead; longer is 413 `document_too_large`.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_drain_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_drain_bytes: int,
+                 max_document_bytes: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_drain_bytes = max_drain_bytes
+        self.max_upload_bytes = (max_document_bytes or 0) + FORM_FIELDS_MAX_BYTES
+
+    def _limit(self, scope: Scope) -> tuple[int, str, str]:
+        """(the most bytes this request's body may hold, the code past it, what the limit is)."""
+        if (scope["path"] in UPLOAD_PATHS and scope["method"] == "POST"
+                and is_multipart((header(scope, b"content-type") or b"").decode("latin-1"))):
+            return self.max_upload_bytes, "document_too_large", "document_max_bytes plus the form fields' allowance"
+        return self.max_body_bytes, "body_too_large", "max_body_bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, code, name = self._limit(scope)
         declared = declared_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
+        if declared is not None and declared > limit:
             await refuse(scope, receive, send, ServiceError(
-                "body_too_large", f"request body is {declared} bytes; the limit is {self.max_body_bytes}"),
+                code, f"request body is {declared} bytes; the limit is {limit} ({name})"),
                 drain_bytes=self.max_drain_bytes)
             return
-        body, read_bytes, more = await _read_body(receive, self.max_body_bytes)
+        body, read_bytes, more = await _read_body(receive, limit)
         if body is None:
             if more:
                 await drain(receive, self.max_drain_bytes - read_bytes)
             await send_error(send, ServiceError(
-                "body_too_large", f"request body exceeds the limit of {self.max_body_bytes} bytes"), close=True)
+                code, f"request body exceeds the limit of {limit} bytes ({name})"), close=True)
             return
         problem = await _text_problem(scope, body) if b"json" in (header(scope, b"content-type") or b"") else None
         if problem is not None:

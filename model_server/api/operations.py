@@ -47,7 +47,8 @@ def install_operations(app: FastAPI, settings: Settings, state: State) -> None:
     app.state.char_quota = CharQuota(state, limit=settings.char_quota_per_period, period=settings.char_quota_period)
     drain = settings.max_drain_bytes
     # add_middleware puts each new one outside the previous ones.
-    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, max_drain_bytes=drain)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, max_drain_bytes=drain,
+                       max_document_bytes=settings.document_max_bytes)  # uploads: model_server/api/uploads.py
     app.add_middleware(RateLimitGuard, limiter=limiter, inflight=inflight, max_drain_bytes=drain)
     app.add_middleware(AuthGuard, keys=keys, metrics_require_key=settings.metrics_require_key, max_drain_bytes=drain)
     if keys:  # DeepL-Auth-Key and LibreTranslate's api_key, as X-API-Key for AuthGuard

@@ -12,6 +12,7 @@ Keys, under `PREFIX`:
   Lua script, so the same key sent to two replicas at once makes one job.
 - `owner:<owner>`: sorted set of the owner's job ids by created_at (listing); `finished`: ids by finished_at
   (retention).
+- `job:<id>:document`: a document job's original file (the record's `document` field describes it).
 - `job:<id>:chunks`: hash chunk index -> {"results", "model", "failed"} (HSETNX: a redelivered chunk never
   writes twice); `job:<id>:tries`: hash chunk index -> runs started.
 Every command runs under `redis_client.reachable`: an outage is 503 state_unavailable, never a crash.
@@ -30,7 +31,7 @@ PREFIX = "model-server:jobs:"
 FINISHED = ("done", "failed", "cancelled")
 _INTS = ("done", "total", "attempts", "callback_attempts", "chunks", "chunk_texts", "enqueued")
 _FLOATS = ("created_at", "updated_at")
-_NULLABLE = ("request_key", "result", "error", "callback_url", "callback_status", "finished_at")
+_NULLABLE = ("request_key", "result", "error", "callback_url", "callback_status", "finished_at", "document")
 
 # KEYS: idempotency key (or the job key when there is none), job, owner index.
 # ARGV: has_key ("1"/"0"), job id, created_at, field/value pairs. -> {created (0/1), job id}
@@ -126,7 +127,7 @@ class RedisJobStore:
         return f"{PREFIX}key:{owner}\n{request_key}"
 
     def create(self, caller, request: dict, total: int, callback_url: str | None, request_key: str | None, *,
-               chunks: int = 0, chunk_texts: int = 0) -> tuple[dict, bool]:
+               chunks: int = 0, chunk_texts: int = 0, document=None) -> tuple[dict, bool]:
         """(job, created), as `JobStore.create`: a key this owner already used returns that job when the
         request is the same, else idempotency_mismatch. Atomic across replicas (one Lua script). The record
         keeps how it was split (`chunks` of `chunk_texts`): workers follow it, whatever their own settings."""
@@ -137,7 +138,9 @@ class RedisJobStore:
                   "status": "queued", "request": json.dumps(request, ensure_ascii=False), "done": 0, "total": total,
                   "callback_url": callback_url, "callback_status": "pending" if callback_url else None,
                   "callback_attempts": 0, "attempts": 0, "chunks": chunks, "chunk_texts": chunk_texts, "enqueued": 0,
-                  "created_at": repr(now), "updated_at": repr(now)}
+                  "created_at": repr(now), "updated_at": repr(now),
+                  # A document job: its description here; the bytes by put_document (QueuedJobManager.submit).
+                  "document": json.dumps(document.about, ensure_ascii=False) if document is not None else None}
         job_key = self._job(job_id)
         with reachable("job store"):
             created, found = self._create(
@@ -159,6 +162,15 @@ class RedisJobStore:
         if not raw:
             raise _unknown(job_id)
         return _decode(raw)
+
+    def put_document(self, job_id: str, data: bytes) -> None:
+        with reachable("job store"):
+            self.client.set(self._job(job_id) + ":document", data)
+
+    def get_document(self, job_id: str) -> bytes | None:
+        """A document job's original file (None: not a document job, or expired)."""
+        with reachable("job store"):
+            return self.client.get(self._job(job_id) + ":document")
 
     def page(self, owner: str, limit: int, before: tuple[float, str] | None) -> list[dict]:
         """`owner`'s jobs, newest first, strictly older than `before` (created_at, id)."""
@@ -261,7 +273,8 @@ class RedisJobStore:
                 if job["status"] in FINISHED:
                     if job["request_key"]:
                         self.client.delete(self._idempotency(job["owner"], job["request_key"]))
-                    self.client.delete(self._job(job_id) + ":chunks", self._job(job_id) + ":tries")
+                    self.client.delete(self._job(job_id) + ":chunks", self._job(job_id) + ":tries",
+                                       self._job(job_id) + ":document")
                     self._transition(job_id, FINISHED, status="expired", request="", result=None, request_key=None)
                 elif job["status"] == "expired" and job["finished_at"] < now - 2 * retention_s:
                     self.client.delete(self._job(job_id))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model_server.text import normalize_text, segment
+from model_server.tuning import batch_of
 
 SAMPLE_ARTICLE = Path(__file__).resolve().parents[1] / "model_server" / "data" / "libya-russia-ar.txt"
 
@@ -20,8 +21,9 @@ class Workload:
     sentences: tuple[str, ...]   # its sentences, in order; single-sentence requests cycle through them
 
     def batch(self, size: int) -> list[str]:
-        """A fixed batch: the article's sentences in order, cycled to `size`."""
-        return [self.sentences[i % len(self.sentences)] for i in range(size)]
+        """A fixed batch as representative of the article as `size` allows (`model_server.tuning.batch_of`: the
+        same batches `model-server tune` times), so offline rows and online levels see the same lengths."""
+        return batch_of(self.sentences, size)
 
     def idle_sentence(self, count_tokens) -> str:
         """The sentence of median source length: what the idle-latency probe sends every time."""

@@ -85,8 +85,17 @@ def sample_sentences(path: Path = SAMPLE_ARTICLE) -> list[str]:
 
 
 def batch_of(sentences: Sequence[str], size: int) -> list[str]:
-    """A fixed batch: the sentences in order, cycled to `size`."""
-    return [sentences[i % len(sentences)] for i in range(size)]
+    """A fixed batch of `size` that costs what `size` of the sentences cost on average: every sentence once per
+    whole pass, and the rest evenly spread over the sentences sorted by length (quantiles: a batch of 1 is the
+    median sentence). Taking the first `size` in order would time the article's head - a title and datelines
+    of 7 tokens against a mean of 31 - and make small batches look several times cheaper than the traffic
+    they stand for."""
+    if not sentences:
+        raise ValueError("no sentences to batch")
+    whole, rest = divmod(size, len(sentences))
+    by_length = sorted(range(len(sentences)), key=lambda i: (len(sentences[i]), i))
+    spread = sorted(by_length[(2 * k + 1) * len(sentences) // (2 * rest)] for k in range(rest))
+    return [*sentences] * whole + [sentences[i] for i in spread]
 
 
 def forced_length(options: GenerationOptions, new_tokens: int) -> GenerationOptions:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_server.tuning import (LIMIT_NAMES, Measurement, TuningFileError, choose_batch_size, fingerprint,
+from model_server.tuning import (batch_of, sample_sentences, LIMIT_NAMES, Measurement, TuningFileError, choose_batch_size, fingerprint,
                                  limits_for, read_entries, resolve_limits, write_entry)
 from tests.conftest import ROOT, serve_services, tiny_settings
 
@@ -358,3 +358,24 @@ def test_tune_measures_each_ctranslate2_layout_and_the_server_loads_the_recorded
     assert backend.info.extra["thread_layout_source"] == f"tuning file {path}"
     explicit = load_translation_backend(settings.model_copy(update={"ct2_inter_threads": 1}))
     assert explicit.info.extra["inter_threads"] == 1 and explicit.info.extra["thread_layout_source"] == "settings"
+
+
+def test_timed_batches_stand_for_the_whole_article_not_its_head():
+    """Tuning and the benchmarks time batch_of(sentences, n). The article opens with a title and datelines (a
+    fifth of its mean length), so the first n sentences would make small batches look cheap and tune
+    max_batch_size on traffic that never comes: every batch size must have about the article's mean length."""
+    sentences = sample_sentences()
+    mean = sum(map(len, sentences)) / len(sentences)
+    head = sum(map(len, sentences[:8])) / 8
+    assert head < 0.5 * mean  # the reason for the rule: the article's head is short
+    by_length = sorted(sentences, key=len)
+    assert batch_of(sentences, 1) == [by_length[len(sentences) // 2]]  # the median sentence
+    for size in (4, 8, 16, 32, 64, 100):
+        batch = batch_of(sentences, size)
+        assert len(batch) == size and set(batch) <= set(sentences)
+        assert abs(sum(map(len, batch)) / size - mean) < 0.2 * mean, size
+        if size >= len(sentences):
+            assert set(batch) == set(sentences)  # every sentence in each whole pass
+    assert batch_of(sentences, 8) == batch_of(list(sentences), 8)  # deterministic
+    with pytest.raises(ValueError):
+        batch_of([], 4)

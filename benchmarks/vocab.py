@@ -19,7 +19,8 @@ learned from the sample article plus 249,250 placeholders standing for mT5's pie
 so trim-vocab alone would keep about 900 pieces; the real XL-Sum keeps ~30,000 (the published mT5-base trim
 to 30k: 582 M -> 244 M parameters). The benchmark therefore adds a corpus file to trim-vocab's inputs that
 names the first placeholders (`▁w<id>`: sentencepiece orders pieces by frequency, so a newsroom's corpus
-hits low ids first) until `--trim-kept` rows are kept; a real model needs no such file. Each model is served
+hits low ids first), `--trim-kept` minus the learned pieces of them, so about `--trim-kept` rows are kept
+(29,984 of 250,112 for the default 30,000); a model without placeholders needs no such file. Each model is served
 by its own worker process (the service's summarization backend, one per model and engine), the sample
 article summarized as the service plans it (benchmarks/summarization.py), the workers driven in turn
 (ABAB...), medians; each worker's peak RSS (VmHWM, covering loading and every article) is its model's.

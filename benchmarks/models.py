@@ -7,6 +7,10 @@ lengths (1.41 tokens per Arabic word, within the 1.2-1.4 published for Arabic se
 vocab.json is padded to 62834 ids (see `_write_tokenizer`). It is NOT a translator: the directory holds BENCH_MARKER_FILE,
 config.json has `model_server_benchmark_only: true`, and it also carries the repo's test-model marker so
 a server that loads it flags every response as coming from a test model.
+
+`random-opus-mt-ar-en-split` is the same model (architecture, seed, weights, source tokenizer) with the real
+model's source/target split of its vocabulary: a 32,000-piece English target.spm whose pieces are half of
+vocab.json (see TARGET_SPM_PIECES), so restrict_output_vocab cuts the projection as it does on the real model.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", help=f"Marian batch sizes [{DEFAULTS['batch_sizes']}]")
     p.add_argument("--num-beams", help="Marian decodings, comma-separated, the first is the headline: 'model' = "
                                        f"its generation config (beam 4), or numbers [{DEFAULTS['num_beams']}]")
-    p.add_argument("--decode-tokens", type=int, help=f"Marian tokens per sentence, forced [{DEFAULTS['decode_tokens']}]")
+    p.add_argument("--decode-tokens", type=int,
+                   help=f"Marian tokens per sentence, forced [{DEFAULTS['decode_tokens']}]")
     p.add_argument("--repeats", type=int, help=f"Marian measured rounds per batch size [{DEFAULTS['repeats']}]")
     p.add_argument("--warmup", type=int, help=f"Marian warm-up calls per engine and batch size [{DEFAULTS['warmup']}]")
     p.add_argument("--summary-decode-tokens", type=int, help="tokens per summary, forced [the preset's, 83]")
@@ -560,7 +561,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                              f"{gen['decode_tokens']} x {gen['num_beams']}", _fmt(v["s_per_article"], 2),
                              _fmt(v["cpu_s_per_article"], 2), _fmt(v["load_s"], 1), v["memory"]["peak_rss_mib"]])
             r = section["ratios"]
-            rows.append([f"**{engine}**", "original / trimmed", "-", "equal work" if r["equal_work"] else "**NOT equal**",
+            work = "equal work" if r["equal_work"] else "**NOT equal work**"
+            rows.append([f"**{engine}**", "original / trimmed", "-", work,
                          "-", f"**{_fmt(r['original_over_trimmed_s'], 3)}** (paired "
                          f"{_fmt(r['original_over_trimmed_s_paired'], 3)})", "-", "-",
                          f"trimmed / original **{_fmt(r['trimmed_over_original_peak_rss'], 3)}**"])
@@ -605,15 +607,17 @@ def render_plot(results: dict[str, Any], path: Path) -> Path | None:
     decodings = marian["decodings"]
     fig, axes = plt.subplots(1, len(decodings), figsize=(6 * len(decodings), 4), squeeze=False)
     for ax, decoding in zip(axes[0], decodings):
-        for backend, comparison in decoding["comparison"].items():
+        for color, (backend, comparison) in zip(("tab:blue", "tab:red"), decoding["comparison"].items()):
             sizes = [row["batch_size"] for row in comparison["rows"]]
             for variant, style in (("full", "--"), ("restricted", "-")):
                 ax.plot(sizes, [row[f"{variant}_tokens_per_s"] for row in comparison["rows"]], style, marker="o",
-                        label=f"{backend} {variant}")
+                        color=color, label=f"{backend} {variant}")
         kind = "greedy" if decoding["num_beams"] == 1 else f"beam {decoding['num_beams']}"
-        ax.set(title=f"Marian {kind}: restrict_output_vocab", xlabel="batch size", ylabel="target tokens/s",
-               xscale="log", xticks=sizes)
-        ax.set_xticklabels([str(s) for s in sizes])
+        ax.set(title=f"Marian {kind}: restrict_output_vocab off / on", xlabel="batch size",
+               ylabel="target tokens/s", xscale="log")
+        ax.minorticks_off()
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -559,15 +559,17 @@ def render_markdown(results: dict[str, Any]) -> str:
                 gen = v["generation"]
                 rows.append([engine, variant, v["model"]["dtype"], _input_tokens(v["work"]),
                              f"{gen['decode_tokens']} x {gen['num_beams']}", _fmt(v["s_per_article"], 2),
-                             _fmt(v["cpu_s_per_article"], 2), _fmt(v["load_s"], 1), v["memory"]["peak_rss_mib"]])
+                             _fmt(v["cpu_s_per_article"], 2), _fmt(v["load_s"], 1), v["memory"]["peak_rss_mib"],
+                             v["memory"]["rss_mib"]])
             r = section["ratios"]
             work = "equal work" if r["equal_work"] else "**NOT equal work**"
             rows.append([f"**{engine}**", "original / trimmed", "-", work,
                          "-", f"**{_fmt(r['original_over_trimmed_s'], 3)}** (paired "
                          f"{_fmt(r['original_over_trimmed_s_paired'], 3)})", "-", "-",
-                         f"trimmed / original **{_fmt(r['trimmed_over_original_peak_rss'], 3)}**"])
+                         f"trimmed / original **{_fmt(r['trimmed_over_original_peak_rss'], 3)}**", "-"])
         lines += _table(["engine", "model", "dtype", "input tokens (per pass)", "decode tokens x beams",
-                         "s / article (median)", "CPU s / article", "load s", "peak RSS MiB"], rows, left=2) + [""]
+                         "s / article (median)", "CPU s / article", "load s", "peak RSS MiB", "RSS MiB at the end"],
+                        rows, left=2) + [""]
     lines += ["## Targets (issue 15)", "", "| ratio | value | target | met |", "|---|---:|---:|---:|"]
     met = {True: "yes", False: "**NO**", None: "-"}
     lines += [f"| {t['description']} | {_fmt(t['value'], 3)} | {t['target']} | {met[t['met']]} |"

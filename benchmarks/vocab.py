@@ -188,11 +188,10 @@ def run_marian(args, device: str, dtype: str) -> dict[str, Any]:
             log.info("Marian %s, beam %d: %s", model.label, num_beams, ", ".join(engines))
             offline = run_offline(engines, workload, options, batch_sizes=args.batch_sizes, warmup=args.warmup,
                                   repeats=args.repeats, device=device)
-            decodings.append({"num_beams": num_beams,
-                              "source": "model generation config" if spec == "model" else "--num-beams",
-                              "offline": offline,
-                "comparison": {backend: compare_variants(offline[f"{backend} full"], offline[f"{backend} restricted"])
-                               for backend in args.backends}})
+            comparison = {backend: compare_variants(offline[f"{backend} full"], offline[f"{backend} restricted"])
+                          for backend in args.backends}
+            decodings.append({"num_beams": num_beams, "offline": offline, "comparison": comparison,
+                              "source": "model generation config" if spec == "model" else "--num-beams"})
         return {"model": {"label": model.label, "path": str(model.path), "kind": model.kind, "note": model.note},
                 "vocab": {"vocab_size": vocab[f"{args.backends[0]} full"], "output_vocab_size": vocab,
                           "split": _marker(model.path).get("vocabulary")},
@@ -237,23 +236,26 @@ def _marker(model_dir: Path) -> dict[str, Any]:
 
 def placeholder_ids(spm_file: Path) -> list[int]:
     """Ids of the random mT5's placeholder pieces (benchmarks.mt5_models.padded_spiece_model), ascending."""
-    from model_server.trim_vocab import _parse_spm
-
-    proto = _parse_spm(Path(spm_file).read_bytes())
-    return [i for i, piece in enumerate(proto.pieces) if _PLACEHOLDER.match(piece.piece)]
+    return [i for i, piece in enumerate(_spm_pieces(spm_file)) if _PLACEHOLDER.match(piece)]
 
 
 def placeholder_corpus(spm_file: Path, kept: int) -> str | None:
-    """The corpus lines naming the first placeholders so that about `kept` pieces survive the trim; None for a
-    model without placeholders (its own pieces are real, trim-vocab decides alone)."""
-    ids = placeholder_ids(spm_file)
+    """The corpus lines naming the first placeholders, `kept` minus the pieces before them, so that about `kept`
+    pieces survive the trim; None for a model without placeholders (its pieces are real: trim-vocab decides)."""
+    pieces = _spm_pieces(spm_file)
+    ids = [i for i, piece in enumerate(pieces) if _PLACEHOLDER.match(piece)]
     if not ids:
         return None
-    from model_server.trim_vocab import _parse_spm
-
-    pieces = _parse_spm(Path(spm_file).read_bytes()).pieces
-    words = [pieces[i].piece.removeprefix("\u2581") for i in ids[:max(0, kept - ids[0])]]
+    words = [pieces[i].removeprefix("\u2581") for i in ids[:max(0, kept - ids[0])]]
     return "\n".join(" ".join(words[i:i + 1000]) for i in range(0, len(words), 1000)) + "\n"
+
+
+def _spm_pieces(spm_file: Path) -> list[str]:
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(Path(spm_file).read_bytes())
+    return [piece.piece for piece in proto.pieces]
 
 
 def ensure_trimmed(source: Path, models_dir: Path, *, kept: int, words: int | None) -> tuple[Path, dict[str, Any]]:

@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=Path("models"), help="where built models are kept")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="torch dtype of the Marian (auto = the service's rule); the summarizer follows the "
-                        "service's summarizer rule")
+                   help="torch dtype of the Marian (auto = the service's rule)")
+    p.add_argument("--summary-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="torch dtype of the summarizer workers (auto = the service's summarizer rule)")
     p.add_argument("--backends", default="auto", help="torch, ctranslate2 or both (auto: both when installed)")
     p.add_argument("--ct2-compute-type", default="auto", help="CTranslate2 compute type (auto = int8 on cpu)")
     p.add_argument("--torch-threads", type=int, help="threads of every engine [the engines' choice; 1 with --quick]")
@@ -350,7 +351,7 @@ def worker_main(config_json: str) -> None:
     torch.manual_seed(config["seed"])
     started = time.perf_counter()
     backend = load_backend(Path(config["model"]), models_dir=Path(config["models_dir"]), device=config["device"],
-                           dtype="auto", torch_threads=config["torch_threads"], engine=config["engine"],
+                           dtype=config["dtype"], torch_threads=config["torch_threads"], engine=config["engine"],
                            ct2_compute_type=config["ct2_compute_type"])
     load_s = time.perf_counter() - started
     preset = load_preset()
@@ -418,6 +419,7 @@ def _measure_summaries(args, device: str, engine: str, paths: dict[str, Path], l
         for variant, path in paths.items():
             config = {"model": str(path), "models_dir": str(args.models_dir.absolute()), "device": device,
                       "torch_threads": args.torch_threads, "engine": engine, "ct2_compute_type": args.ct2_compute_type,
+                      "dtype": args.summary_dtype,
                       "decode_tokens": args.summary_decode_tokens, "num_beams": args.summary_num_beams,
                       "seed": args.seed, "label": variant}
             workers[variant] = SummaryWorker(config, logs / f"{engine}-{variant}.log")

@@ -7,6 +7,10 @@ lengths (1.41 tokens per Arabic word, within the 1.2-1.4 published for Arabic se
 vocab.json is padded to 62834 ids (see `_write_tokenizer`). It is NOT a translator: the directory holds BENCH_MARKER_FILE,
 config.json has `model_server_benchmark_only: true`, and it also carries the repo's test-model marker so
 a server that loads it flags every response as coming from a test model.
+
+`random-opus-mt-ar-en-split` is the same model (architecture, seed, weights, source tokenizer) with the real
+model's source/target split of its vocabulary: a 32,000-piece English target.spm whose pieces are half of
+vocab.json (see TARGET_SPM_PIECES), so restrict_output_vocab cuts the projection as it does on the real model.
 """
 
 from __future__ import annotations
@@ -18,15 +22,20 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
 RANDOM_OPUS_MT = "random-opus-mt-ar-en"
+# The same model (architecture, seed, weights, source tokenizer) with the real model's source/target split of
+# its vocabulary: what benchmarks.vocab measures restrict_output_vocab on (see _write_split_tokenizer).
+RANDOM_OPUS_MT_SPLIT = "random-opus-mt-ar-en-split"
 TINY = "tiny"
 BENCH_MARKER_FILE = "model_server_benchmark_model.json"
 BENCH_DIRNAME = "bench-random-opus-mt-ar-en"
+SPLIT_DIRNAME = "bench-random-opus-mt-ar-en-split"
 BUILDER_VERSION = 3
+SPLIT_BUILDER_VERSION = 1
 # The source sentencepiece model is trained on the sample article with this many BPE pieces, which
 # gives it 1.41 tokens per word (mean 30.6 tokens per sentence, EOS included). The tiny model's own
 # 300-piece tokenizer gives 2.9 tokens per word, twice the length real opus-mt sources have, and that
@@ -34,6 +43,15 @@ BUILDER_VERSION = 3
 # tokens per word (e.g. AraToken, arXiv 2512.18399); the real opus-mt-ar-en tokenizer could not be measured
 # here (no download), so 1.4 is an estimate of its fertility, not a measurement.
 SOURCE_SPM_PIECES = 900
+# The split variant's English target.spm: opus-mt-ar-en's model card gives its pre-processing as "SentencePiece
+# (spm32k,spm32k)", one 32k-piece model per side, and its joint vocab.json (62,834 ids) is their union. So the
+# target side here is a 32,000-piece unigram model (sentencepiece's default type, as OPUS-MT's) trained on
+# English: wordfreq's TARGET_SPM_WORDS most frequent English words (without digits), the 20,000 most frequent
+# capitalised again (sentence starts, names), and the English sample article. Its 31,997 normal pieces are the
+# decoder's output vocabulary (plus </s>, <unk>, <pad>): 32,000 of the 62,834 ids, 50.9 %.
+TARGET_SPM_PIECES = 32_000
+TARGET_SPM_WORDS = 200_000
+_CAPITALISED_WORDS = 20_000
 
 # Helsinki-NLP/opus-mt-ar-en config.json (the fields that shape compute and decoding).
 OPUS_MT_AR_EN_CONFIG = dict(
@@ -68,13 +86,19 @@ def resolve_model(spec: str, models_dir: Path, *, seed: int = 0) -> ModelUnderTe
         return ModelUnderTest(RANDOM_OPUS_MT, path, "random-real-architecture",
                               "Helsinki-NLP/opus-mt-ar-en architecture with seeded RANDOM weights: "
                               "speed only, NOT a translator")
+    if spec == RANDOM_OPUS_MT_SPLIT:
+        path = ensure_random_opus_mt_split(models_dir / SPLIT_DIRNAME, seed=seed)
+        return ModelUnderTest(RANDOM_OPUS_MT_SPLIT, path, "random-real-architecture",
+                              "Helsinki-NLP/opus-mt-ar-en architecture with seeded RANDOM weights and the real "
+                              f"model's vocabulary split (a {TARGET_SPM_PIECES:,}-piece English target.spm): speed "
+                              "only, NOT a translator")
     if spec == TINY:
         from model_server.tiny_models import ensure_tiny_marian
 
         path = ensure_tiny_marian(models_dir / "tiny-marian-ar-en")
         return ModelUnderTest(TINY, Path(path), "tiny-test-model",
                               "repo-built tiny test model (d_model 64, 2 layers): smoke runs only")
-    return user_model(spec, "--model", RANDOM_OPUS_MT)
+    return user_model(spec, "--model", f"{RANDOM_OPUS_MT}', '{RANDOM_OPUS_MT_SPLIT}")
 
 
 def user_model(spec: str, option: str, built: str) -> ModelUnderTest:
@@ -88,7 +112,8 @@ def user_model(spec: str, option: str, built: str) -> ModelUnderTest:
 
 def ensure_ct2_conversion(model_path: Path, models_dir: Path, quantization: str) -> Path:
     """`model_path` converted for CTranslate2 into models_dir/<name>-ct2-<quantization>; an existing
-    conversion is reused while its recorded source fingerprint matches the model's files."""
+    conversion is reused while its recorded source fingerprint matches the model's files and it is not a
+    Marian conversion made before vocabulary maps (restrict_output_vocab needs the map)."""
     from model_server.backends import ct2_convert
     from model_server.errors import ServiceError
 
@@ -96,7 +121,8 @@ def ensure_ct2_conversion(model_path: Path, models_dir: Path, quantization: str)
     try:
         recorded = ct2_convert.read_metadata(out_dir)
         if recorded.get("source_fingerprint") == ct2_convert.source_fingerprint(Path(model_path)) \
-                and recorded.get("quantization") == quantization:
+                and recorded.get("quantization") == quantization \
+                and not ct2_convert.converted_before_vocabulary_maps(recorded):
             return out_dir
     except ServiceError:
         pass  # missing or not a conversion: convert() says so if it cannot replace it
@@ -114,7 +140,37 @@ def ensure_random_opus_mt(out_dir: Path, models_dir: Path, *, seed: int = 0) -> 
 
     tiny = ensure_tiny_marian(Path(models_dir) / "tiny-marian-ar-en")
     log.info("building the benchmark-only random opus-mt-ar-en model into %s (once)", out_dir)
-    return build_atomically(out_dir, lambda tmp: _build_into(tmp, Path(tiny), seed))
+    return build_atomically(out_dir, lambda tmp: _build_into(
+        tmp, seed, lambda model_dir: _write_tokenizer(model_dir, Path(tiny)), BUILDER_VERSION,
+        {"tokenizer_from": str(tiny)}))
+
+
+def ensure_random_opus_mt_split(out_dir: Path, *, seed: int = 0) -> Path:
+    """Return `out_dir`, building the random opus-mt-ar-en with the real vocabulary split there first unless a
+    complete one exists."""
+    out_dir = Path(out_dir).absolute()
+    if is_complete(out_dir, SPLIT_BUILDER_VERSION, seed):
+        return out_dir
+    log.info("building the benchmark-only random opus-mt-ar-en with a %d-piece English target.spm into %s (once)",
+             TARGET_SPM_PIECES, out_dir)
+    return build_random_opus_mt_split(out_dir, seed=seed)
+
+
+def build_random_opus_mt_split(out_dir: Path, *, seed: int = 0, target_pieces: int = TARGET_SPM_PIECES,
+                               target_words: int = TARGET_SPM_WORDS,
+                               shape_overrides: dict[str, Any] | None = None) -> Path:
+    """Build the split variant into `out_dir` (atomically). `target_pieces`, `target_words` and
+    `shape_overrides` (tests only) shrink the target.spm and the layers; the marker records them."""
+    overrides = dict(shape_overrides or {})
+    extra = {"vocabulary": f"source.spm: {SOURCE_SPM_PIECES} BPE pieces learned from the sample article, "
+                           f"placeholders for the rest of the source side; target.spm: {target_pieces} unigram "
+                           f"pieces trained on wordfreq's {target_words} most frequent English words",
+             **({"target_spm": {"pieces": target_pieces, "words": target_words}}
+                if (target_pieces, target_words) != (TARGET_SPM_PIECES, TARGET_SPM_WORDS) else {}),
+             **({"shape_overrides": overrides} if overrides else {})}
+    return build_atomically(out_dir, lambda tmp: _build_into(
+        tmp, seed, lambda model_dir: _write_split_tokenizer(model_dir, target_pieces, target_words),
+        SPLIT_BUILDER_VERSION, extra, overrides))
 
 
 def build_atomically(out_dir: Path, build_into: Callable[[Path], None]) -> Path:
@@ -143,7 +199,8 @@ def is_complete(model_dir: Path, builder_version: int, seed: int) -> bool:
     except (OSError, ValueError):
         return False
     return marker.get("builder_version") == builder_version and marker.get("seed") == seed and \
-        not marker.get("shape_overrides") and (Path(model_dir) / "model.safetensors").is_file()
+        not marker.get("shape_overrides") and not marker.get("target_spm") and \
+        (Path(model_dir) / "model.safetensors").is_file()
 
 
 def _write_tokenizer(model_dir: Path, tokenizer_dir: Path) -> None:
@@ -154,21 +211,66 @@ def _write_tokenizer(model_dir: Path, tokenizer_dir: Path) -> None:
     `<pad>` to the last id, 62833, as in opus-mt-ar-en. So every id the random model can emit decodes,
     and tokenizer and model agree on pad.
     """
-    import sentencepiece as spm
-    from transformers import MarianTokenizer
+    (model_dir / "source.spm").write_bytes(_source_spm())
+    shutil.copyfile(tokenizer_dir / "target.spm", model_dir / "target.spm")
+    tiny = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
+    _write_joint_vocab(model_dir, tiny, _normal_pieces(model_dir / "source.spm"))
 
+
+def _write_split_tokenizer(model_dir: Path, target_pieces: int, target_words: int) -> None:
+    """The same source.spm, an English target.spm (TARGET_SPM_PIECES), vocab.json = their union, padded.
+
+    vocab.json: `</s>` 0, `<unk>` 1, the target pieces, the source pieces the target lacks, placeholder
+    pieces ("▁w<id>": the rest of a 32k Arabic source side) up to 62832, `<pad>` 62833. The placeholders are
+    source-side pieces, so restrict_output_vocab keeps the target pieces and the special ids, about half.
+    """
+    (model_dir / "source.spm").write_bytes(_source_spm())
+    (model_dir / "target.spm").write_bytes(_english_spm(target_pieces, target_words))
+    pieces = _normal_pieces(model_dir / "target.spm") + _normal_pieces(model_dir / "source.spm")
+    _write_joint_vocab(model_dir, {"</s>": 0, "<unk>": 1}, list(dict.fromkeys(pieces)))
+
+
+def _source_spm() -> bytes:
     from model_server.tiny_models import train_sentencepiece
     from benchmarks.workload import SAMPLE_ARTICLE
 
     article_lines = [line for line in SAMPLE_ARTICLE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    (model_dir / "source.spm").write_bytes(train_sentencepiece(article_lines, SOURCE_SPM_PIECES, "bpe"))
-    shutil.copyfile(tokenizer_dir / "target.spm", model_dir / "target.spm")
-    tiny = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
+    return train_sentencepiece(article_lines, SOURCE_SPM_PIECES, "bpe")
+
+
+def _english_spm(pieces: int, words: int) -> bytes:
+    """A unigram sentencepiece model of English (see TARGET_SPM_PIECES). No digits in the training text, so
+    no target piece can be spelled like a "▁w<id>" placeholder."""
+    import wordfreq
+
+    from model_server.tiny_models import train_sentencepiece
+    from benchmarks.workload import SAMPLE_ARTICLE
+
+    top = [word for word in wordfreq.top_n_list("en", words) if not any(c.isdigit() for c in word)]
+    article = SAMPLE_ARTICLE.with_name(SAMPLE_ARTICLE.name.replace("-ar.", "-en."))
+    lines = top + [word.capitalize() for word in top[:_CAPITALISED_WORDS]] + \
+        [line for line in article.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return train_sentencepiece(lines, pieces, "unigram")
+
+
+def _normal_pieces(spm_file: Path) -> list[str]:
+    import sentencepiece as spm
+
+    model = spm.SentencePieceProcessor(model_file=str(spm_file))
+    return [model.id_to_piece(i) for i in range(model.get_piece_size())
+            if not (model.is_control(i) or model.is_unknown(i))]
+
+
+def _write_joint_vocab(model_dir: Path, base: dict[str, int], pieces: list[str]) -> None:
+    """vocab.json: `base`'s ids (but `<pad>`), then `pieces` it lacks in order, placeholder pieces ("▁w<id>",
+    decoded as words) for every id left below the last, `<pad>` at the last id (62833, as in opus-mt-ar-en);
+    then the Marian tokenizer files. So every id the random model can emit decodes, and tokenizer and model
+    agree on pad."""
+    from transformers import MarianTokenizer
+
     vocab_size, pad_id = OPUS_MT_AR_EN_CONFIG["vocab_size"], OPUS_MT_AR_EN_CONFIG["pad_token_id"]
-    ids = {token: i for token, i in tiny.items() if token != "<pad>" and i < pad_id}
-    source = spm.SentencePieceProcessor(model_file=str(model_dir / "source.spm"))
-    new_pieces = [source.id_to_piece(i) for i in range(source.get_piece_size())
-                  if not (source.is_control(i) or source.is_unknown(i)) and source.id_to_piece(i) not in ids]
+    ids = {token: i for token, i in base.items() if token != "<pad>" and i < pad_id}
+    new_pieces = [piece for piece in pieces if piece not in ids]
     next_id = max(ids.values()) + 1
     ids.update({piece: next_id + k for k, piece in enumerate(new_pieces)})
     used = set(ids.values())
@@ -181,12 +283,13 @@ def _write_tokenizer(model_dir: Path, tokenizer_dir: Path) -> None:
                     model_max_length=512).save_pretrained(model_dir)
 
 
-def _build_into(model_dir: Path, tokenizer_dir: Path, seed: int) -> None:
+def _build_into(model_dir: Path, seed: int, write_tokenizer: Callable[[Path], None], builder_version: int,
+                marker_extra: dict[str, Any], shape_overrides: dict[str, Any] | None = None) -> None:
     import torch
     from transformers import GenerationConfig, MarianConfig, MarianMTModel
 
-    _write_tokenizer(model_dir, tokenizer_dir)
-    config = MarianConfig(architectures=["MarianMTModel"], **OPUS_MT_AR_EN_CONFIG)
+    write_tokenizer(model_dir)
+    config = MarianConfig(architectures=["MarianMTModel"], **{**OPUS_MT_AR_EN_CONFIG, **(shape_overrides or {})})
     config.model_server_benchmark_only = True  # saved into config.json: a marker any reader sees
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -196,8 +299,8 @@ def _build_into(model_dir: Path, tokenizer_dir: Path, seed: int) -> None:
     model.save_pretrained(model_dir)
     from model_server.tiny_models import TINY_MARKER_FILE
 
-    marker = {"benchmark_only": True, "random_weights": True, "builder_version": BUILDER_VERSION, "seed": seed,
-              "architecture_of": "Helsinki-NLP/opus-mt-ar-en", "tokenizer_from": str(tokenizer_dir),
+    marker = {"benchmark_only": True, "random_weights": True, "builder_version": builder_version, "seed": seed,
+              "architecture_of": "Helsinki-NLP/opus-mt-ar-en", **marker_extra,
               "warning": "benchmark-only model: real opus-mt-ar-en architecture, RANDOM weights; NOT a translator"}
     # The repo's test-model marker makes the service report test_model=true and warn in every response.
     for name in (TINY_MARKER_FILE, BENCH_MARKER_FILE):  # BENCH_MARKER_FILE last: it means "complete"

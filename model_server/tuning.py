@@ -14,8 +14,8 @@ the service runs instead of guessed:
   max_batch_hypotheses (segments x beams) and max_batch_tokens (hypotheses x the sample's longest input, with
   headroom).
 - The entry is stored under a `fingerprint` of what the figures depend on (model and its files, engine,
-  precision, beams, threads, device, CPU model and flags or GPU name), so one file holds entries for several
-  models and machines; it is rewritten atomically.
+  precision, beams, threads, device, output vocabulary size (restrict_output_vocab), CPU model and flags or
+  GPU name), so one file holds entries for several models and machines; it is rewritten atomically.
 - `resolve_limits` (pure) is what the server applies: the tuned limits, except those the user set explicitly.
 """
 
@@ -224,10 +224,14 @@ def threads_of(info: ModelInfo) -> str:
 
 
 def fingerprint_components(info: ModelInfo, num_beams: int, hardware: str) -> dict[str, Any]:
-    """Everything the measured limits depend on, readable (stored in the entry next to its key)."""
+    """Everything the measured limits depend on, readable (stored in the entry next to its key).
+
+    `output_vocab_size` is what restrict_output_vocab changes: the decoder's projection and beam search run
+    over it (62,834 ids or about half for opus-mt), so limits measured with one setting do not fit the other;
+    a model the setting leaves alone (mT5, a conversion without a vocabulary map) keeps its entry."""
     return {"model": info.name, "model_files": files_digest(info.source), "engine": info.backend,
             "precision": info.dtype, "num_beams": num_beams, "threads": threads_of(info), "device": info.device,
-            "hardware": hardware}
+            "output_vocab_size": info.extra.get("output_vocab_size"), "hardware": hardware}
 
 
 def fingerprint(components: Mapping[str, Any]) -> str:

@@ -55,7 +55,7 @@ def test_limits_count_hypotheses_and_padded_tokens_with_headroom():
 # --- the fingerprint --------------------------------------------------------------------------------------
 
 COMPONENTS = {"model": "Helsinki-NLP/opus-mt-ar-en", "model_files": "0123abcd", "engine": "torch",
-              "precision": "float32", "num_beams": 4, "threads": "2", "device": "cpu",
+              "precision": "float32", "num_beams": 4, "threads": "2", "device": "cpu", "output_vocab_size": 31419,
               "hardware": "cpu: AMD EPYC 9R14; flags avx2 avx512f avx512_bf16; 2 cpus"}
 
 
@@ -228,6 +228,23 @@ def test_an_entry_for_other_decoding_is_not_used(tuned_file, tiny_marian_dir, tu
     batching = services.translation.describe_batching()
     assert batching["limits_source"] == dict.fromkeys(LIMIT_NAMES, "defaults") and batching["tuning"] is None
     assert batching["max_batch_size"] == 64
+
+
+def test_an_entry_tuned_with_the_output_vocabulary_restricted_is_not_used_without_it(tuned_file, tiny_marian_dir):
+    """The CLI tuned the tiny Marian restricted (the default: it has a separate target.spm); the same model loaded
+    with restrict_output_vocab=false decodes over its whole vocabulary, so it must not take those limits."""
+    from model_server.services import load_translation_backend
+
+    entry = next(e for k, e in read_entries(tuned_file).items() if k != "another-machine")
+    settings = tiny_settings(tiny_marian_dir, **TUNED, tuning_file=tuned_file, restrict_output_vocab=False)
+    backend = load_translation_backend(settings)
+    try:
+        assert entry["fingerprint"]["output_vocab_size"] < backend.info.extra["output_vocab_size"]
+        batching = services_for(tiny_marian_dir, backend, tuning_file=tuned_file,
+                                restrict_output_vocab=False).translation.describe_batching()
+    finally:
+        backend.close()
+    assert batching["limits_source"] == dict.fromkeys(LIMIT_NAMES, "defaults") and batching["tuning"] is None
 
 
 def test_autotune_measures_at_start_up_once_and_writes_the_entry(tmp_path, tiny_marian_dir, tuned_backend):

@@ -215,6 +215,23 @@ def _tuning_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+
+def machine_line(machine: dict[str, Any], threads: Any = None) -> str:
+    """The report header's machine line: CPU, usable CPUs, GPU, torch (and its threads) and transformers."""
+    torch = f"{machine['torch']} ({threads} threads)" if threads is not None else machine["torch"]
+    return (f"- machine: {machine['cpu_model']}, {machine['cpus_usable']} usable CPUs"
+            + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
+            + f"; torch {torch}, transformers {machine['transformers']}")
+
+
+def run_lines(meta: dict[str, Any]) -> list[str]:
+    """The report header's last lines, the same in every benchmark: load before and after, git, start, command."""
+    git = meta["git"]
+    return [f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
+            f"- git: {(git.get('commit') or '?')[:12]}"
+            + (f" + {len(git['dirty_files'])} uncommitted files" if git.get("dirty_files") else ""),
+            f"- started {meta['started_utc']}, took {meta['duration_s']:.0f} s; command: `{meta['command']}`"]
+
 def render_markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     machine = meta["machine"]
@@ -226,17 +243,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- model: `{model['path']}` ({model['note']})",
         f"- decoding: {_decodings_line(results)}; exactly {gen['decode_tokens']} target tokens per segment "
         f"(min_new_tokens = max_new_tokens)",
-        f"- machine: {machine['cpu_model']}, {machine['cpus_usable']} usable CPUs"
-        + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
-        + f"; torch {machine['torch']} ({machine['torch_threads']} threads), transformers {machine['transformers']}",
+        machine_line(machine, machine["torch_threads"]),
         f"- engines: {_engines_line(results)}",
         f"- precision: {_precision_line(meta)}",
         *[f"- {line}" for line in _limits_lines(results)],
         *[f"- {line}" for line in _naive_lines(results)],
-        f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
-        f"- git: {(meta['git'].get('commit') or '?')[:12]}"
-        + (f" + {len(meta['git']['dirty_files'])} uncommitted files" if meta["git"].get("dirty_files") else ""),
-        f"- started {meta['started_utc']}, took {meta['duration_s']:.0f} s; command: `{meta['command']}`",
+        *run_lines(meta),
         "",
     ]
     lines += _tuning_section(results)

@@ -46,7 +46,7 @@ import httpx
 
 from benchmarks import machine, online
 from benchmarks.models import TINY, resolve_model
-from benchmarks.report import _fmt, _table
+from benchmarks.report import _fmt, _table, run_lines
 from benchmarks.run import HelpFormatter  # the same help style as the main harness
 from benchmarks.workload import load_workload
 
@@ -445,10 +445,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "per segment under a per-process lock (benchmarks/standin.py; no CPU); tiny: the repo's tiny test model",
         f"- bulk: {opts['backlog_jobs']} jobs x {opts['texts_per_job']} texts; interactive: {opts['clients']} "
         f"closed-loop clients, single sentences, {opts['duration_s']:g} s per level, round robin over the replicas",
-        f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
-        f"- git: {(meta['git'].get('commit') or '?')[:12]}"
-        + (f" + {len(meta['git']['dirty_files'])} uncommitted files" if meta["git"].get("dirty_files") else ""),
-        f"- started {meta['started_utc']}, took {meta['duration_s']:.0f} s; command: `{meta['command']}`", "",
+        *run_lines(meta), "",
         "## Bulk: a backlog of /v1/jobs drained by the workers", ""]
     rows = [[model, row["workers"], row["texts"], row["span_s"], row["texts_per_s"], row["failed_texts"],
              *(_fmt(row["cpu_ms_per_text"][group], 2) for group in ("workers", "redis", "replicas"))]

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from benchmarks.report import machine_line, run_lines
 from model_server.backends.base import Generated, GenerationOptions, Seq2SeqBackend
 
 log = logging.getLogger(__name__)
@@ -230,13 +231,7 @@ def _threads(model: dict[str, Any]) -> Any:
 def _standalone_header(section: dict[str, Any]) -> list[str]:
     meta, machine = section["meta"], section["meta"]["machine"]
     lines = [f"# model_server summarization benchmark on {meta['device']}", "",
-             f"- machine: {machine['cpu_model']}, {machine['cpus_usable']} usable CPUs"
-             + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
-             + f"; torch {machine['torch']}, transformers {machine['transformers']}",
-             f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
-             f"- git: {(meta['git'].get('commit') or '?')[:12]}"
-             + (f" + {len(meta['git']['dirty_files'])} uncommitted files" if meta["git"].get("dirty_files") else ""),
-             f"- started {meta['started_utc']}, took {meta['duration_s']:.0f} s; command: `{meta['command']}`"]
+             machine_line(machine), *run_lines(meta)]
     for row in section["rows"]:
         model, under_test = row["model"], row.get("model_under_test") or {}
         lines.append(f"- {row['label']}: `{model['source']}` ({under_test.get('note', model['name'])}); "

@@ -500,18 +500,11 @@ def evaluate_targets(ratios: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    from benchmarks.report import _fmt, _precision_line, _table
+    from benchmarks.report import _fmt, _precision_line, _table, machine_line, run_lines
 
     meta, machine_info = results["meta"], results["meta"]["machine"]
     lines = [f"# model_server output-vocabulary benchmark on {meta['device']}", "",
-             f"- machine: {machine_info['cpu_model']}, {machine_info['cpus_usable']} usable CPUs"
-             + (f", GPU {machine_info['gpu']}" if machine_info.get("gpu") else "")
-             + f"; torch {machine_info['torch']}, transformers {machine_info['transformers']}",
-             f"- precision: {_precision_line(meta)}",
-             f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
-             f"- git: {(meta['git'].get('commit') or '?')[:12]}"
-             + (f" + {len(meta['git']['dirty_files'])} uncommitted files" if meta["git"].get("dirty_files") else ""),
-             f"- started {meta['started_utc']}, took {meta['duration_s']:.0f} s; command: `{meta['command']}`", ""]
+             machine_line(machine_info), f"- precision: {_precision_line(meta)}", *run_lines(meta), ""]
     marian = results.get("marian")
     if marian:
         vocab = marian["vocab"]

@@ -176,8 +176,8 @@ class ModelRunner:
         batcher: DynamicBatcher[str, Generated] = DynamicBatcher(
             process, max_batch_size=limits.max_batch_size, max_batch_tokens=limits.max_batch_tokens,
             max_batch_hypotheses=limits.max_batch_hypotheses, group_weight=hypotheses_per_segment,
-            max_wait_ms=settings.max_wait_ms, max_queue_items=settings.max_queue_segments, name=f"batcher-{name}",
-            rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms)
+            max_wait_ms=settings.max_wait_ms, max_collect_ms=settings.max_collect_ms,
+            max_queue_items=settings.max_queue_segments, name=f"batcher-{name}", rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms)
         return cls(backend=backend, batcher=batcher, executor=executor, name=name, limits=limits)
 
     def start(self) -> None:
@@ -190,7 +190,8 @@ class ModelRunner:
                 # per limit: "settings" (set explicitly), "tuning" (the tuning file's entry) or "defaults"
                 "limits_source": self.limits.sources if self.limits else None,
                 "tuning": self.limits.tuning if self.limits else None,
-                "max_wait_ms": batcher.max_wait_s * 1000, "max_queue": batcher.max_queue_items,
+                "max_wait_ms": batcher.max_wait_s * 1000, "max_collect_ms": batcher.max_collect_s * 1000,
+                "max_queue": batcher.max_queue_items,
                 "pending": batcher.pending(), **batcher.stats.to_dict()}
 
     async def close(self, drain_timeout_s: float) -> None:

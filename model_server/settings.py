@@ -300,7 +300,13 @@ class Settings(BaseSettings):
         300.0, ge=0, description="while waiting for the last batch's clients, stop once no segment arrived for "
         "this long (they are not coming back)"
     )
-    max_wait_ms: float = Field(5.0, ge=0, description="how long a non-full batch waits for more segments")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a non-full batch waits for more segments, counted "
+                               "from the latest arrival while segments keep arriving (see max_collect_ms)")
+    max_collect_ms: float = Field(
+        50.0, ge=0, description="while segments keep arriving less than max_wait_ms apart, a non-full batch keeps "
+        "collecting them, but starts at the latest this long after its oldest segment (at most max_wait_ms: "
+        "counted from the oldest segment only)"
+    )
     # `model-server tune` measures the batch limits per model, engine, decoding and machine (model_server/tuning.py);
     # the server reads its entry and uses those limits wherever the three limits above were not set explicitly.
     tuning_file: Path | None = Field(

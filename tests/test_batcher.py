@@ -406,3 +406,69 @@ def test_the_model_runner_budgets_a_batch_in_beams(tiny_marian_dir, num_beams, e
 
     assert len(run(scenario())) == 8
     assert sizes.sizes == expected
+
+
+async def trickle(batcher, names, gap_s):
+    """Submit one segment per name, `gap_s` apart (clients that start together but arrive spread out)."""
+    futures = []
+    for name in names:
+        futures += batcher.submit_many([name], costs=[1], group="g")
+        await asyncio.sleep(gap_s)
+    return futures
+
+
+def test_arrivals_closer_than_max_wait_join_one_batch():
+    """Segments 20 ms apart with max_wait 60 ms: each arrival extends the wait, so all 6 share one batch
+    although the last comes 100 ms after the first (counted from the first alone, 3 would have run)."""
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_wait_ms=60, max_collect_ms=2000)
+        batcher.start()
+        await asyncio.gather(*await trickle(batcher, [f"s{i}" for i in range(6)], 0.02))
+        assert [payloads for _, payloads in recorder.calls] == [[f"s{i}" for i in range(6)]]
+        await batcher.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("max_collect_ms,expected", [
+    (350, [["s0", "s1", "s2", "s3"], ["s4", "s5", "s6", "s7"]]),  # the cap cuts a never-ending trickle
+    (None, [["s0", "s1"], ["s2", "s3"], ["s4", "s5"], ["s6", "s7"]]),  # no collect window: from the oldest
+])
+def test_a_steady_trickle_is_cut_at_max_collect(max_collect_ms, expected):
+    """Arrivals every 100 ms never pause for max_wait (160 ms): the batch starts max_collect after its oldest
+    segment (350 ms: 4 segments); without a collect window, max_wait after the oldest (160 ms: 2)."""
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_wait_ms=160, max_collect_ms=max_collect_ms)
+        batcher.start()
+        started = time.monotonic()
+        futures = await trickle(batcher, [f"s{i}" for i in range(8)], 0.1)
+        await asyncio.gather(*futures)
+        assert [payloads for _, payloads in recorder.calls] == expected
+        assert time.monotonic() - started < 0.8 + 0.3  # the last batch is not held past its window
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_a_lone_segment_waits_max_wait_not_max_collect():
+    async def scenario():
+        recorder = Recorder()
+        batcher = make(recorder, max_wait_ms=20, max_collect_ms=5000)
+        batcher.start()
+        started = time.monotonic()
+        await asyncio.gather(*batcher.submit_many(["a"], costs=[1], group="g"))
+        assert time.monotonic() - started < 0.5
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_constructor_validates_max_collect():
+    async def noop(group, payloads):
+        return payloads
+
+    with pytest.raises(ValueError, match="max_collect_ms"):
+        DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=0, max_queue_items=1,
+                       max_collect_ms=-1)

@@ -181,3 +181,28 @@ def test_a_token_left_out_by_a_tie_gets_the_tied_value() -> None:
     sequences = torch.tensor([[0, left_out]])
     assert recorder.chosen(sequences, torch.tensor([[0]])).tolist() == [[-1.0]]
     assert recorder.chosen(torch.tensor([[0, 0]]), torch.tensor([[0]])).tolist() == [[-0.5]]
+
+
+@pytest.mark.parametrize("fixture", ["marian", "mt5"])
+def test_beam_search_reorders_the_cross_attention_cache_once(fixture: str, request) -> None:
+    """The backend's beam-search cache reorders self-attention at every step and cross-attention once, and
+    decodes exactly what transformers' default cache decodes (the tests above compare the scores)."""
+    from model_server.backends.torch_backend import _beam_search_cache
+
+    backend: TorchSeq2SeqBackend = request.getfixturevalue(fixture)
+    sources = MARIAN_SOURCES if fixture == "marian" else MT5_SOURCES
+    assert _beam_search_cache(backend.model, 1) == {}
+    (keyword, cache), = _beam_search_cache(backend.model, 4).items()
+    reorders = {"self": 0, "cross": 0}
+    for name, layer_cache in (("self", cache.self_attention_cache), ("cross", cache.cross_attention_cache)):
+        def counted(beam_idx, _reorder=layer_cache.reorder_cache, _name=name):
+            reorders[_name] += 1
+            _reorder(beam_idx)
+        layer_cache.reorder_cache = counted
+    encoded = backend.tokenizer(sources, return_tensors="pt", padding=True)
+    options = dict(num_beams=4, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    with torch.inference_mode():
+        default = backend.model.generate(**encoded, **options)
+        once = backend.model.generate(**encoded, **options, **{keyword: cache})
+    assert torch.equal(once, default)
+    assert reorders["cross"] == 1 and reorders["self"] >= 10

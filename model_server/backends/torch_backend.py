@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -143,6 +144,7 @@ class TorchSeq2SeqBackend:
                     logits_processor=LogitsProcessorList([recorder]),
                     return_dict_in_generate=True,
                     **(self._reduced.generation_kwargs if self._reduced else {}),
+                    **_beam_search_cache(self.model, options.num_beams),
                 )
                 # The recorder saw reduced ids (restricted vocabulary): look scores up before mapping back.
                 token_logprobs = recorder.chosen(output.sequences, getattr(output, "beam_indices", None)).cpu()
@@ -179,6 +181,59 @@ class TorchSeq2SeqBackend:
             self.on_model_thread(release)
         if self._owns_thread:
             self._thread.shutdown(wait=True)
+
+
+def _beam_search_cache(model, num_beams: int) -> dict:
+    """generate() keyword arguments that give beam search an encoder-decoder cache whose cross-attention half
+    is reordered once instead of at every step; {} where that does not apply.
+
+    Beam search reorders every cached tensor by the surviving hypotheses at each step. A cross-attention
+    entry depends only on the source sentence, the same for every beam of it, and beams are only ever
+    reordered among their own sentence's beams: the reorder copies tensors into equal ones. It cost 7% of a
+    beam-4 batch of 32 (opus-mt shape, 78 source tokens, bfloat16, 2-core Zen 4: 0.33 of 4.6 s) and more
+    with long sources (mT5 chunks of 512 tokens). It is still done once, after the first step: the
+    projected keys and values are strided views until a copy makes them contiguous, and attention over the
+    strided views ran slower than the reorder saved."""
+    if num_beams == 1 or not model.config.is_encoder_decoder:
+        return {}
+    keyword = _cache_keyword()
+    if keyword is None:
+        return {}
+    from transformers.cache_utils import DynamicCache
+
+    config = model.config.get_text_config(decoder=True)
+    return {keyword: _once_reordered_cross_attention_cache_class()(DynamicCache(config=config),
+                                                                   DynamicCache(config=config))}
+
+
+@functools.cache
+def _cache_keyword() -> str | None:
+    """The generate() keyword for a cache object: `cache` (transformers 5), `past_key_values` (4.x, where
+    EncoderDecoderCache exists), or None."""
+    try:
+        from transformers.cache_utils import EncoderDecoderCache  # noqa: F401
+        from transformers.generation import utils
+    except ImportError:
+        return None
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+@functools.cache
+def _once_reordered_cross_attention_cache_class():
+    """Defined on first use: transformers is imported only where a model is loaded."""
+    from transformers.cache_utils import EncoderDecoderCache
+
+    class OnceReorderedCrossAttentionCache(EncoderDecoderCache):
+        """Reorders the self-attention cache at every beam step, the cross-attention cache at the first only
+        (see _beam_search_cache)."""
+
+        def reorder_cache(self, beam_idx) -> None:
+            self.self_attention_cache.reorder_cache(beam_idx)
+            if not getattr(self, "_cross_attention_reordered", False):
+                self.cross_attention_cache.reorder_cache(beam_idx)
+                self._cross_attention_reordered = True
+
+    return OnceReorderedCrossAttentionCache
 
 
 def _reduced_vocabulary(model, source: str, name: str):

@@ -4,7 +4,8 @@ A raw engine wraps the objects a loaded service backend already holds (same weig
 threads) and calls the engine the way a hand-written script would: `model.generate(...)` for torch,
 `ctranslate2.Translator.translate_batch(...)` for CTranslate2. Inputs are tokenized once, outside the
 timed call, and no scores, decoding or result objects are made, so `backend row / raw row` is the cost
-of the backend layer itself. The offline phase times raw engines with the same code as backends
+of the backend layer itself, net of what the backend does better than a stock call (torch: beam search
+reorders its cross-attention cache once instead of at every step). The offline phase times raw engines with the same code as backends
 (`benchmarks.offline.run_offline`), so rows line up batch size for batch size.
 """
 

@@ -352,8 +352,10 @@ def _engines_line(results: dict[str, Any]) -> str:
             parts.append(f"ctranslate2 {version} ({compute}, inter_threads {inter} x intra_threads {intra}, "
                          f"stored {extra.get('quantization', '?')})")
         else:
+            attention = f", {extra['attention']} attention ({extra.get('attention_source')})" \
+                if extra.get("attention") else ""
             parts.append(f"torch ({info.get('dtype') or settings.get('dtype')}, "
-                         f"torch_threads {settings.get('torch_threads')})")
+                         f"torch_threads {settings.get('torch_threads')}{attention})")
     return "; ".join(parts) or "-"
 
 

@@ -582,7 +582,8 @@ def _marian_engines(marian: dict[str, Any]) -> str:
     for name, info in marian["engines"].items():
         extra = info.get("extra") or {}
         threads = (f"inter {extra.get('inter_threads')} x intra {extra.get('intra_threads')}"
-                   if info["backend"] == "ctranslate2" else f"{extra.get('threads')} threads")
+                   if info["backend"] == "ctranslate2" else
+                   f"{extra.get('threads')} threads, {extra.get('attention')} attention")
         parts.append(f"{name} ({info['dtype']}, {threads})")
     return "; ".join(parts)
 

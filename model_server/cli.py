@@ -244,20 +244,34 @@ def cmd_tune(args: argparse.Namespace) -> int:
     path = settings.tuning_path()
     read_entries(path)  # a corrupt file fails now, before minutes of measuring
     prepare_output(path)
-    if _measures_layouts(settings, args):
-        return _tune_layouts(settings, config, path, args)
+    candidates = _layout_candidates(settings, args)
+    if candidates:
+        return _tune_layouts(settings, candidates, config, path, args)
     _tune_one(settings, config, path, args)
     return 0
 
 
-def _measures_layouts(settings: Settings, args: argparse.Namespace) -> bool:
-    """CTranslate2 on CPU with its thread layout left to the service (neither ct2 thread setting set)."""
+def _layout_candidates(settings: Settings, args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """(label, settings update) of each layout `tune` measures, the auto rule's first; [] = only the settings
+    as given. CTranslate2 on CPU with its thread layout left to the service (neither ct2 thread setting set):
+    the candidate thread layouts; torch with torch_attention=auto: both attention implementations."""
     from model_server.backends.ctranslate2_backend import resolve_ct2_device
-    from model_server.settings import Backend
+    from model_server.backends.hardware import usable_cpus
+    from model_server.backends.loading import resolve_device
+    from model_server.settings import Backend, TorchAttention
+    from model_server.tuning import attention_candidates, layout_candidates
 
-    return (settings.backend is Backend.ctranslate2 and not args.no_layouts
-            and not (settings.ct2_inter_threads or settings.ct2_intra_threads)
-            and resolve_ct2_device(settings.device.value) == "cpu")
+    if args.no_layouts:
+        return []
+    if settings.backend is Backend.ctranslate2:
+        if settings.ct2_inter_threads or settings.ct2_intra_threads or resolve_ct2_device(settings.device.value) != "cpu":
+            return []
+        return [(f"{inter} x {intra}", {"ct2_inter_threads": inter, "ct2_intra_threads": intra})
+                for inter, intra in layout_candidates(usable_cpus())]
+    if settings.torch_attention is not TorchAttention.auto:
+        return []
+    return [(choice, {"torch_attention": TorchAttention(choice)})
+            for choice in attention_candidates(resolve_device(settings.device))]
 
 
 def _tune_one(settings: Settings, config, path: Path, args: argparse.Namespace):
@@ -273,9 +287,10 @@ def _tune_one(settings: Settings, config, path: Path, args: argparse.Namespace):
         backend.close()
     write_entry(path, key, entry)
     info = backend.info
+    attention = f", {info.extra['attention']} attention" if info.extra.get("attention") else ""
     sys.stdout.write(f"{info.name} on {info.backend}/{info.device} {info.dtype}, beam {num_beams}, "
-                     f"{config.new_tokens} target tokens per segment, threads {entry['fingerprint']['threads']}; "
-                     f"{entry['fingerprint']['hardware']}\n\n")
+                     f"{config.new_tokens} target tokens per segment, threads {entry['fingerprint']['threads']}"
+                     f"{attention}; {entry['fingerprint']['hardware']}\n\n")
     sys.stdout.write(render_table(entry))
     limits = ", ".join(f"{name} {value}" for name, value in entry["limits"].items())
     sys.stdout.write(f"\nchosen: {limits} (smallest batch within {config.tolerance:.0%} of the best throughput "
@@ -283,34 +298,45 @@ def _tune_one(settings: Settings, config, path: Path, args: argparse.Namespace):
     return info, num_beams, entry
 
 
-def _tune_layouts(settings: Settings, config, path: Path, args: argparse.Namespace) -> int:
-    """Tune each candidate CTranslate2 thread layout (model_server/tuning.py layout_candidates), then record
+def _tune_layouts(settings: Settings, candidates: list[tuple[str, dict]], config, path: Path,
+                  args: argparse.Namespace) -> int:
+    """Tune each candidate layout (CTranslate2 thread layouts or torch attention implementations), then record
     the one whose chosen batch was fastest; the server loads that layout (and its limits) from then on."""
     import datetime as dt
 
-    from model_server.backends.ctranslate2_backend import layout_key_for
-    from model_server.backends.hardware import usable_cpus
-    from model_server.tuning import choose_layout, layout_candidates, write_layout
+    from model_server.tuning import choose_layout, write_layout
 
-    candidates = layout_candidates(usable_cpus())
-    throughputs: dict[tuple[int, int], float] = {}
-    for inter, intra in candidates:
-        sys.stdout.write(f"--- layout: {inter} replicas x {intra} threads\n")
-        layout_settings = settings.model_copy(update={"ct2_inter_threads": inter, "ct2_intra_threads": intra})
-        info, num_beams, entry = _tune_one(layout_settings, config, path, args)
+    throughputs: dict[str, float] = {}
+    for label, update in candidates:
+        sys.stdout.write(f"--- layout: {label}\n")
+        info, num_beams, entry = _tune_one(settings.model_copy(update=update), config, path, args)
         chosen = next(m for m in entry["measurements"] if m["batch_size"] == entry["batch_size"])
-        throughputs[(inter, intra)] = chosen["tokens_per_s"]
-    inter, intra = choose_layout(throughputs, preferred=candidates[0])
-    key = layout_key_for(info.name, info.source, info.extra["requested_compute_type"], info.device)
-    write_layout(path, key, {"inter_threads": inter, "intra_threads": intra, "num_beams": num_beams,
-                             "tokens_per_s": {f"{i}x{j}": round(v, 1) for (i, j), v in throughputs.items()},
+        throughputs[label] = chosen["tokens_per_s"]
+    label = choose_layout(throughputs, preferred=candidates[0][0])
+    key, layout = _layout_record(info, dict(candidates)[label])
+    write_layout(path, key, {**layout, "num_beams": num_beams,
+                             "tokens_per_s": {name: round(value, 1) for name, value in throughputs.items()},
                              "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    rows = "".join(f"| {i} x {j} | {v:.1f}{' <- chosen' if (i, j) == (inter, intra) else ''} |\n"
-                   for (i, j), v in throughputs.items())
-    sys.stdout.write("| replicas x threads | tokens/s at its chosen batch |\n|---|---:|\n" + rows)
-    sys.stdout.write(f"\nthread layout: {inter} replicas x {intra} threads (the auto rule's {candidates[0][0]} x "
-                     f"{candidates[0][1]} unless another was more than 3% faster); wrote {key} to {path}\n")
+    what = "replicas x threads" if info.backend == "ctranslate2" else "attention"
+    rows = "".join(f"| {name} | {value:.1f}{' <- chosen' if name == label else ''} |\n"
+                   for name, value in throughputs.items())
+    sys.stdout.write(f"| {what} | tokens/s at its chosen batch |\n|---|---:|\n" + rows)
+    sys.stdout.write(f"\n{'thread layout' if info.backend == 'ctranslate2' else 'attention'}: {label} (the auto "
+                     f"rule's {candidates[0][0]} unless another was more than 3% faster); wrote {key} to {path}\n")
     return 0
+
+
+def _layout_record(info, update: dict) -> tuple[str, dict]:
+    """The tuning file's key and record for the layout that `update` (a candidate's settings) loads."""
+    if info.backend == "ctranslate2":
+        from model_server.backends.ctranslate2_backend import layout_key_for
+
+        return (layout_key_for(info.name, info.source, info.extra["requested_compute_type"], info.device),
+                {"inter_threads": update["ct2_inter_threads"], "intra_threads": update["ct2_intra_threads"]})
+    from model_server.backends.torch_backend import attention_key_for
+
+    return (attention_key_for(info.name, info.source, info.dtype, info.device),
+            {"attention": update["torch_attention"].value})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pick the smallest batch within this fraction of the best throughput (default: 0.05)")
     tuner.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is no terminal")
     tuner.add_argument("--no-layouts", action="store_true",
-                       help="CTranslate2 on CPU: measure only the auto thread layout, not each candidate layout")
+                       help="measure only the auto layout, not each candidate (CTranslate2 on CPU: thread layouts; "
+                       "torch: attention implementations)")
     add_settings_flags(tuner)
     tuner.set_defaults(func=cmd_tune)
     return parser

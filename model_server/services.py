@@ -99,12 +99,18 @@ def _load_torch_backend(settings: Settings, name: str, source: str, *, task: str
     """A model on torch, on the configured device, in the dtype chosen for this task and machine (recorded)."""
     device = resolve_device(settings.device)
     dtype, reason = dtype_choice(settings.dtype, device, task=task)
-    from model_server.backends.torch_backend import TorchSeq2SeqBackend
+    from model_server.backends.torch_backend import TorchSeq2SeqBackend, attention_choice
 
+    attention, attention_source = attention_choice(settings.torch_attention.value, settings.tuning_path(), name,
+                                                   source, dtype, device)
     backend = TorchSeq2SeqBackend(name=name, source=source, task=task, architectures=architectures, device=device,
                                   dtype=dtype, threads=settings.torch_threads, max_input_tokens=max_input_tokens,
-                                  model_thread=model_thread, restrict_output_vocab=settings.restrict_output_vocab)
+                                  model_thread=model_thread, restrict_output_vocab=settings.restrict_output_vocab,
+                                  attention=attention)
     backend.info = with_precision(backend.info, settings.dtype.value, dtype, reason)
+    backend.info = backend.info.model_copy(update={"extra": {**backend.info.extra,
+                                                             "attention_source": attention_source}})
+    log.info("%s on torch: %s attention (%s)", name, attention, attention_source)
     return backend
 
 

@@ -49,6 +49,12 @@ class Backend(str, Enum):
     ctranslate2 = "ctranslate2"
 
 
+class TorchAttention(str, Enum):
+    auto = "auto"
+    eager = "eager"
+    sdpa = "sdpa"
+
+
 class CT2ComputeType(str, Enum):
     """CTranslate2 compute types (docs/ctranslate2.md). `auto` = int8 on cpu (int8_bfloat16 where the CPU has
     native bf16 and CTranslate2 offers it there), int8_float16 on cuda (the mT5 summarizer: int8_bfloat16, or
@@ -109,6 +115,11 @@ class Settings(BaseSettings):
         "chosen and why. bfloat16 allowed on both, float16 cuda only"
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's own choice)")
+    torch_attention: TorchAttention = Field(
+        TorchAttention.auto, description="torch attention kernels: eager (plain matrix products) or sdpa (torch's "
+        "scaled_dot_product_attention); auto = the one `model-server tune` measured faster for this model and "
+        "machine, else eager on cpu and sdpa on cuda"
+    )
     malloc_arena_max: int = Field(
         2, ge=0, le=64, description="glibc malloc arenas for the whole process (0: glibc's default, up to 8 per "
         "core): each arena keeps the memory beam search freed, so the default let a 300 MB opus-mt server reach "

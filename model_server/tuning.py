@@ -229,9 +229,12 @@ def fingerprint_components(info: ModelInfo, num_beams: int, hardware: str) -> di
     `output_vocab_size` is what restrict_output_vocab changes: the decoder's projection and beam search run
     over it (62,834 ids or about half for opus-mt), so limits measured with one setting do not fit the other;
     a model the setting leaves alone (mT5, a conversion without a vocabulary map) keeps its entry."""
-    return {"model": info.name, "model_files": files_digest(info.source), "engine": info.backend,
-            "precision": info.dtype, "num_beams": num_beams, "threads": threads_of(info), "device": info.device,
-            "output_vocab_size": info.extra.get("output_vocab_size"), "hardware": hardware}
+    components = {"model": info.name, "model_files": files_digest(info.source), "engine": info.backend,
+                  "precision": info.dtype, "num_beams": num_beams, "threads": threads_of(info), "device": info.device,
+                  "output_vocab_size": info.extra.get("output_vocab_size"), "hardware": hardware}
+    if info.extra.get("attention"):  # torch: each attention implementation has its own limits
+        components["attention"] = info.extra["attention"]
+    return components
 
 
 def fingerprint(components: Mapping[str, Any]) -> str:
@@ -285,7 +288,8 @@ def read_entries(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def read_layouts(path: Path) -> dict[str, dict[str, Any]]:
-    """layout key -> measured CTranslate2 thread layout (see layout_key); {} when there are none."""
+    """layout key -> measured layout (a CTranslate2 thread layout or a torch attention choice: see layout_key);
+    {} when there are none."""
     return _read_file(path)["layouts"]
 
 
@@ -300,6 +304,11 @@ def _check_entry(path: Path, key: str, entry: Any) -> None:
 
 
 def _check_layout(path: Path, key: str, layout: Any) -> None:
+    """A CTranslate2 thread layout (inter_threads, intra_threads) or a torch attention choice (attention)."""
+    if isinstance(layout, dict) and "attention" in layout:
+        if layout["attention"] not in ATTENTION_CHOICES:
+            raise _invalid(path, f"layout {key!r} needs attention set to one of {', '.join(ATTENTION_CHOICES)}")
+        return
     if not _positive_ints(layout, ("inter_threads", "intra_threads")):
         raise _invalid(path, f"layout {key!r} needs integer inter_threads and intra_threads >= 1")
 
@@ -332,10 +341,22 @@ def write_layout(path: Path, key: str, layout: Mapping[str, Any]) -> None:
     _write_file(path, data)
 
 
-# --- CTranslate2 thread layouts ----------------------------------------------------------------------------
-# How many replicas (inter_threads) and threads each (intra_threads) split the cores. The rule in
-# model_server/backends/hardware.py (ct2_thread_layout) is the default; `model-server tune` measures the
-# candidates on the machine at hand and the server uses the measured best where one is recorded.
+# --- layouts: CTranslate2 thread layouts, torch attention -----------------------------------------------------
+# How a loaded model runs, chosen among candidates that give the same results. CTranslate2: how many replicas
+# (inter_threads) and threads each (intra_threads) split the cores; torch: which attention kernels it uses.
+# The rules in model_server/backends/hardware.py (ct2_thread_layout, default_torch_attention) are the
+# defaults; `model-server tune` measures the candidates on the machine at hand and the server uses the
+# measured best where one is recorded.
+
+ATTENTION_CHOICES = ("eager", "sdpa")
+
+
+def attention_candidates(device: str) -> list[str]:
+    """The rule's attention implementation first, then the other."""
+    from model_server.backends.hardware import default_torch_attention
+
+    preferred = default_torch_attention(device)
+    return [preferred] + [choice for choice in ATTENTION_CHOICES if choice != preferred]
 
 def layout_candidates(cores: int) -> list[tuple[int, int]]:
     """The auto rule's layout first, then one replica per core, one replica with every core, and (4+ cores)
@@ -359,10 +380,11 @@ def choose_layout(throughputs: Mapping[tuple[int, int], float], preferred: tuple
     return best
 
 
-def layout_components(model: str, model_dir: str, precision: str, device: str, hardware: str) -> dict[str, Any]:
-    """What a thread layout depends on: the batch limit fingerprint without the threads (and the beams: one
-    translator serves every decoding)."""
-    return {"model": model, "model_files": files_digest(model_dir), "engine": "ctranslate2", "precision": precision,
+def layout_components(model: str, model_dir: str, precision: str, device: str, hardware: str,
+                      engine: str = "ctranslate2") -> dict[str, Any]:
+    """What a layout depends on: the batch limit fingerprint without the threads or attention (and the beams:
+    one loaded model serves every decoding)."""
+    return {"model": model, "model_files": files_digest(model_dir), "engine": engine, "precision": precision,
             "device": device, "hardware": hardware}
 
 

@@ -169,10 +169,23 @@ def tuned_file(tiny_marian_dir, tmp_path_factory) -> Path:
     return path
 
 
-def test_tune_writes_its_entry_beside_the_others(tuned_file, tiny_marian_dir):
+def tuned_entry(path: Path) -> dict:
+    """The tiny Marian's entry for the attention implementation `tune` recorded as the faster."""
+    from model_server.tuning import read_layouts
+
+    (layout,) = read_layouts(path).values()
+    return next(e for k, e in read_entries(path).items()
+                if k != "another-machine" and e["fingerprint"]["attention"] == layout["attention"])
+
+
+def test_tune_writes_its_entries_beside_the_others(tuned_file, tiny_marian_dir):
+    """One entry per attention implementation (torch_attention=auto), beside the other machine's."""
     entries = read_entries(tuned_file)
-    assert "another-machine" in entries and len(entries) == 2
-    key, entry = next((k, e) for k, e in entries.items() if k != "another-machine")
+    assert "another-machine" in entries and len(entries) == 3
+    assert {e["fingerprint"].get("attention") for k, e in entries.items() if k != "another-machine"} == \
+        {"eager", "sdpa"}
+    entry = tuned_entry(tuned_file)
+    key = next(k for k, e in entries.items() if e is entry or e == entry)
     assert key == fingerprint(entry["fingerprint"])
     assert entry["fingerprint"]["model"] == str(tiny_marian_dir)
     assert {k: entry["fingerprint"][k] for k in ("engine", "precision", "num_beams", "threads", "device")} == \
@@ -206,7 +219,7 @@ def test_the_server_reports_the_tuned_limits_and_their_source(tuned_file, tiny_m
 
     settings = tiny_settings(tiny_marian_dir, **TUNED, tuning_file=tuned_file)
     services = Services.from_backend(settings, load_translation_backend(settings))
-    entry = next(e for k, e in read_entries(tuned_file).items() if k != "another-machine")
+    entry = tuned_entry(tuned_file)
     with serve_services(services) as server:
         batching = httpx.get(f"{server.base_url}/v1/models").json()["batching"]["translation"]
     assert {name: batching[name] for name in LIMIT_NAMES} == entry["limits"]
@@ -217,7 +230,7 @@ def test_the_server_reports_the_tuned_limits_and_their_source(tuned_file, tiny_m
 def test_explicit_settings_win_over_the_entry(tuned_file, tiny_marian_dir, tuned_backend):
     services = services_for(tiny_marian_dir, tuned_backend, tuning_file=tuned_file, max_batch_tokens=777)
     batching = services.translation.describe_batching()
-    entry = next(e for k, e in read_entries(tuned_file).items() if k != "another-machine")
+    entry = tuned_entry(tuned_file)
     assert batching["max_batch_tokens"] == 777 and batching["limits_source"]["max_batch_tokens"] == "settings"
     assert batching["max_batch_size"] == entry["limits"]["max_batch_size"]
     assert batching["limits_source"]["max_batch_size"] == "tuning"
@@ -235,7 +248,7 @@ def test_an_entry_tuned_with_the_output_vocabulary_restricted_is_not_used_withou
     with restrict_output_vocab=false decodes over its whole vocabulary, so it must not take those limits."""
     from model_server.services import load_translation_backend
 
-    entry = next(e for k, e in read_entries(tuned_file).items() if k != "another-machine")
+    entry = tuned_entry(tuned_file)
     settings = tiny_settings(tiny_marian_dir, **TUNED, tuning_file=tuned_file, restrict_output_vocab=False)
     backend = load_translation_backend(settings)
     try:
@@ -309,6 +322,44 @@ def test_the_hardware_is_the_gpu_on_cuda_and_the_cpu_with_its_flags_elsewhere():
     assert describe_hardware("cpu", cpu_name="", flags=frozenset(), cpus=1) == "cpu: ?; flags -; 1 cpus"
     assert describe_hardware("cuda", cpu_name="AMD EPYC", flags=flags, cpus=2, gpu_name="NVIDIA H200") == \
         "cuda: NVIDIA H200"
+
+
+def test_tune_records_the_faster_attention_and_the_server_loads_it(tuned_file, tiny_marian_dir):
+    """torch with torch_attention=auto: `tune` measured eager and sdpa and recorded one; loading the model then
+    uses the recorded one and says where it came from; an explicit setting wins; without a record, the rule."""
+    from model_server.backends.hardware import default_torch_attention
+    from model_server.services import load_translation_backend
+    from model_server.settings import TorchAttention
+    from model_server.tuning import read_layouts, write_layout
+
+    (key, layout), = read_layouts(tuned_file).items()
+    assert layout["attention"] in ("eager", "sdpa") and set(layout["tokens_per_s"]) == {"eager", "sdpa"}
+    other = "sdpa" if layout["attention"] == "eager" else "eager"
+    path = tuned_file.parent / "attention.json"
+    write_layout(path, key, {**layout, "attention": other})  # the one the measurement did not pick
+    settings = tiny_settings(tiny_marian_dir, **TUNED, tuning_file=path)
+    backend = load_translation_backend(settings)
+    try:
+        assert backend.info.extra["attention"] == other
+        assert backend.info.extra["attention_source"] == f"tuning file {path}"
+        assert backend.model.config._attn_implementation == other
+    finally:
+        backend.close()
+    explicit = load_translation_backend(settings.model_copy(update={"torch_attention": TorchAttention.sdpa}))
+    assert (explicit.info.extra["attention"], explicit.info.extra["attention_source"]) == ("sdpa", "settings")
+    explicit.close()
+    untuned = load_translation_backend(tiny_settings(tiny_marian_dir, **TUNED, tuning_file=path.with_name("none.json")))
+    assert untuned.info.extra["attention"] == default_torch_attention("cpu") == "eager"
+    assert untuned.info.extra["attention_source"] == "auto rule"
+    untuned.close()
+
+
+def test_attention_layout_records_are_checked(tmp_path):
+    from model_server.tuning import attention_candidates, write_layout
+
+    assert attention_candidates("cpu") == ["eager", "sdpa"] and attention_candidates("cuda") == ["sdpa", "eager"]
+    with pytest.raises(TuningFileError, match="needs attention set to one of eager, sdpa"):
+        write_layout(tmp_path / "tuning.json", "layout-x", {"attention": "flash"})
 
 
 # --- CTranslate2 thread layouts ---------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class TorchSeq2SeqBackend:
 
     def _load(self, *, name: str, source: str, task: str, architectures: Sequence[str], device: str,
               dtype: str, threads: int | None = None, max_input_tokens: int | None = None,
-              restrict_output_vocab: bool = False) -> None:
+              restrict_output_vocab: bool = False, attention: str = "sdpa") -> None:
         import torch
         from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -73,7 +73,8 @@ class TorchSeq2SeqBackend:
             raise wrong_architecture(name, config.model_type, task, architectures)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype))
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype),
+                                                               attn_implementation=attention)
         except (OSError, ValueError) as exc:
             raise ServiceError("model_unavailable", f"cannot load model '{name}' from {source}: {exc}") from exc
         self.model.eval().to(device)
@@ -99,7 +100,7 @@ class TorchSeq2SeqBackend:
                    "decoder_start_token_id": self.model.generation_config.decoder_start_token_id,
                    "vocab_size": config.vocab_size,
                    "output_vocab_size": self._reduced.size if self._reduced else config.vocab_size,
-                   "threads": torch.get_num_threads()},
+                   "threads": torch.get_num_threads(), "attention": self.model.config._attn_implementation},
         )
 
     def count_tokens(self, text: str) -> int:
@@ -181,6 +182,29 @@ class TorchSeq2SeqBackend:
             self.on_model_thread(release)
         if self._owns_thread:
             self._thread.shutdown(wait=True)
+
+
+def attention_key_for(name: str, source: str, dtype: str, device: str) -> str:
+    """The tuning file's key for this model's measured attention implementation on this machine."""
+    from model_server.tuning import hardware_identity, layout_components, layout_key
+
+    return layout_key(layout_components(name, source, dtype, device, hardware_identity(device), engine="torch"))
+
+
+def attention_choice(requested: str, tuning_file: Path, name: str, source: str, dtype: str,
+                     device: str) -> tuple[str, str]:
+    """(attention implementation, where it came from): `requested` unless it is auto, else what `model-server
+    tune` recorded for this model and machine, else the rule (hardware.default_torch_attention)."""
+    from model_server.backends.hardware import default_torch_attention
+
+    if requested != "auto":
+        return requested, "settings"
+    from model_server.tuning import read_layouts
+
+    tuned = read_layouts(tuning_file).get(attention_key_for(name, source, dtype, device))
+    if tuned is not None and "attention" in tuned:
+        return tuned["attention"], f"tuning file {tuning_file}"
+    return default_torch_attention(device), "auto rule"
 
 
 def _beam_search_cache(model, num_beams: int) -> dict:

@@ -43,12 +43,14 @@ DEFAULTS = dict(batch_sizes="1,8,32,64", concurrency="1,8,32,64", article_concur
                 article_requests_per_client=None, naive_requests_per_client=None, warmup_requests=1,
                 naive_ct2_workers=8, naive_ct2_inter_threads=None, naive_ct2_intra_threads=1,
                 decode_tokens=40, idle_repeats=20, offline_repeats=3, offline_warmup=1, torch_threads=None,
+                tune_repeats=3,
                 summary_models="tiny,random-mt5-xlsum", summary_repeats=3, summary_warmup=1)
 # --quick: a smoke run of seconds on the tiny model (any value given explicitly still wins).
 # One torch thread: tiny ops gain nothing from two, and on a busy machine two threads are several times slower.
 QUICK = dict(batch_sizes="1,4", concurrency="1,4", article_concurrency="1,2", requests_per_client=2,
              article_requests_per_client=1, warmup_requests=1, decode_tokens=8, idle_repeats=5, offline_repeats=2,
-             offline_warmup=1, torch_threads=1, summary_models="tiny", summary_repeats=1, summary_warmup=0,
+             offline_warmup=1, torch_threads=1, tune_repeats=1, summary_models="tiny", summary_repeats=1,
+             summary_warmup=0,
              summary_decode_tokens=8, summary_num_beams=2, naive_ct2_workers=2, naive_ct2_inter_threads=1)
 
 
@@ -112,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", help=f"offline batch sizes [{DEFAULTS['batch_sizes']}]")
     p.add_argument("--offline-repeats", type=int, help=f"measured calls per batch size [{DEFAULTS['offline_repeats']}]")
     p.add_argument("--offline-warmup", type=int, help=f"warm-up calls per batch size [{DEFAULTS['offline_warmup']}]")
+    p.add_argument("--tune-repeats", type=int, help="measured calls per batch size in `model-server tune` (the median "
+                   f"decides the service's limits; one call let a slow moment pick batch 8 over 32) "
+                   f"[{DEFAULTS['tune_repeats']}]")
     p.add_argument("--concurrency", help=f"client counts, single-sentence requests; 'none' skips them "
                                          f"[{DEFAULTS['concurrency']}]")
     p.add_argument("--article-concurrency",
@@ -525,7 +530,7 @@ def tune_service(args: argparse.Namespace, backend_values: dict[str, Any]) -> di
     env = {**os.environ, **{f"MODEL_SERVER_{name.upper()}": str(value) for name, value in backend_values.items()
                             if value is not None}}
     argv = [sys.executable, "-m", "model_server.cli", "tune", "--batch-sizes", ",".join(map(str, args.batch_sizes)),
-            "--repeats", "1", "--warmup", "1", "--new-tokens", str(args.decode_tokens)]
+            "--repeats", str(args.tune_repeats), "--warmup", "1", "--new-tokens", str(args.decode_tokens)]
     started = time.monotonic()
     log.info("tuning the %s service (model-server tune)", backend_values.get("backend"))
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     torch_attention: TorchAttention = Field(
         TorchAttention.auto, description="torch attention kernels: eager (plain matrix products) or sdpa (torch's "
         "scaled_dot_product_attention); auto = the one `model-server tune` measured faster for this model and "
-        "machine, else eager on cpu and sdpa on cuda"
+        "machine, else sdpa"
     )
     malloc_arena_max: int = Field(
         2, ge=0, le=64, description="glibc malloc arenas for the whole process (0: glibc's default, up to 8 per "

@@ -352,7 +352,7 @@ ATTENTION_CHOICES = ("eager", "sdpa")
 
 
 def attention_candidates(device: str) -> list[str]:
-    """The rule's attention implementation first, then the other."""
+    """The rule's attention implementation (sdpa) first, then the other."""
     from model_server.backends.hardware import default_torch_attention
 
     preferred = default_torch_attention(device)

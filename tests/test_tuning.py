@@ -349,7 +349,7 @@ def test_tune_records_the_faster_attention_and_the_server_loads_it(tuned_file, t
     assert (explicit.info.extra["attention"], explicit.info.extra["attention_source"]) == ("sdpa", "settings")
     explicit.close()
     untuned = load_translation_backend(tiny_settings(tiny_marian_dir, **TUNED, tuning_file=path.with_name("none.json")))
-    assert untuned.info.extra["attention"] == default_torch_attention("cpu") == "eager"
+    assert untuned.info.extra["attention"] == default_torch_attention("cpu") == "sdpa"
     assert untuned.info.extra["attention_source"] == "auto rule"
     untuned.close()
 
@@ -357,7 +357,7 @@ def test_tune_records_the_faster_attention_and_the_server_loads_it(tuned_file, t
 def test_attention_layout_records_are_checked(tmp_path):
     from model_server.tuning import attention_candidates, write_layout
 
-    assert attention_candidates("cpu") == ["eager", "sdpa"] and attention_candidates("cuda") == ["sdpa", "eager"]
+    assert attention_candidates("cpu") == ["sdpa", "eager"] == attention_candidates("cuda")
     with pytest.raises(TuningFileError, match="needs attention set to one of eager, sdpa"):
         write_layout(tmp_path / "tuning.json", "layout-x", {"attention": "flash"})
 

@@ -59,7 +59,7 @@ class TorchSeq2SeqBackend:
 
     def _load(self, *, name: str, source: str, task: str, architectures: Sequence[str], device: str,
               dtype: str, threads: int | None = None, max_input_tokens: int | None = None,
-              restrict_output_vocab: bool = False, attention: str = "sdpa") -> None:
+              restrict_output_vocab: bool = False, attention: str | None = None) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -71,6 +71,10 @@ class TorchSeq2SeqBackend:
             raise ServiceError("model_unavailable", f"cannot read the config of model '{name}' from {source}: {exc}") from exc
         if config.model_type not in architectures:
             raise wrong_architecture(name, config.model_type, task, architectures)
+        if attention is None:  # the rule, as the service's own loading applies it without a tuning record
+            from model_server.backends.hardware import default_torch_attention
+
+            attention = default_torch_attention(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype),

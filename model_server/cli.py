@@ -251,13 +251,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _layout_candidates(settings: Settings, args: argparse.Namespace) -> list[tuple[str, dict]]:
-    """(label, settings update) of each layout `tune` measures, the auto rule's first; [] = only the settings
-    as given. CTranslate2 on CPU with its thread layout left to the service (neither ct2 thread setting set):
+def _layout_candidates(settings: Settings, args: argparse.Namespace) -> list[tuple[str, dict, dict]]:
+    """(label, settings update, tuning-file record) of each layout `tune` measures, the auto rule's first;
+    [] = only the settings as given. CTranslate2 on CPU with its thread layout left to the service (neither ct2 thread setting set):
     the candidate thread layouts; torch with torch_attention=auto: both attention implementations."""
     from model_server.backends.ctranslate2_backend import resolve_ct2_device
     from model_server.backends.hardware import usable_cpus
-    from model_server.backends.loading import resolve_device
     from model_server.settings import Backend, TorchAttention
     from model_server.tuning import attention_candidates, layout_candidates
 
@@ -266,12 +265,12 @@ def _layout_candidates(settings: Settings, args: argparse.Namespace) -> list[tup
     if settings.backend is Backend.ctranslate2:
         if settings.ct2_inter_threads or settings.ct2_intra_threads or resolve_ct2_device(settings.device.value) != "cpu":
             return []
-        return [(f"{inter} x {intra}", {"ct2_inter_threads": inter, "ct2_intra_threads": intra})
-                for inter, intra in layout_candidates(usable_cpus())]
+        return [(f"{inter} x {intra}", {"ct2_inter_threads": inter, "ct2_intra_threads": intra},
+                 {"inter_threads": inter, "intra_threads": intra}) for inter, intra in layout_candidates(usable_cpus())]
     if settings.torch_attention is not TorchAttention.auto:
         return []
-    return [(choice, {"torch_attention": TorchAttention(choice)})
-            for choice in attention_candidates(resolve_device(settings.device))]
+    return [(choice, {"torch_attention": TorchAttention(choice)}, {"attention": choice})
+            for choice in attention_candidates()]
 
 
 def _tune_one(settings: Settings, config, path: Path, args: argparse.Namespace):
@@ -298,45 +297,38 @@ def _tune_one(settings: Settings, config, path: Path, args: argparse.Namespace):
     return info, num_beams, entry
 
 
-def _tune_layouts(settings: Settings, candidates: list[tuple[str, dict]], config, path: Path,
+# Per engine: what its layouts choose, and the tune table's first column.
+_LAYOUT_KINDS = {"ctranslate2": ("thread layout", "replicas x threads"), "torch": ("attention", "attention")}
+
+
+def _tune_layouts(settings: Settings, candidates: list[tuple[str, dict, dict]], config, path: Path,
                   args: argparse.Namespace) -> int:
     """Tune each candidate layout (CTranslate2 thread layouts or torch attention implementations), then record
     the one whose chosen batch was fastest; the server loads that layout (and its limits) from then on."""
     import datetime as dt
 
-    from model_server.tuning import choose_layout, write_layout
+    from model_server.tuning import choose_layout, layout_key_for, write_layout
 
     throughputs: dict[str, float] = {}
-    for label, update in candidates:
+    for label, update, _ in candidates:
         sys.stdout.write(f"--- layout: {label}\n")
         info, num_beams, entry = _tune_one(settings.model_copy(update=update), config, path, args)
         chosen = next(m for m in entry["measurements"] if m["batch_size"] == entry["batch_size"])
         throughputs[label] = chosen["tokens_per_s"]
     label = choose_layout(throughputs, preferred=candidates[0][0])
-    key, layout = _layout_record(info, dict(candidates)[label])
-    write_layout(path, key, {**layout, "num_beams": num_beams,
+    record = next(record for name, _, record in candidates if name == label)
+    precision = info.extra["requested_compute_type"] if info.backend == "ctranslate2" else info.dtype
+    key = layout_key_for(info.backend, info.name, info.source, precision, info.device)
+    write_layout(path, key, {**record, "num_beams": num_beams,
                              "tokens_per_s": {name: round(value, 1) for name, value in throughputs.items()},
                              "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    what = "replicas x threads" if info.backend == "ctranslate2" else "attention"
+    kind, column = _LAYOUT_KINDS[info.backend]
     rows = "".join(f"| {name} | {value:.1f}{' <- chosen' if name == label else ''} |\n"
                    for name, value in throughputs.items())
-    sys.stdout.write(f"| {what} | tokens/s at its chosen batch |\n|---|---:|\n" + rows)
-    sys.stdout.write(f"\n{'thread layout' if info.backend == 'ctranslate2' else 'attention'}: {label} (the auto "
-                     f"rule's {candidates[0][0]} unless another was more than 3% faster); wrote {key} to {path}\n")
+    sys.stdout.write(f"| {column} | tokens/s at its chosen batch |\n|---|---:|\n" + rows)
+    sys.stdout.write(f"\n{kind}: {label} (the auto rule's {candidates[0][0]} unless another was more than 3% "
+                     f"faster); wrote {key} to {path}\n")
     return 0
-
-
-def _layout_record(info, update: dict) -> tuple[str, dict]:
-    """The tuning file's key and record for the layout that `update` (a candidate's settings) loads."""
-    if info.backend == "ctranslate2":
-        from model_server.backends.ctranslate2_backend import layout_key_for
-
-        return (layout_key_for(info.name, info.source, info.extra["requested_compute_type"], info.device),
-                {"inter_threads": update["ct2_inter_threads"], "intra_threads": update["ct2_intra_threads"]})
-    from model_server.backends.torch_backend import attention_key_for
-
-    return (attention_key_for(info.name, info.source, info.dtype, info.device),
-            {"attention": update["torch_attention"].value})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -183,7 +183,8 @@ class ModelRunner:
             process, max_batch_size=limits.max_batch_size, max_batch_tokens=limits.max_batch_tokens,
             max_batch_hypotheses=limits.max_batch_hypotheses, group_weight=hypotheses_per_segment,
             max_wait_ms=settings.max_wait_ms, max_collect_ms=settings.max_collect_ms,
-            max_queue_items=settings.max_queue_segments, name=f"batcher-{name}", rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms)
+            max_queue_items=settings.max_queue_segments, name=f"batcher-{name}",
+            rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms)
         return cls(backend=backend, batcher=batcher, executor=executor, name=name, limits=limits)
 
     def start(self) -> None:

@@ -33,7 +33,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from model_server.backends.base import GenerationOptions, ModelInfo, Seq2SeqBackend
 
@@ -344,19 +344,19 @@ def write_layout(path: Path, key: str, layout: Mapping[str, Any]) -> None:
 # --- layouts: CTranslate2 thread layouts, torch attention -----------------------------------------------------
 # How a loaded model runs, chosen among candidates that give the same results. CTranslate2: how many replicas
 # (inter_threads) and threads each (intra_threads) split the cores; torch: which attention kernels it uses.
-# The rules in model_server/backends/hardware.py (ct2_thread_layout, default_torch_attention) are the
+# The rules in model_server/backends/hardware.py (ct2_thread_layout, DEFAULT_TORCH_ATTENTION) are the
 # defaults; `model-server tune` measures the candidates on the machine at hand and the server uses the
 # measured best where one is recorded.
 
 ATTENTION_CHOICES = ("eager", "sdpa")
 
 
-def attention_candidates(device: str) -> list[str]:
-    """The rule's attention implementation (sdpa) first, then the other."""
-    from model_server.backends.hardware import default_torch_attention
+def attention_candidates() -> list[str]:
+    """The rule's attention implementation (hardware.DEFAULT_TORCH_ATTENTION) first, then the other."""
+    from model_server.backends.hardware import DEFAULT_TORCH_ATTENTION
 
-    preferred = default_torch_attention(device)
-    return [preferred] + [choice for choice in ATTENTION_CHOICES if choice != preferred]
+    return [DEFAULT_TORCH_ATTENTION] + [choice for choice in ATTENTION_CHOICES if choice != DEFAULT_TORCH_ATTENTION]
+
 
 def layout_candidates(cores: int) -> list[tuple[int, int]]:
     """The auto rule's layout first, then one replica per core, one replica with every core, and (4+ cores)
@@ -370,8 +370,7 @@ def layout_candidates(cores: int) -> list[tuple[int, int]]:
     return list(dict.fromkeys(candidates))
 
 
-def choose_layout(throughputs: Mapping[tuple[int, int], float], preferred: tuple[int, int],
-                  tolerance: float = 0.03) -> tuple[int, int]:
+def choose_layout(throughputs: Mapping[Hashable, float], preferred: Hashable, tolerance: float = 0.03) -> Hashable:
     """The layout with the highest throughput; `preferred` (the auto rule's) when it is within `tolerance`
     of it, so noise alone never moves a machine off the rule."""
     best = max(throughputs, key=throughputs.get)
@@ -381,7 +380,7 @@ def choose_layout(throughputs: Mapping[tuple[int, int], float], preferred: tuple
 
 
 def layout_components(model: str, model_dir: str, precision: str, device: str, hardware: str,
-                      engine: str = "ctranslate2") -> dict[str, Any]:
+                      engine: str) -> dict[str, Any]:
     """What a layout depends on: the batch limit fingerprint without the threads or attention (and the beams:
     one loaded model serves every decoding)."""
     return {"model": model, "model_files": files_digest(model_dir), "engine": engine, "precision": precision,
@@ -390,6 +389,12 @@ def layout_components(model: str, model_dir: str, precision: str, device: str, h
 
 def layout_key(components: Mapping[str, Any]) -> str:
     return "layout-" + fingerprint(components)
+
+
+def layout_key_for(engine: str, name: str, source: Path | str, precision: str, device: str) -> str:
+    """The tuning file's key for a model's measured layout on this machine: CTranslate2's thread layout
+    (precision: the requested compute type) or torch's attention implementation (precision: the dtype)."""
+    return layout_key(layout_components(name, str(source), precision, device, hardware_identity(device), engine))
 
 
 # --- a whole tuning run ------------------------------------------------------------------------------------

@@ -169,13 +169,17 @@ def tuned_file(tiny_marian_dir, tmp_path_factory) -> Path:
     return path
 
 
-def tuned_entry(path: Path) -> dict:
-    """The tiny Marian's entry for the attention implementation `tune` recorded as the faster."""
+def tuned_key_and_entry(path: Path) -> tuple[str, dict]:
+    """The tiny Marian's entry (and its key) for the attention implementation `tune` recorded as the faster."""
     from model_server.tuning import read_layouts
 
     (layout,) = read_layouts(path).values()
-    return next(e for k, e in read_entries(path).items()
+    return next((k, e) for k, e in read_entries(path).items()
                 if k != "another-machine" and e["fingerprint"]["attention"] == layout["attention"])
+
+
+def tuned_entry(path: Path) -> dict:
+    return tuned_key_and_entry(path)[1]
 
 
 def test_tune_writes_its_entries_beside_the_others(tuned_file, tiny_marian_dir):
@@ -184,8 +188,7 @@ def test_tune_writes_its_entries_beside_the_others(tuned_file, tiny_marian_dir):
     assert "another-machine" in entries and len(entries) == 3
     assert {e["fingerprint"].get("attention") for k, e in entries.items() if k != "another-machine"} == \
         {"eager", "sdpa"}
-    entry = tuned_entry(tuned_file)
-    key = next(k for k, e in entries.items() if e is entry or e == entry)
+    key, entry = tuned_key_and_entry(tuned_file)
     assert key == fingerprint(entry["fingerprint"])
     assert entry["fingerprint"]["model"] == str(tiny_marian_dir)
     assert {k: entry["fingerprint"][k] for k in ("engine", "precision", "num_beams", "threads", "device")} == \
@@ -327,7 +330,7 @@ def test_the_hardware_is_the_gpu_on_cuda_and_the_cpu_with_its_flags_elsewhere():
 def test_tune_records_the_faster_attention_and_the_server_loads_it(tuned_file, tiny_marian_dir):
     """torch with torch_attention=auto: `tune` measured eager and sdpa and recorded one; loading the model then
     uses the recorded one and says where it came from; an explicit setting wins; without a record, the rule."""
-    from model_server.backends.hardware import default_torch_attention
+    from model_server.backends.hardware import DEFAULT_TORCH_ATTENTION
     from model_server.services import load_translation_backend
     from model_server.settings import TorchAttention
     from model_server.tuning import read_layouts, write_layout
@@ -349,7 +352,7 @@ def test_tune_records_the_faster_attention_and_the_server_loads_it(tuned_file, t
     assert (explicit.info.extra["attention"], explicit.info.extra["attention_source"]) == ("sdpa", "settings")
     explicit.close()
     untuned = load_translation_backend(tiny_settings(tiny_marian_dir, **TUNED, tuning_file=path.with_name("none.json")))
-    assert untuned.info.extra["attention"] == default_torch_attention("cpu") == "sdpa"
+    assert untuned.info.extra["attention"] == DEFAULT_TORCH_ATTENTION == "sdpa"
     assert untuned.info.extra["attention_source"] == "auto rule"
     untuned.close()
 
@@ -357,7 +360,7 @@ def test_tune_records_the_faster_attention_and_the_server_loads_it(tuned_file, t
 def test_attention_layout_records_are_checked(tmp_path):
     from model_server.tuning import attention_candidates, write_layout
 
-    assert attention_candidates("cpu") == ["sdpa", "eager"] == attention_candidates("cuda")
+    assert attention_candidates() == ["sdpa", "eager"]
     with pytest.raises(TuningFileError, match="needs attention set to one of eager, sdpa"):
         write_layout(tmp_path / "tuning.json", "layout-x", {"attention": "flash"})
 

@@ -251,13 +251,6 @@ def load_ctranslate2_backend(settings: "Settings", name: str, *, converted_dir: 
     return backend
 
 
-def layout_key_for(name: str, model_dir: Path | str, compute_type: str, device: str) -> str:
-    """The tuning file's key for this model's CTranslate2 thread layout on this machine (model_server/tuning.py)."""
-    from model_server.tuning import hardware_identity, layout_components, layout_key
-
-    return layout_key(layout_components(name, str(model_dir), compute_type, device, hardware_identity(device)))
-
-
 def thread_layout(settings: "Settings", name: str, model_dir: Path, compute_type: str,
                   device: str) -> tuple[int, int, str]:
     """(inter_threads, intra_threads, where they came from): the settings when either is set, else the layout
@@ -267,9 +260,10 @@ def thread_layout(settings: "Settings", name: str, model_dir: Path, compute_type
         return (*ct2_thread_layout(device, cores, settings.ct2_inter_threads, settings.ct2_intra_threads),
                 "settings")
     if device == "cpu":
-        from model_server.tuning import read_layouts
+        from model_server.tuning import layout_key_for, read_layouts
 
-        tuned = read_layouts(settings.tuning_path()).get(layout_key_for(name, model_dir, compute_type, device))
+        key = layout_key_for("ctranslate2", name, model_dir, compute_type, device)
+        tuned = read_layouts(settings.tuning_path()).get(key)
         if tuned is not None:
             return tuned["inter_threads"], tuned["intra_threads"], f"tuning file {settings.tuning_path()}"
     return (*ct2_thread_layout(device, cores), "auto rule")

@@ -72,9 +72,9 @@ class TorchSeq2SeqBackend:
         if config.model_type not in architectures:
             raise wrong_architecture(name, config.model_type, task, architectures)
         if attention is None:  # the rule, as the service's own loading applies it without a tuning record
-            from model_server.backends.hardware import default_torch_attention
+            from model_server.backends.hardware import DEFAULT_TORCH_ATTENTION
 
-            attention = default_torch_attention(device)
+            attention = DEFAULT_TORCH_ATTENTION
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype),
@@ -188,27 +188,20 @@ class TorchSeq2SeqBackend:
             self._thread.shutdown(wait=True)
 
 
-def attention_key_for(name: str, source: str, dtype: str, device: str) -> str:
-    """The tuning file's key for this model's measured attention implementation on this machine."""
-    from model_server.tuning import hardware_identity, layout_components, layout_key
-
-    return layout_key(layout_components(name, source, dtype, device, hardware_identity(device), engine="torch"))
-
-
 def attention_choice(requested: str, tuning_file: Path, name: str, source: str, dtype: str,
                      device: str) -> tuple[str, str]:
     """(attention implementation, where it came from): `requested` unless it is auto, else what `model-server
-    tune` recorded for this model and machine, else the rule (hardware.default_torch_attention)."""
-    from model_server.backends.hardware import default_torch_attention
+    tune` recorded for this model and machine, else the rule (hardware.DEFAULT_TORCH_ATTENTION)."""
+    from model_server.backends.hardware import DEFAULT_TORCH_ATTENTION
 
     if requested != "auto":
         return requested, "settings"
-    from model_server.tuning import read_layouts
+    from model_server.tuning import layout_key_for, read_layouts
 
-    tuned = read_layouts(tuning_file).get(attention_key_for(name, source, dtype, device))
+    tuned = read_layouts(tuning_file).get(layout_key_for("torch", name, source, dtype, device))
     if tuned is not None and "attention" in tuned:
         return tuned["attention"], f"tuning file {tuning_file}"
-    return default_torch_attention(device), "auto rule"
+    return DEFAULT_TORCH_ATTENTION, "auto rule"
 
 
 def _beam_search_cache(model, num_beams: int) -> dict:

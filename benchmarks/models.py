@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,16 @@ def resolve_model(spec: str, models_dir: Path, *, seed: int = 0) -> ModelUnderTe
         path = ensure_tiny_marian(models_dir / "tiny-marian-ar-en")
         return ModelUnderTest(TINY, Path(path), "tiny-test-model",
                               "repo-built tiny test model (d_model 64, 2 layers): smoke runs only")
-    return user_model(spec, "--model", f"{RANDOM_OPUS_MT}', '{RANDOM_OPUS_MT_SPLIT}")
+    return user_model(spec, "--model", (RANDOM_OPUS_MT, RANDOM_OPUS_MT_SPLIT))
 
 
-def user_model(spec: str, option: str, built: str) -> ModelUnderTest:
-    """A model directory given on the command line (`option`), checked; `built` names the random model."""
+def user_model(spec: str, option: str, built: Sequence[str]) -> ModelUnderTest:
+    """A model directory given on the command line (`option`), checked; `built` names the random models."""
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
-        raise SystemExit(f"benchmarks: {option} {spec!r} is neither {built!r}, {TINY!r} nor a model "
-                         "directory with a config.json")
+        names = ", ".join(map(repr, (*built, TINY)))
+        raise SystemExit(f"benchmarks: {option} {spec!r} is neither {names} nor a model directory with a "
+                         "config.json")
     return ModelUnderTest(path.resolve().name, path.resolve(), "user-model", f"model directory {path}")
 
 
@@ -244,12 +245,11 @@ def _english_spm(pieces: int, words: int) -> bytes:
     import wordfreq
 
     from model_server.tiny_models import train_sentencepiece
-    from benchmarks.workload import SAMPLE_ARTICLE
+    from benchmarks.workload import SAMPLE_ARTICLE_EN
 
     top = [word for word in wordfreq.top_n_list("en", words) if not any(c.isdigit() for c in word)]
-    article = SAMPLE_ARTICLE.with_name(SAMPLE_ARTICLE.name.replace("-ar.", "-en."))
     lines = top + [word.capitalize() for word in top[:_CAPITALISED_WORDS]] + \
-        [line for line in article.read_text(encoding="utf-8").splitlines() if line.strip()]
+        [line for line in SAMPLE_ARTICLE_EN.read_text(encoding="utf-8").splitlines() if line.strip()]
     return train_sentencepiece(lines, pieces, "unigram")
 
 

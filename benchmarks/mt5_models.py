@@ -67,7 +67,7 @@ def resolve_summarization_model(spec: str, models_dir: Path, *, seed: int = 0) -
         path = ensure_tiny_mt5(Path(models_dir) / TINY_MT5_DIRNAME)
         return ModelUnderTest(TINY, Path(path), "tiny-test-model",
                               "repo-built tiny test mT5 (d_model 64, 2 + 2 layers): smoke runs only")
-    return user_model(spec, "summarization model", RANDOM_MT5_XLSUM)
+    return user_model(spec, "summarization model", (RANDOM_MT5_XLSUM,))
 
 
 def mt5_xlsum_config(**overrides: Any):

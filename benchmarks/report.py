@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # (name, description, threshold, direction): direction ">=" means the value must be at least threshold.
 # The first three are the batching targets (the first backend's service, torch by default); the last two
@@ -33,7 +33,7 @@ def _level(levels: list[dict[str, Any]] | None, concurrency: int) -> dict[str, A
     return next((lv for lv in levels or [] if lv["concurrency"] == concurrency), None)
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
 
@@ -65,36 +65,36 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
     if single_levels:
         top = max(single_levels)
         ratios["max_concurrency"] = top
-        ratios["service_over_best_offline"] = _ratio(_tok(_level(service.get("single"), top)), _best(offline))
-        ratios["service_over_naive"] = _ratio(_tok(_level(service.get("single"), top)),
+        ratios["service_over_best_offline"] = ratio(_tok(_level(service.get("single"), top)), _best(offline))
+        ratios["service_over_naive"] = ratio(_tok(_level(service.get("single"), top)),
                                               _tok(_level(naive.get("single"), top)))
 
         # The same two throughput ratios per CPU-second (CPU runs only): robust to other jobs on the machine.
         def per_cpu(level: dict[str, Any] | None) -> float | None:
             return level.get("segments_per_server_cpu_s") if level and level.get("ok") else None
 
-        ratios["service_over_best_offline_per_cpu_s"] = _ratio(
+        ratios["service_over_best_offline_per_cpu_s"] = ratio(
             per_cpu(_level(service.get("single"), top)), (offline.get("best_per_cpu_s") or {}).get("segments_per_cpu_s"))
-        ratios["service_over_naive_per_cpu_s"] = _ratio(per_cpu(_level(service.get("single"), top)),
+        ratios["service_over_naive_per_cpu_s"] = ratio(per_cpu(_level(service.get("single"), top)),
                                                         per_cpu(_level(naive.get("single"), top)))
     article_levels = [lv["concurrency"] for lv in service.get("article") or []]
     if article_levels:
         top = max(article_levels)
         ratios["max_article_concurrency"] = top
-        ratios["service_over_naive_articles"] = _ratio(_tok(_level(service.get("article"), top)),
+        ratios["service_over_naive_articles"] = ratio(_tok(_level(service.get("article"), top)),
                                                        _tok(_level(naive.get("article"), top)))
     rows = offline.get("rows") or []
     one = next((r for r in rows if r["batch_size"] == 1), None)
     if one and offline.get("best"):
         # The ceiling for any batching server over per-request generate() on this machine.
-        ratios["best_offline_over_batch1"] = _ratio(offline["best"]["target_tokens_per_s"], one["target_tokens_per_s"])
+        ratios["best_offline_over_batch1"] = ratio(offline["best"]["target_tokens_per_s"], one["target_tokens_per_s"])
     direct = (idle.get(f"direct-{primary}") or {}).get("median_ms")
-    ratios["idle_http_over_direct"] = _ratio((idle.get(f"service-{primary}_http") or {}).get("median_ms"), direct)
-    ratios["idle_naive_http_over_direct"] = _ratio((idle.get("naive_http") or {}).get("median_ms"), direct)
+    ratios["idle_http_over_direct"] = ratio((idle.get(f"service-{primary}_http") or {}).get("median_ms"), direct)
+    ratios["idle_naive_http_over_direct"] = ratio((idle.get("naive_http") or {}).get("median_ms"), direct)
     ratios["idle_http_over_direct_paired"] = (idle.get(f"service-{primary}_http") or {}).get("paired_ratio_to_direct")
     # Backend layer cost: the service's backend / its raw engine call, best batch each, and at every batch size.
     for backend in offline_all:
-        ratios[f"{backend}_backend_over_raw"] = _ratio(_best(offline_all.get(backend)), _best(raw_all.get(backend)))
+        ratios[f"{backend}_backend_over_raw"] = ratio(_best(offline_all.get(backend)), _best(raw_all.get(backend)))
         ratios[f"{backend}_backend_over_raw_every_batch"] = _worst_batch_ratio(offline_all.get(backend),
                                                                               raw_all.get(backend))
     ct2, torch_service = online.get("service-ctranslate2") or {}, online.get("service-torch") or {}
@@ -103,20 +103,20 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
         top = max(ct2_levels)
         ct2_tok = _tok(_level(ct2.get("single"), top))
         ratios["ct2_max_concurrency"] = top
-        ratios["ct2_service_over_torch_service"] = _ratio(ct2_tok, _tok(_level(torch_service.get("single"), top)))
-        ratios["ct2_service_over_raw_ct2"] = _ratio(ct2_tok, _best(raw_all.get("ctranslate2")))
-        ratios["ct2_service_over_best_offline"] = _ratio(ct2_tok, _best(offline_all.get("ctranslate2")))
+        ratios["ct2_service_over_torch_service"] = ratio(ct2_tok, _tok(_level(torch_service.get("single"), top)))
+        ratios["ct2_service_over_raw_ct2"] = ratio(ct2_tok, _best(raw_all.get("ctranslate2")))
+        ratios["ct2_service_over_best_offline"] = ratio(ct2_tok, _best(offline_all.get("ctranslate2")))
         ratios["ct2_idle_http_over_direct_paired"] = (idle.get("service-ctranslate2_http") or {}).get(
             "paired_ratio_to_direct")
-    ratios["raw_ct2_over_raw_torch"] = _ratio(_best(raw_all.get("ctranslate2")), _best(raw_all.get("torch")))
+    ratios["raw_ct2_over_raw_torch"] = ratio(_best(raw_all.get("ctranslate2")), _best(raw_all.get("torch")))
     memory = results.get("memory") or {}
     torch_peak = (memory.get("service-torch") or {}).get("peak_rss_mib")
     ratios["torch_service_peak_rss_gib"] = round(torch_peak / 1024, 3) if torch_peak else None
-    ratios["ct2_peak_rss_over_torch"] = _ratio((memory.get("service-ctranslate2") or {}).get("peak_rss_mib"),
+    ratios["ct2_peak_rss_over_torch"] = ratio((memory.get("service-ctranslate2") or {}).get("peak_rss_mib"),
                                                (memory.get("service-torch") or {}).get("peak_rss_mib"))
     ratios.update(_naive_ct2_ratios(online, offline_all))
     # The same 1-client comparison from the idle phase (interleaved rounds, one fixed sentence).
-    ratios["ct2_idle_service_over_naive_ct2"] = _ratio((idle.get("service-ctranslate2_http") or {}).get("median_ms"),
+    ratios["ct2_idle_service_over_naive_ct2"] = ratio((idle.get("service-ctranslate2_http") or {}).get("median_ms"),
                                                        (idle.get("naive-ctranslate2_http") or {}).get("median_ms"))
     ratios["torch_auto_dtype_over_other"] = _dtype_ratio(results.get("torch_dtypes"))
     return ratios
@@ -125,7 +125,7 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
 def _worst_batch_ratio(backend: dict[str, Any] | None, raw: dict[str, Any] | None) -> float | None:
     """The lowest backend / raw tokens/s over the batch sizes both measured (the layer's cost at its worst)."""
     raw_rows = {row["batch_size"]: row for row in (raw or {}).get("rows") or []}
-    ratios = [_ratio(row["target_tokens_per_s"], raw_rows[row["batch_size"]]["target_tokens_per_s"])
+    ratios = [ratio(row["target_tokens_per_s"], raw_rows[row["batch_size"]]["target_tokens_per_s"])
               for row in (backend or {}).get("rows") or [] if row["batch_size"] in raw_rows]
     ratios = [r for r in ratios if r is not None]
     return min(ratios) if ratios else None
@@ -140,12 +140,12 @@ def _naive_ct2_ratios(online: dict[str, Any], offline_all: dict[str, Any]) -> di
         return {}
     top = max(levels)
     naive_tok = _tok(_level(naive.get("single"), top))
-    ceiling = _ratio(_best(offline_all.get("ctranslate2")), naive_tok)
-    gain = _ratio(_tok(_level(service.get("single"), top)), naive_tok)
+    ceiling = ratio(_best(offline_all.get("ctranslate2")), naive_tok)
+    gain = ratio(_tok(_level(service.get("single"), top)), naive_tok)
     one_service, one_naive = _level(service.get("single"), 1), _level(naive.get("single"), 1)
     return {"ct2_engine_ceiling_over_naive_ct2": ceiling, "ct2_service_over_naive_ct2": gain,
-            "ct2_service_share_of_ceiling": _ratio(gain, ceiling),
-            "ct2_service_over_naive_ct2_latency_1_client": _ratio((one_service or {}).get("latency_p50_ms"),
+            "ct2_service_share_of_ceiling": ratio(gain, ceiling),
+            "ct2_service_over_naive_ct2_latency_1_client": ratio((one_service or {}).get("latency_p50_ms"),
                                                                   (one_naive or {}).get("latency_p50_ms"))}
 
 
@@ -155,7 +155,7 @@ def _dtype_ratio(dtypes: dict[str, Any] | None) -> float | None:
         return None
     chosen = dtypes["chosen"]
     others = [_best(section) for dtype, section in dtypes["sections"].items() if dtype != chosen]
-    return _ratio(_best(dtypes["sections"].get(chosen)), max((o for o in others if o), default=None))
+    return ratio(_best(dtypes["sections"].get(chosen)), max((o for o in others if o), default=None))
 
 
 def decoding_view(results: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -172,9 +172,11 @@ def decoding_view(results: dict[str, Any], name: str) -> dict[str, Any] | None:
             "raw": section.get("raw") or {}, "torch_dtypes": section.get("torch_dtypes"), "online": online}
 
 
-def evaluate_targets(ratios: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluate_targets(ratios: dict[str, Any], targets: Sequence[tuple[str, str, float, str]] = TARGETS
+                     ) -> list[dict[str, Any]]:
+    """Each (ratio name, description, threshold, ">=" or "<=") target with its value and whether it is met."""
     out = []
-    for name, description, threshold, direction in TARGETS:
+    for name, description, threshold, direction in targets:
         value = ratios.get(name)
         met = None if value is None else (value >= threshold if direction == ">=" else value <= threshold)
         out.append({"name": name, "description": description, "value": value,

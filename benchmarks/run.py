@@ -395,13 +395,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
-def _ct2_conversion(args, model, device: str) -> Path:
-    """The model converted for CTranslate2 at the weight type `--ct2-compute-type` needs (once, then reused)."""
+def ct2_quantization(args, device: str) -> str:
+    """The weight type a CTranslate2 conversion needs for `--ct2-compute-type` on `device`."""
     from model_server.backends.ct2_convert import quantization_for
     from model_server.backends.ctranslate2_backend import resolve_compute_type, resolve_ct2_device
 
-    quantization = quantization_for(resolve_compute_type(args.ct2_compute_type, resolve_ct2_device(device)))
-    return ensure_ct2_conversion(model.path, args.models_dir, quantization)
+    return quantization_for(resolve_compute_type(args.ct2_compute_type, resolve_ct2_device(device)))
+
+
+def _ct2_conversion(args, model, device: str) -> Path:
+    """The model converted for CTranslate2 at the weight type `--ct2-compute-type` needs (once, then reused)."""
+    return ensure_ct2_conversion(model.path, args.models_dir, ct2_quantization(args, device))
 
 
 def _ct2_precision(args, device: str) -> dict[str, str]:

@@ -46,7 +46,7 @@ import httpx
 
 from benchmarks import machine, online
 from benchmarks.models import TINY, resolve_model
-from benchmarks.report import _fmt, _table, run_lines
+from benchmarks.report import _fmt, _table, ratio, run_lines
 from benchmarks.run import HelpFormatter  # the same help style as the main harness
 from benchmarks.workload import load_workload
 
@@ -406,18 +406,14 @@ def _log_interactive(model: str, row: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 4) if a is not None and b else None
-
-
 def compute_ratios(model_results: dict[str, Any]) -> dict[str, float | None]:
     bulk = {row["workers"]: row for row in model_results["bulk"]}
     idle = {row["replicas"]: row for row in model_results["interactive"] if not row["backlog"]}
     busy = next((row for row in model_results["interactive"] if row["backlog"]), {})
-    return {"workers_2_over_1": _ratio(bulk.get(2, {}).get("texts_per_s"), bulk.get(1, {}).get("texts_per_s")),
-            "replicas_2_over_1": _ratio(idle.get(2, {}).get("requests_per_s"), idle.get(1, {}).get("requests_per_s")),
-            "backlog_p99_over_idle_p99": _ratio(busy.get("latency_p99_ms"), idle.get(2, {}).get("latency_p99_ms")),
-            "backlog_p50_over_idle_p50": _ratio(busy.get("latency_p50_ms"), idle.get(2, {}).get("latency_p50_ms"))}
+    return {"workers_2_over_1": ratio(bulk.get(2, {}).get("texts_per_s"), bulk.get(1, {}).get("texts_per_s")),
+            "replicas_2_over_1": ratio(idle.get(2, {}).get("requests_per_s"), idle.get(1, {}).get("requests_per_s")),
+            "backlog_p99_over_idle_p99": ratio(busy.get("latency_p99_ms"), idle.get(2, {}).get("latency_p99_ms")),
+            "backlog_p50_over_idle_p50": ratio(busy.get("latency_p50_ms"), idle.get(2, {}).get("latency_p50_ms"))}
 
 
 def evaluate_targets(ratios: dict[str, dict[str, float | None]]) -> list[dict[str, Any]]:

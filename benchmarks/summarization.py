@@ -193,7 +193,7 @@ def run_summarization(backend: Seq2SeqBackend, article: str, *, decode_tokens: i
 # --------------------------------------------------------------------------------------------
 
 
-def _input_tokens(row: dict[str, Any]) -> str:
+def input_tokens(row: dict[str, Any]) -> str:
     """'445 + 377 -> 171': the first pass's inputs, then each later pass's."""
     return " -> ".join(" + ".join(str(t) for t in p["source_tokens"]) for p in row["passes"])
 
@@ -210,7 +210,7 @@ def render_markdown(section: dict[str, Any]) -> list[str]:
              "|---|---|---:|---|---:|---:|---:|---:|"]
     for row in rows:
         gen, model = row["generation"], row["model"]
-        lines.append(f"| {row['label']} | {model['backend']} ({model['dtype']}) | {row['chunks']} | {_input_tokens(row)} | "
+        lines.append(f"| {row['label']} | {model['backend']} ({model['dtype']}) | {row['chunks']} | {input_tokens(row)} | "
                      f"{gen['decode_tokens']} x {gen['num_beams']} | {row['s_per_article']:,.2f} | "
                      f"{row['generated_tokens_per_s']:,.1f} | {row['cpu_s_per_article']:,.2f} |")
     notes = [f"{row['label']}: forced length NOT exact" for row in rows if not row["forced_length_exact"]]

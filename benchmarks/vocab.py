@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks import machine
+from benchmarks.report import evaluate_targets, ratio
+from benchmarks.summarization import input_tokens
 
 log = logging.getLogger("benchmarks.vocab")
 
@@ -212,16 +214,12 @@ def compare_variants(full: dict[str, Any], restricted: dict[str, Any]) -> dict[s
         paired = statistics.median(sa / sb for sa, sb in zip(a["seconds"], b["seconds"]))
         rows.append({"batch_size": a["batch_size"], "full_tokens_per_s": a["target_tokens_per_s"],
                      "restricted_tokens_per_s": b["target_tokens_per_s"],
-                     "ratio": _ratio(b["target_tokens_per_s"], a["target_tokens_per_s"]),
+                     "ratio": ratio(b["target_tokens_per_s"], a["target_tokens_per_s"]),
                      "paired_ratio": round(paired, 4),
                      "equal_work": a["forced_length_exact"] and b["forced_length_exact"]
                      and a["target_tokens_per_batch"] == b["target_tokens_per_batch"]})
     return {"rows": rows, "best_full": full["best"], "best_restricted": restricted["best"],
-            "ratio_best": _ratio(restricted["best"]["target_tokens_per_s"], full["best"]["target_tokens_per_s"])}
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 4) if a is not None and b else None
+            "ratio_best": ratio(restricted["best"]["target_tokens_per_s"], full["best"]["target_tokens_per_s"])}
 
 
 def _marker(model_dir: Path) -> dict[str, Any]:
@@ -237,14 +235,18 @@ def _marker(model_dir: Path) -> dict[str, Any]:
 
 def placeholder_ids(spm_file: Path) -> list[int]:
     """Ids of the random mT5's placeholder pieces (benchmarks.mt5_models.padded_spiece_model), ascending."""
-    return [i for i, piece in enumerate(_spm_pieces(spm_file)) if _PLACEHOLDER.match(piece)]
+    return _placeholders(_spm_pieces(spm_file))
+
+
+def _placeholders(pieces: Sequence[str]) -> list[int]:
+    return [i for i, piece in enumerate(pieces) if _PLACEHOLDER.match(piece)]
 
 
 def placeholder_corpus(spm_file: Path, kept: int) -> str | None:
     """The corpus lines naming the first placeholders, `kept` minus the pieces before them, so that about `kept`
     pieces survive the trim; None for a model without placeholders (its pieces are real: trim-vocab decides)."""
     pieces = _spm_pieces(spm_file)
-    ids = [i for i, piece in enumerate(pieces) if _PLACEHOLDER.match(piece)]
+    ids = _placeholders(pieces)
     if not ids:
         return None
     words = [pieces[i].removeprefix("\u2581") for i in ids[:max(0, kept - ids[0])]]
@@ -266,12 +268,12 @@ def ensure_trimmed(source: Path, models_dir: Path, *, kept: int, words: int | No
     from model_server.backends.ct2_convert import source_fingerprint
     from model_server.trim_vocab import DEFAULT_WORDS_PER_LANGUAGE, SPM_FILE, read_manifest, trim_vocab
 
-    from benchmarks.workload import SAMPLE_ARTICLE
+    from benchmarks.workload import SAMPLE_ARTICLE, SAMPLE_ARTICLE_EN
 
     out = Path(models_dir).absolute() / f"{Path(source).name}-trimmed"
     words = DEFAULT_WORDS_PER_LANGUAGE if words is None else words
     extra = placeholder_corpus(Path(source) / SPM_FILE, kept)
-    corpus = [SAMPLE_ARTICLE, SAMPLE_ARTICLE.with_name(SAMPLE_ARTICLE.name.replace("-ar.", "-en."))]
+    corpus = [SAMPLE_ARTICLE, SAMPLE_ARTICLE_EN]
     inputs = {"corpus": [str(p) for p in corpus], "words_per_language": words,
               "placeholder_pieces": len(extra.split()) if extra else 0, "kept_requested": kept if extra else None}
     manifest = read_manifest(out)
@@ -397,19 +399,15 @@ def run_mt5(args, device: str) -> dict[str, Any]:
 
 
 def _vocab_rows(model_dir: Path) -> int | None:
-    try:
-        return json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("vocab_size")
-    except (OSError, ValueError):
-        return None
+    return (_read_json(Path(model_dir) / "config.json") or {}).get("vocab_size")
 
 
 def _convert_summarizer(args, path: Path, device: str) -> Path:
     """The conversion the service's ct2_convert_on_start makes (MODELS_DIR/ct2-cache), made now."""
-    from model_server.backends.ct2_convert import cached_conversion, quantization_for
-    from model_server.backends.ctranslate2_backend import resolve_compute_type, resolve_ct2_device
+    from benchmarks.run import ct2_quantization
+    from model_server.backends.ct2_convert import cached_conversion
 
-    quantization = quantization_for(resolve_compute_type(args.ct2_compute_type, resolve_ct2_device(device)))
-    return cached_conversion(str(path), args.models_dir, args.models_dir / "ct2-cache", quantization)
+    return cached_conversion(str(path), args.models_dir, args.models_dir / "ct2-cache", ct2_quantization(args, device))
 
 
 def _measure_summaries(args, device: str, engine: str, paths: dict[str, Path], logs: Path) -> dict[str, Any]:
@@ -442,9 +440,9 @@ def _measure_summaries(args, device: str, engine: str, paths: dict[str, Path], l
     paired = statistics.median(a["s_per_article"] / b["s_per_article"]
                                for a, b in zip(rows["original"], rows["trimmed"]))
     out["ratios"] = {
-        "original_over_trimmed_s": _ratio(out["original"]["s_per_article"], out["trimmed"]["s_per_article"]),
+        "original_over_trimmed_s": ratio(out["original"]["s_per_article"], out["trimmed"]["s_per_article"]),
         "original_over_trimmed_s_paired": round(paired, 4),
-        "trimmed_over_original_peak_rss": _ratio(out["trimmed"]["memory"]["peak_rss_mib"],
+        "trimmed_over_original_peak_rss": ratio(out["trimmed"]["memory"]["peak_rss_mib"],
                                                  out["original"]["memory"]["peak_rss_mib"]),
         "equal_work": out["original"]["work"]["generated_tokens"] == out["trimmed"]["work"]["generated_tokens"]
         and out["original"]["work"]["forced_length_exact"] and out["trimmed"]["work"]["forced_length_exact"]}
@@ -457,11 +455,11 @@ def _summary_variant(rows: list[dict[str, Any]], ready: dict[str, Any], memory: 
               for row in rows}
     if len(shapes) != 1:
         raise RuntimeError(f"{first['label']}: the articles did different work: {sorted(shapes)}")
-    return {"s_per_article": round(statistics.median(row["s_per_article"] for row in rows), 4),
+    median_s = statistics.median(row["s_per_article"] for row in rows)
+    return {"s_per_article": round(median_s, 4),
             "seconds_per_article": [row["s_per_article"] for row in rows],
             "cpu_s_per_article": round(statistics.median(row["cpu_s_per_article"] for row in rows), 4),
-            "generated_tokens_per_s": round(first["generated_tokens_per_article"]
-                                            / statistics.median(row["s_per_article"] for row in rows), 3),
+            "generated_tokens_per_s": round(first["generated_tokens_per_article"] / median_s, 3),
             "work": {"chunks": first["chunks"], "passes": [{"inputs": p["inputs"], "source_tokens": p["source_tokens"]}
                                                            for p in first["passes"]],
                      "generated_tokens": first["generated_tokens_per_article"],
@@ -487,16 +485,6 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
         ratios[f"mt5_{engine}_original_over_trimmed_s"] = section["ratios"]["original_over_trimmed_s"]
         ratios[f"mt5_{engine}_trimmed_over_original_peak_rss"] = section["ratios"]["trimmed_over_original_peak_rss"]
     return ratios
-
-
-def evaluate_targets(ratios: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for name, description, threshold, direction in TARGETS:
-        value = ratios.get(name)
-        met = None if value is None else (value >= threshold if direction == ">=" else value <= threshold)
-        out.append({"name": name, "description": description, "value": value, "target": f"{direction} {threshold:g}",
-                    "met": met})
-    return out
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -554,7 +542,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             for variant in MT5_VARIANTS:
                 v = section[variant]
                 gen = v["generation"]
-                rows.append([engine, variant, v["model"]["dtype"], _input_tokens(v["work"]),
+                rows.append([engine, variant, v["model"]["dtype"], input_tokens(v["work"]),
                              f"{gen['decode_tokens']} x {gen['num_beams']}", _fmt(v["s_per_article"], 2),
                              _fmt(v["cpu_s_per_article"], 2), _fmt(v["load_s"], 1), v["memory"]["peak_rss_mib"],
                              v["memory"]["rss_mib"]])
@@ -586,10 +574,6 @@ def _marian_engines(marian: dict[str, Any]) -> str:
                    f"{extra.get('threads')} threads, {extra.get('attention')} attention")
         parts.append(f"{name} ({info['dtype']}, {threads})")
     return "; ".join(parts)
-
-
-def _input_tokens(work: dict[str, Any]) -> str:
-    return " -> ".join(" + ".join(str(t) for t in p["source_tokens"]) for p in work["passes"])
 
 
 def render_plot(results: dict[str, Any], path: Path) -> Path | None:
@@ -657,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.mt5_model != "none":
         results["mt5"] = run_mt5(args, device)
     results["ratios"] = compute_ratios(results)
-    results["targets"] = evaluate_targets(results["ratios"])
+    results["targets"] = evaluate_targets(results["ratios"], TARGETS)
     precision = {"torch": {"requested": args.dtype, "chosen": dtype, "reason": dtype_reason}}
     if "ctranslate2" in args.backends:
         from benchmarks.run import _ct2_precision

@@ -13,6 +13,7 @@ from model_server.text import normalize_text, segment
 from model_server.tuning import batch_of
 
 SAMPLE_ARTICLE = Path(__file__).resolve().parents[1] / "model_server" / "data" / "libya-russia-ar.txt"
+SAMPLE_ARTICLE_EN = SAMPLE_ARTICLE.with_name("libya-russia-en.txt")  # its line-aligned English reference
 
 
 @dataclass(frozen=True)

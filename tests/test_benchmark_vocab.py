@@ -7,6 +7,7 @@ exists, compares equal work and is sane."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def test_vocab_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_di
 
     [json_path] = (tmp_path / "out").glob("*-cpu-vocab.json")
     results = json.loads(json_path.read_text(encoding="utf-8"))
-    assert results["ratios"] == returned["ratios"]
+    assert results["ratios"] == returned["ratios"]  # what main returns is what it wrote
     backends = ["torch", "ctranslate2"] if _has_ctranslate2() else ["torch"]
     assert results["backends"] == backends
 
@@ -45,6 +46,10 @@ def test_vocab_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_di
             comparison = decoding["comparison"][backend]
             assert [row["batch_size"] for row in comparison["rows"]] == [1, 4]
             assert all(row["equal_work"] and row["ratio"] > 0 and row["paired_ratio"] > 0 for row in comparison["rows"])
+            suffix = "" if decoding["num_beams"] == 4 else "_greedy"  # the headline is the model's beam 4
+            assert results["ratios"][f"marian_{backend}_restricted_over_full{suffix}"] == comparison["ratio_best"] \
+                == round(comparison["best_restricted"]["target_tokens_per_s"]
+                         / comparison["best_full"]["target_tokens_per_s"], 4)
             for variant in ("full", "restricted"):  # every sentence exactly the forced 6 tokens
                 assert all(row["target_tokens_per_batch"] == row["batch_size"] * 6
                            for row in decoding["offline"][f"{backend} {variant}"]["rows"])
@@ -60,9 +65,12 @@ def test_vocab_benchmark_quick_run_writes_every_section(tmp_path, tiny_marian_di
         for variant in ("original", "trimmed"):
             row = section[variant]
             assert row["model"]["backend"] == engine and len(row["seconds_per_article"]) == 2
-            assert row["memory"]["peak_rss_mib"] >= row["memory_after_load"]["rss_mib"] > 0  # VmHWM covers loading
+            # the peak after the articles covers loading and cannot fall below the peak after loading
+            assert row["memory"]["peak_rss_mib"] >= row["memory_after_load"]["peak_rss_mib"] > 0
             assert row["generation"]["num_beams"] == 2 and row["work"]["generated_tokens"] > 0
         assert section["original"]["work"] == section["trimmed"]["work"]
+        assert section["ratios"]["trimmed_over_original_peak_rss"] == round(
+            section["trimmed"]["memory"]["peak_rss_mib"] / section["original"]["memory"]["peak_rss_mib"], 4)
     assert [t["name"] for t in results["targets"]] == [
         "marian_torch_restricted_over_full", "marian_ctranslate2_restricted_over_full",
         "mt5_torch_original_over_trimmed_s", "mt5_torch_trimmed_over_original_peak_rss"]
@@ -92,6 +100,15 @@ def test_the_split_opus_mt_decodes_into_its_english_target_pieces(tmp_path):
     assert not is_complete(model_dir, SPLIT_BUILDER_VERSION, 0)
     marker = json.loads((model_dir / BENCH_MARKER_FILE).read_text(encoding="utf-8"))
     assert marker["target_spm"] == {"pieces": 500, "words": 3000} and marker["shape_overrides"] == small
+    # Each of the two keys alone marks a build the benchmark must not reuse as its full-size model.
+    marker_file = model_dir / BENCH_MARKER_FILE
+    for kept_key in ("target_spm", "shape_overrides"):
+        marker_file.write_text(json.dumps({k: v for k, v in marker.items()
+                                           if k not in {"target_spm", "shape_overrides"} - {kept_key}}))
+        assert not is_complete(model_dir, SPLIT_BUILDER_VERSION, 0), kept_key
+    marker_file.write_text(json.dumps({k: v for k, v in marker.items() if k not in {"target_spm", "shape_overrides"}}))
+    assert is_complete(model_dir, SPLIT_BUILDER_VERSION, 0)
+    marker_file.write_text(json.dumps(marker))
 
     vocab = json.loads((model_dir / "vocab.json").read_text(encoding="utf-8"))
     assert sorted(vocab.values()) == list(range(62834))
@@ -104,7 +121,8 @@ def test_the_split_opus_mt_decodes_into_its_english_target_pieces(tmp_path):
     try:
         assert backend.info.extra["output_vocab_size"] == 500
         [out] = backend.generate(["قالت الحكومة الليبية"], GenerationOptions(max_new_tokens=5, min_new_tokens=5))
-        assert out.num_tokens == 5 and isinstance(out.text, str)
+        assert out.num_tokens == 5 and out.text
+        assert not re.search(r"\bw\d+\b", out.text)  # no source-side placeholder piece ("▁w<id>") decoded
     finally:
         backend.close()
 

@@ -184,25 +184,37 @@ def test_a_token_left_out_by_a_tie_gets_the_tied_value() -> None:
 
 
 @pytest.mark.parametrize("fixture", ["marian", "mt5"])
-def test_beam_search_reorders_the_cross_attention_cache_once(fixture: str, request) -> None:
-    """The backend's beam-search cache reorders self-attention at every step and cross-attention once, and
-    decodes exactly what transformers' default cache decodes (the tests above compare the scores)."""
-    from model_server.backends.torch_backend import _beam_search_cache
+def test_beam_search_projects_the_source_once_per_sentence(fixture: str, request) -> None:
+    """The backend's beam-search inputs project each sentence's cross-attention keys and values once (on the
+    sentences, not their beams), never reorder them, reorder self-attention at every step, and decode exactly
+    what transformers' default generate decodes (the tests above compare the scores)."""
+    from model_server.backends.torch_backend import _beam_search_inputs
 
     backend: TorchSeq2SeqBackend = request.getfixturevalue(fixture)
     sources = MARIAN_SOURCES if fixture == "marian" else MT5_SOURCES
-    assert _beam_search_cache(backend.model, 1) == {}
-    (keyword, cache), = _beam_search_cache(backend.model, 4).items()
+    encoded = backend.tokenizer(sources, return_tensors="pt", padding=True)
+    start = backend.model.generation_config.decoder_start_token_id
+    projected_rows: list[int] = []
+    hooks = [module.register_forward_hook(lambda _m, args, _out: projected_rows.append(args[0].shape[0]))
+             for name, module in backend.model.get_decoder().named_modules()
+             if name.endswith(("encoder_attn.k_proj", "EncDecAttention.k"))]
+    assert len(hooks) == backend.model.config.get_text_config(decoder=True).num_hidden_layers
+    with torch.inference_mode():
+        assert _beam_search_inputs(backend.model, encoded, 1, start) == {}
+        inputs = _beam_search_inputs(backend.model, encoded, 4, start)
+    for hook in hooks:
+        hook.remove()
+    assert projected_rows == [len(sources)] * len(hooks)
+    cache = next(value for key, value in inputs.items() if key != "encoder_outputs")
     reorders = {"self": 0, "cross": 0}
     for name, layer_cache in (("self", cache.self_attention_cache), ("cross", cache.cross_attention_cache)):
         def counted(beam_idx, _reorder=layer_cache.reorder_cache, _name=name):
             reorders[_name] += 1
             _reorder(beam_idx)
         layer_cache.reorder_cache = counted
-    encoded = backend.tokenizer(sources, return_tensors="pt", padding=True)
     options = dict(num_beams=4, max_new_tokens=12, min_new_tokens=12, do_sample=False)
     with torch.inference_mode():
         default = backend.model.generate(**encoded, **options)
-        once = backend.model.generate(**encoded, **options, **{keyword: cache})
+        once = backend.model.generate(**encoded, **options, **inputs)
     assert torch.equal(once, default)
-    assert reorders["cross"] == 1 and reorders["self"] >= 10
+    assert reorders == {"self": reorders["self"], "cross": 0} and reorders["self"] >= 10

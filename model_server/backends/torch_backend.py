@@ -75,10 +75,12 @@ class TorchSeq2SeqBackend:
             from model_server.backends.hardware import DEFAULT_TORCH_ATTENTION
 
             attention = DEFAULT_TORCH_ATTENTION
+        from model_server.backends.beam_attention import base_implementation, grouped_implementation
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype),
-                                                               attn_implementation=attention)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(
+                source, dtype=getattr(torch, dtype), attn_implementation=grouped_implementation(attention) or attention)
         except (OSError, ValueError) as exc:
             raise ServiceError("model_unavailable", f"cannot load model '{name}' from {source}: {exc}") from exc
         self.model.eval().to(device)
@@ -104,7 +106,7 @@ class TorchSeq2SeqBackend:
                    "decoder_start_token_id": self.model.generation_config.decoder_start_token_id,
                    "vocab_size": config.vocab_size,
                    "output_vocab_size": self._reduced.size if self._reduced else config.vocab_size,
-                   "threads": torch.get_num_threads(), "attention": self.model.config._attn_implementation},
+                   "threads": torch.get_num_threads(), "attention": base_implementation(self.model.config._attn_implementation)},
         )
 
     def count_tokens(self, text: str) -> int:
@@ -132,6 +134,7 @@ class TorchSeq2SeqBackend:
         # transformers' last processor when the generation config sets renormalize_logits (the tiny
         # eos-last Marian does), which runs after the recorder: the recorder then applies the same log_softmax.
         normalize = options.num_beams == 1 or bool(self.model.generation_config.renormalize_logits)
+        reduced_ids = self._reduced.generation_kwargs if self._reduced else {}
         recorder = _ChosenTokenLogProbs(keep=_candidates_per_row(options.num_beams, self._eos_ids()),
                                         normalize=normalize)
         try:
@@ -148,8 +151,9 @@ class TorchSeq2SeqBackend:
                     repetition_penalty=options.repetition_penalty,
                     logits_processor=LogitsProcessorList([recorder]),
                     return_dict_in_generate=True,
-                    **(self._reduced.generation_kwargs if self._reduced else {}),
-                    **_beam_search_cache(self.model, options.num_beams),
+                    **reduced_ids,
+                    **_beam_search_inputs(self.model, encoded, options.num_beams,
+                                          reduced_ids.get("decoder_start_token_id", self._decoder_start_id())),
                 )
                 # The recorder saw reduced ids (restricted vocabulary): look scores up before mapping back.
                 token_logprobs = recorder.chosen(output.sequences, getattr(output, "beam_indices", None)).cpu()
@@ -171,6 +175,11 @@ class TorchSeq2SeqBackend:
         score = float(logprobs[:length].sum()) / max(length, 1)
         return Generated(text=text.strip(), score=round(score, 6), num_tokens=length,
                          hit_max_length=(not ended or forced_eos) and length >= options.max_new_tokens)
+
+    def _decoder_start_id(self) -> int:
+        config = self.model.generation_config
+        start = config.decoder_start_token_id
+        return start if start is not None else self.model.config.decoder_start_token_id
 
     def _eos_ids(self) -> set[int]:
         eos_id = self.model.generation_config.eos_token_id
@@ -204,33 +213,49 @@ def attention_choice(requested: str, tuning_file: Path, name: str, source: str, 
     return DEFAULT_TORCH_ATTENTION, "auto rule"
 
 
-def _beam_search_cache(model, num_beams: int) -> dict:
-    """generate() keyword arguments that give beam search an encoder-decoder cache whose cross-attention half
-    is reordered once instead of at every step; {} where that does not apply.
+def _beam_search_inputs(model, encoded, num_beams: int, decoder_start_token_id: int) -> dict:
+    """generate() keyword arguments that let beam search compute each sentence's cross-attention keys and
+    values once, for the sentence, and never reorder them; {} where that does not apply (greedy, or a
+    transformers without encoder-decoder cache objects).
 
-    Beam search reorders every cached tensor by the surviving hypotheses at each step. A cross-attention
-    entry depends only on the source sentence, the same for every beam of it, and beams are only ever
-    reordered among their own sentence's beams: the reorder copies tensors into equal ones. It cost 7% of a
-    beam-4 batch of 32 (opus-mt shape, 78 source tokens, bfloat16, 2-core Zen 4: 0.33 of 4.6 s) and more
-    with long sources (mT5 chunks of 512 tokens). It is still done once, after the first step: the
-    projected keys and values are strided views until a copy makes them contiguous, and attention over the
-    strided views ran slower than the reorder saved."""
+    transformers runs the encoder, repeats its output once per beam, and the first decoder step projects
+    every copy onto each layer's cross-attention keys and values: num_beams times the same work. With
+    512-token mT5 chunks that is about as much as the encoder itself. Here the encoder runs once, one
+    decoder step on the sentences (not the beams) fills the cross-attention cache, and all the beams of a
+    sentence attend over that one copy (beam_attention; with an attention implementation that cannot, it is
+    repeated per beam): the same numbers, a quarter of the projections at beam 4. Cross-attention entries
+    depend only on the source, the same for every beam of a sentence, and beams are only ever reordered
+    among their own sentence's beams, so reordering them would copy tensors into equal ones: the cache
+    reorders its self-attention half only. The decoder input of that one step does not matter (keys and
+    values are projections of the source); the decoder start token keeps it a real one."""
     if num_beams == 1 or not model.config.is_encoder_decoder:
         return {}
     keyword = _cache_keyword()
     if keyword is None:
         return {}
-    from transformers.cache_utils import DynamicCache
+    import torch
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    from model_server.backends.beam_attention import is_grouped
 
     config = model.config.get_text_config(decoder=True)
-    return {keyword: _once_reordered_cross_attention_cache_class()(DynamicCache(config=config),
-                                                                   DynamicCache(config=config))}
+    mask = encoded["attention_mask"]
+    encoder_outputs = model.get_encoder()(input_ids=encoded["input_ids"], attention_mask=mask, return_dict=True)
+    cross = DynamicCache(config=config)
+    start = torch.full((mask.shape[0], 1), decoder_start_token_id, dtype=torch.long, device=mask.device)
+    model.get_decoder()(input_ids=start, encoder_hidden_states=encoder_outputs.last_hidden_state,
+                        encoder_attention_mask=mask, use_cache=True,
+                        **{keyword: EncoderDecoderCache(DynamicCache(config=config), cross)})
+    if not is_grouped(model.config._attn_implementation):  # attention that needs a copy per beam
+        cross.batch_repeat_interleave(num_beams)
+    cache = _source_only_cross_attention_cache_class()(DynamicCache(config=config), cross)
+    return {"encoder_outputs": encoder_outputs, keyword: cache}
 
 
 @functools.cache
 def _cache_keyword() -> str | None:
-    """The generate() keyword for a cache object: `cache` (transformers 5), `past_key_values` (4.x, where
-    EncoderDecoderCache exists), or None."""
+    """The generate() and forward() keyword for a cache object: `cache` (transformers 5), `past_key_values`
+    (4.x, where EncoderDecoderCache exists), or None."""
     try:
         from transformers.cache_utils import EncoderDecoderCache  # noqa: F401
         from transformers.generation import utils
@@ -240,21 +265,18 @@ def _cache_keyword() -> str | None:
 
 
 @functools.cache
-def _once_reordered_cross_attention_cache_class():
+def _source_only_cross_attention_cache_class():
     """Defined on first use: transformers is imported only where a model is loaded."""
     from transformers.cache_utils import EncoderDecoderCache
 
-    class OnceReorderedCrossAttentionCache(EncoderDecoderCache):
-        """Reorders the self-attention cache at every beam step, the cross-attention cache at the first only
-        (see _beam_search_cache)."""
+    class SourceOnlyCrossAttentionCache(EncoderDecoderCache):
+        """Reorders the self-attention cache at every beam step and never the cross-attention cache, whose
+        entries are equal for every beam of a sentence (see _beam_search_inputs)."""
 
         def reorder_cache(self, beam_idx) -> None:
             self.self_attention_cache.reorder_cache(beam_idx)
-            if not getattr(self, "_cross_attention_reordered", False):
-                self.cross_attention_cache.reorder_cache(beam_idx)
-                self._cross_attention_reordered = True
 
-    return OnceReorderedCrossAttentionCache
+    return SourceOnlyCrossAttentionCache
 
 
 def _reduced_vocabulary(model, source: str, name: str):

@@ -41,7 +41,8 @@ def test_grouped_attention_equals_a_copy_per_beam(base: str, queries: int, tiny_
     valid = torch.ones(sentences, keys, dtype=torch.bool)
     valid[1, 5:] = False  # the second sentence is padded
     allowed = valid.repeat_interleave(beams, 0)[:, None, None, :]
-    mask = allowed if base == "sdpa" else torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    mask = allowed if base == "sdpa" else additive  # the kinds of mask transformers builds for each
     bias = torch.randn(1, heads, queries, keys, generator=generator)
     kwargs = dict(scaling=1.0, dropout=0.0, position_bias=bias)
 
@@ -85,3 +86,21 @@ def test_the_backend_decodes_what_plain_transformers_decodes(name: str, base: st
                                   length_penalty=options.length_penalty, no_repeat_ngram_size=0,
                                   repetition_penalty=1.0)
     assert torch.equal(sequences, expected)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_plain_attention_gets_a_copy_per_beam(name: str, request) -> None:
+    """A model loaded with transformers' own attention (no beam-grouped variant, as on a transformers without
+    an attention registry) still gets one projection per sentence, repeated per beam, and the same outputs."""
+    from model_server.backends.torch_backend import _beam_search_inputs
+
+    fixture, _, _, sources = MODELS[name]
+    model_dir: Path = request.getfixturevalue(fixture)
+    plain = AutoModelForSeq2SeqLM.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    encoded = AutoTokenizer.from_pretrained(model_dir)(sources, return_tensors="pt", padding=True)
+    options = dict(num_beams=4, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    with torch.inference_mode():
+        inputs = _beam_search_inputs(plain, encoded, 4, plain.generation_config.decoder_start_token_id)
+        cache = next(value for key, value in inputs.items() if key != "encoder_outputs")
+        assert cache.cross_attention_cache.layers[0].keys.shape[0] == len(sources) * 4
+        assert torch.equal(plain.generate(**encoded, **options, **inputs), plain.generate(**encoded, **options))

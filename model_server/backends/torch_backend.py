@@ -79,8 +79,10 @@ class TorchSeq2SeqBackend:
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
+            # The beam-grouped variant of the chosen attention where transformers can register one.
             self.model = AutoModelForSeq2SeqLM.from_pretrained(
-                source, dtype=getattr(torch, dtype), attn_implementation=grouped_implementation(attention) or attention)
+                source, dtype=getattr(torch, dtype),
+                attn_implementation=grouped_implementation(attention) or attention)
         except (OSError, ValueError) as exc:
             raise ServiceError("model_unavailable", f"cannot load model '{name}' from {source}: {exc}") from exc
         self.model.eval().to(device)
@@ -106,7 +108,8 @@ class TorchSeq2SeqBackend:
                    "decoder_start_token_id": self.model.generation_config.decoder_start_token_id,
                    "vocab_size": config.vocab_size,
                    "output_vocab_size": self._reduced.size if self._reduced else config.vocab_size,
-                   "threads": torch.get_num_threads(), "attention": base_implementation(self.model.config._attn_implementation)},
+                   "threads": torch.get_num_threads(),
+                   "attention": base_implementation(self.model.config._attn_implementation)},
         )
 
     def count_tokens(self, text: str) -> int:

@@ -3,8 +3,8 @@
 In beam search every hypothesis of a sentence attends over the same source: transformers keeps one copy of
 the cross-attention keys and values per beam, and each decoding step multiplies every beam's single query
 row by its own copy. That is memory traffic, not arithmetic: for an mT5 chunk of 509 tokens at beam 4 the
-decoder's cross-attention read 37 MB of keys and values per step, a quarter of the decoder's time (2-core
-Zen 4, bfloat16). Here the cross-attention cache holds one copy per sentence (torch_backend fills it so),
+decoder's cross-attention reads 37 MB of bfloat16 keys and values per step (from the shapes), and took 0.60
+of 2.29 s of a trimmed mT5's generate (one measurement with forward hooks, 2-core Zen 4); 0.46 s grouped. Here the cross-attention cache holds one copy per sentence (torch_backend fills it so),
 and attention stacks the beams' queries of a sentence as query rows of that one copy: the same dot products
 and softmaxes, each row independent of the others, computed by the same eager or sdpa function.
 

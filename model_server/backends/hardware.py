@@ -152,11 +152,9 @@ def ct2_thread_layout(device: str, cores: int, inter_threads: int = 0, intra_thr
 
 # transformers' attention implementation for a torch model when `model-server tune` recorded none: sdpa
 # (transformers' own default) on every device; tune measures eager too and records it where it is faster.
-# Why measure rather than pick eager on CPU: decoding asks one query per hypothesis and step, and torch's CPU
-# kernel for scaled_dot_product_attention (a flash-attention kernel built for long queries) spent longer on
-# it than plain matrix products (2-core Zen 4, 40 decode steps, sdpa / eager time: opus-mt shape bfloat16
-# beam 4 batch 8 1.22x, batch 32 1.41x, greedy batch 64 1.20x, float32 beam 4 batch 32 1.08x, batch 1 equal;
-# an mT5-base summary of the sample article 1.2x). But eager also materialises every encoder attention
-# matrix (batch x heads x source tokens squared, in float32): a soak run of the tiny model with inputs up to
-# its 512-token limit grew 241 MB with eager against 111 MB with sdpa.
+# Which is faster depends on the machine and the run: before cross-attention was grouped by sentence
+# (beam_attention.py) eager decoded beam 4 up to 1.4x faster on a 2-core Zen 4 (one query per hypothesis and
+# step); since, headline tunes on that CPU chose sdpa once (412 against 385 tokens/s) and eager twice. Eager
+# also materialises every encoder attention matrix (batch x heads x source tokens squared, in float32): a
+# soak run of the tiny model with inputs up to its 512-token limit grew 241 MB with eager against 111 MB.
 DEFAULT_TORCH_ATTENTION = "sdpa"

@@ -342,11 +342,12 @@ def _stats_delta(before: dict[str, Any] | None, after: dict[str, Any] | None, sp
     batches = after["batches"] - before["batches"]
     segments = after["segments"] - before["segments"]
     busy = after["busy_s"] - before["busy_s"]
-    return {"batches": batches, "segments": segments,
+    parallel = after.get("parallel_batches", 1)  # batch-seconds add up over the batches running at once
+    return {"batches": batches, "segments": segments, "parallel_batches": parallel,
             "mean_batch_size": round(segments / batches, 3) if batches else 0.0,
             "padded_tokens": after["padded_tokens"] - before["padded_tokens"],
             "model_busy_s": round(busy, 4),
-            # Share of the measured span the model thread was running a batch: < 1 means idle gaps.
-            "model_utilization": round(busy / span_s, 4) if span_s > 0 else 0.0,
+            # Share of the measured span each batch slot (model thread) was running a batch: < 1 means idle gaps.
+            "model_utilization": round(busy / parallel / span_s, 4) if span_s > 0 else 0.0,
             "splits": after["splits"] - before["splits"],
             "rejected_full": after["rejected_full"] - before["rejected_full"]}

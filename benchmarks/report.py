@@ -464,9 +464,12 @@ def _online_section(results: dict[str, Any]) -> list[str]:
                     continue
                 batching = lv.get("batching") or {}
                 busy = batching.get("model_utilization")
+                mean_batch = batching.get("mean_batch_size")
+                if mean_batch is not None and batching.get("parallel_batches", 1) > 1:
+                    mean_batch = f"{mean_batch} x{batching['parallel_batches']}"  # that many batches run at once
                 rows.append([level, name, lv["ok"], lv["errors"], _fmt(lv["requests_per_s"], 2),
                              _fmt(lv["segments_per_s"], 2), lv["target_tokens_per_s"], lv.get("latency_p50_ms"),
-                             lv.get("latency_p95_ms"), lv.get("latency_p99_ms"), batching.get("mean_batch_size"),
+                             lv.get("latency_p95_ms"), lv.get("latency_p99_ms"), mean_batch,
                              f"{busy:.0%}" if busy is not None else "-",
                              _fmt(lv.get("segments_per_server_cpu_s"), 2)])
         lines += _table(["clients", "server", "ok", "errors", "requests/s", "segments/s", "target tokens/s",

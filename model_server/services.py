@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -156,8 +157,9 @@ def translation_limits(settings: Settings, backend: Seq2SeqBackend, entries: dic
 
 @dataclass
 class ModelRunner:
-    """A backend with its own executor thread and batch queue: blocking model calls never run on the
-    event loop, and each model has exactly one thread touching it."""
+    """A backend with its own executor threads and batch queue: blocking model calls never run on the
+    event loop. One thread per model, or one per parallel call where the backend runs independent replicas
+    (`parallel_calls`, CTranslate2's inter_threads): the batcher then runs that many batches at once."""
 
     backend: Seq2SeqBackend
     batcher: DynamicBatcher[str, Generated]
@@ -172,19 +174,22 @@ class ModelRunner:
         limits = limits or setting_limits(settings)
         log.info("%s %s", name, limits.describe(),
                  extra={"fields": {"model": name, "batching_sources": limits.sources, "tuning": limits.tuning}})
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+        parallel = max(1, getattr(backend, "parallel_calls", 1))
+        executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix=f"model-{name}")
+        generate = functools.partial(backend.generate, parallel=True) if parallel > 1 else backend.generate
 
         async def process(group: Hashable, texts: list[str]) -> list[Generated]:
             assert isinstance(group, GenerationOptions)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(executor, backend.generate, texts, group)
+            return await loop.run_in_executor(executor, generate, texts, group)
 
         batcher: DynamicBatcher[str, Generated] = DynamicBatcher(
             process, max_batch_size=limits.max_batch_size, max_batch_tokens=limits.max_batch_tokens,
             max_batch_hypotheses=limits.max_batch_hypotheses, group_weight=hypotheses_per_segment,
             max_wait_ms=settings.max_wait_ms, max_collect_ms=settings.max_collect_ms,
             max_queue_items=settings.max_queue_segments, name=f"batcher-{name}",
-            rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms)
+            rebatch_wait_fraction=settings.rebatch_wait_fraction, rebatch_gap_ms=settings.rebatch_gap_ms,
+            parallel_batches=parallel)
         return cls(backend=backend, batcher=batcher, executor=executor, name=name, limits=limits)
 
     def start(self) -> None:
@@ -198,7 +203,7 @@ class ModelRunner:
                 "limits_source": self.limits.sources if self.limits else None,
                 "tuning": self.limits.tuning if self.limits else None,
                 "max_wait_ms": batcher.max_wait_s * 1000, "max_collect_ms": batcher.max_collect_s * 1000,
-                "max_queue": batcher.max_queue_items,
+                "max_queue": batcher.max_queue_items, "parallel_batches": batcher.parallel_batches,
                 "pending": batcher.pending(), **batcher.stats.to_dict()}
 
     async def close(self, drain_timeout_s: float) -> None:

@@ -230,6 +230,7 @@ def test_close_times_out_and_fails_stuck_work():
         await settle()
         await batcher.close(drain_timeout_s=0.05)
         assert futures[1].done() and isinstance(futures[1].exception(), ServiceError)
+        assert futures[0].exception().code == "shutting_down"  # the stuck batch's own segment is answered too
 
     run(scenario())
 
@@ -459,3 +460,130 @@ def test_a_lone_segment_waits_max_wait_not_max_collect():
 
     run(scenario())
 
+
+
+class Concurrency:
+    """A fake engine with replicas: each call waits for its own release; records how many ran at once."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+        self.releases: list[asyncio.Event] = []
+        self.running = 0
+        self.most_at_once = 0
+
+    async def __call__(self, group, payloads):
+        self.calls.append(list(payloads))
+        release = asyncio.Event()
+        self.releases.append(release)
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            await release.wait()
+        finally:
+            self.running -= 1
+        if "bad" in payloads:
+            raise ValueError("cannot process bad")
+        return [p.upper() for p in payloads]
+
+
+def test_parallel_batches_share_what_waits_evenly_and_run_at_once():
+    async def scenario():
+        engine = Concurrency()
+        batcher = make(engine, max_wait_ms=0, max_batch_size=64, parallel_batches=2)
+        batcher.start()
+        futures = batcher.submit_many([f"s{i}" for i in range(8)], costs=[1] * 8, group="g")
+        await settle()
+        assert [len(call) for call in engine.calls] == [4, 4]  # 8 waiting, 2 free slots: 4 + 4, not 8 + 0
+        assert engine.running == 2
+        for release in engine.releases:
+            release.set()
+        assert await asyncio.gather(*futures) == [f"S{i}" for i in range(8)]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_parallel_batches_get_an_equal_share_of_each_limit():
+    async def scenario():
+        engine = Concurrency()
+        batcher = make(engine, max_wait_ms=0, max_batch_size=8, max_batch_hypotheses=6, parallel_batches=2,
+                       group_weight=beams_of)
+        batcher.start()
+        greedy = batcher.submit_many([f"g{i}" for i in range(20)], costs=[1] * 20, group="beam1")
+        await settle()
+        assert [len(call) for call in engine.calls] == [3, 3]  # 6 hypotheses at once: 3 per batch
+        assert engine.most_at_once == 2  # no third batch while two run
+        while len(engine.calls) < 7 or any(not r.is_set() for r in engine.releases):
+            for release in engine.releases:
+                release.set()
+            await settle()
+        assert await asyncio.gather(*greedy) == [f"G{i}" for i in range(20)]
+        assert max(len(call) for call in engine.calls) == 3 and engine.most_at_once == 2
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_a_free_slot_starts_the_next_batch_while_the_other_still_runs():
+    async def scenario():
+        engine = Concurrency()
+        batcher = make(engine, max_wait_ms=0, max_batch_size=4, parallel_batches=2)
+        batcher.start()
+        first = batcher.submit_many(["a", "b", "c", "d"], costs=[1] * 4, group="g")
+        await settle()
+        assert engine.calls == [["a", "b"], ["c", "d"]]
+        engine.releases[0].set()  # one replica finishes; its client comes back at once
+        assert await asyncio.gather(*first[:2]) == ["A", "B"]
+        again = batcher.submit_many(["e", "f"], costs=[1, 1], group="g")
+        await settle()
+        assert engine.calls[2] == ["e", "f"] and not first[2].done()  # the other batch still runs
+        for release in engine.releases:
+            release.set()
+        assert await asyncio.gather(*first[2:], *again) == ["C", "D", "E", "F"]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_a_failing_parallel_batch_fails_only_its_own_segments():
+    async def scenario():
+        engine = Concurrency()
+        batcher = make(engine, max_wait_ms=0, max_batch_size=2, parallel_batches=2)
+        batcher.start()
+        good = batcher.submit_many(["ok"], costs=[1], group="g")
+        bad = batcher.submit_many(["bad"], costs=[1], group="g")
+        while any(not r.is_set() for r in engine.releases) or len(engine.calls) < 2:
+            for release in engine.releases:
+                release.set()
+            await settle()
+        assert await good[0] == "OK"
+        with pytest.raises(ValueError):
+            await bad[0]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_close_drains_every_parallel_batch_and_times_out_on_stuck_ones():
+    async def scenario():
+        engine = Concurrency()
+        batcher = make(engine, max_wait_ms=0, max_batch_size=2, parallel_batches=2)
+        batcher.start()
+        futures = batcher.submit_many(["a", "b"], costs=[1, 1], group="g")
+        await settle()
+        engine.releases[0].set()
+        await batcher.close(drain_timeout_s=0.05)  # the second batch never ends
+        assert futures[0].result() == "A"
+        assert isinstance(futures[1].exception(), ServiceError) and futures[1].exception().code == "shutting_down"
+        assert engine.running == 0  # the stuck batch's task was cancelled, not left behind
+
+    run(scenario())
+
+
+def test_parallel_batches_must_be_positive():
+    async def noop(group, payloads):
+        return payloads
+
+    with pytest.raises(ValueError, match="parallel_batches"):
+        DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=0, max_queue_items=1,
+                       parallel_batches=0)

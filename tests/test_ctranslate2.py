@@ -88,6 +88,49 @@ def test_a_batch_split_over_replicas_gives_the_same_results(converted_f32, tiny_
     assert_same_results(split.generate(SENTENCES, options), ct2_f32.generate(SENTENCES, options), score_abs=2e-6)
 
 
+def test_parallel_calls_run_one_replica_each_and_give_the_same_results(converted_f32, tiny_marian_dir, ct2_f32):
+    """The service runs one batch per replica at once (parallel=True): calls from two threads at the same
+    time, each on its own replica, return what one serial replica returns, in order, every time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    split = ct2_backend(converted_f32, tiny_marian_dir, inter_threads=2)
+    assert split.parallel_calls == 2 and ct2_f32.parallel_calls == 1
+    # CTranslate2 cutting batches itself (ct2_max_batch_size) spreads them over the replicas: one call at a time.
+    assert ct2_backend(converted_f32, tiny_marian_dir, inter_threads=2, max_batch_size=4).parallel_calls == 1
+    options = GenerationOptions(num_beams=4, max_new_tokens=48)
+    halves = [SENTENCES[0::2], SENTENCES[1::2]]
+    want = [ct2_f32.generate(half, options) for half in halves]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda half: split.generate(half, options, parallel=True), halves))
+            for g, w in zip(got, want):
+                assert_same_results(g, w, score_abs=2e-6)
+
+
+def test_http_clients_at_once_are_served_by_parallel_batches(converted_f32, tiny_marian_dir):
+    """Two replicas: the batcher runs two batches at once (/v1/models says so), and 14 clients sending at
+    the same time each get their own sentence's translation (the memorised ones, in turn)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = tiny_settings(tiny_marian_dir, backend="ctranslate2", ct2_model_dir=converted_f32,
+                             ct2_compute_type="float32", ct2_inter_threads=2, ct2_intra_threads=1)
+    services = Services.load(settings)
+    sentences = [list(MEMORISED)[i % len(MEMORISED)] for i in range(14)]
+    with serve_services(services) as server:
+        def translate(text):
+            with server.client() as client:
+                response = client.post("/translate", json={"texts": [text]})
+                assert response.status_code == 200, response.text
+                return response.json()["results"][0]["translation"]
+
+        with ThreadPoolExecutor(max_workers=len(sentences)) as pool:
+            got = list(pool.map(translate, sentences))
+        with server.client() as client:
+            batching = client.get("/v1/models").json()["batching"]["translation"]
+    assert got == [MEMORISED[text] for text in sentences]
+    assert batching["parallel_batches"] == 2 and batching["segments"] == len(sentences)
+
+
 def test_the_auto_layout_is_loaded_and_reported(tiny_marian_dir, converted_f32):
     """ct2_inter_threads/ct2_intra_threads 0 (the defaults) load the layout ct2_thread_layout picks for the
     usable cores, and /v1/models (ModelInfo.extra) says which."""

@@ -14,6 +14,7 @@ pieces; outputs are pieces turned back into ids and decoded by the same tokenize
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -100,7 +101,11 @@ def resolve_compute_type(compute_type: str, device: str, task: str = "translatio
 
 
 class CTranslate2Seq2SeqBackend:
-    """One converted model on one device. `generate` is blocking; callers run it on one executor thread."""
+    """One converted model on one device. `generate` is blocking and thread-safe: a call spreads its batch
+    over every replica (inter_threads), or, with `parallel=True`, runs on one replica, so that up to
+    `parallel_calls` calls from as many threads keep the replicas busy independently (the service's batcher
+    runs that many batches at once: a replica whose batch ended starts the next one while the others still
+    run, instead of waiting for the slowest sub-batch and for its clients' next requests)."""
 
     def __init__(self, *, name: str, model_dir: Path | str, task: str, architectures: Sequence[str],
                  device: str, compute_type: str, intra_threads: int = 0, inter_threads: int = 1,
@@ -128,6 +133,9 @@ class CTranslate2Seq2SeqBackend:
         self._run_options = {"batch_type": batch_type, "patience": beam_patience, "use_vmap": use_vmap}
         self._max_batch_size = max_batch_size
         self._replicas = inter_threads
+        # The tokenizer is not documented as thread-safe (a fast tokenizer's settings are shared state);
+        # tokenizing is a few ms per batch, the engine call runs outside the lock.
+        self._tokenizer_lock = threading.Lock()
         self._end_token = self.tokenizer.eos_token
         limit = _model_input_limit(config, self.tokenizer)
         self.max_input_tokens = min(limit, max_input_tokens or limit)
@@ -161,14 +169,24 @@ class CTranslate2Seq2SeqBackend:
         position is reserved for it: it is appended afterwards without a model step (see _result)."""
         return max(options.max_new_tokens - 1, 1) if self.forced_eos else options.max_new_tokens
 
-    def generate(self, texts: Sequence[str], options: GenerationOptions) -> list[Generated]:
+    @property
+    def parallel_calls(self) -> int:
+        """Calls worth running at once: one per replica on cpu, unless ct2_max_batch_size makes CTranslate2
+        cut every batch into sub-batches itself (those are spread over the replicas by CTranslate2)."""
+        return self._replicas if self.info.device == "cpu" and not self._max_batch_size else 1
+
+    def generate(self, texts: Sequence[str], options: GenerationOptions, *,
+                 parallel: bool = False) -> list[Generated]:
+        """`parallel`: this call runs beside others (see parallel_calls), so it takes one replica."""
         tokenizer = self.tokenizer
-        sources = [tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=False)["input_ids"]) for text in texts]
+        with self._tokenizer_lock:
+            sources = [tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=False)["input_ids"])
+                       for text in texts]
         max_length = self.decoding_steps(options)
         results = self.translator.translate_batch(
             sources,
             **self._run_options,
-            max_batch_size=self.split_size(len(sources)),
+            max_batch_size=0 if parallel else self.split_size(len(sources)),
             beam_size=options.num_beams,
             num_hypotheses=1,
             length_penalty=options.length_penalty,
@@ -182,7 +200,8 @@ class CTranslate2Seq2SeqBackend:
         )
         if len(results) != len(texts):
             raise RuntimeError(f"CTranslate2 returned {len(results)} results for {len(texts)} inputs")
-        return [self._result(result.hypotheses[0], result.scores[0], options, max_length) for result in results]
+        with self._tokenizer_lock:
+            return [self._result(result.hypotheses[0], result.scores[0], options, max_length) for result in results]
 
     def split_size(self, count: int) -> int:
         """CTranslate2's sub-batch size: ct2_max_batch_size when set, else an even split of the batch over the

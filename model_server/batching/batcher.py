@@ -2,8 +2,11 @@
 
 Segments from all in-flight requests join one bounded queue with two priority lanes. One worker task
 forms a batch when the lane's budget fills or arrivals pause for `max_wait_ms` (at the latest `max_collect_ms`
-after the oldest segment), awaits the
-process function (which runs the model off the event loop) and resolves each segment's future.
+after the oldest segment), runs the process function on it (which runs the model off the event loop) and
+resolves each segment's future. Up to `parallel_batches` batches run at once (an engine with that many
+independent replicas, e.g. CTranslate2's inter_threads): each batch then gets 1/N of every limit, and the
+segments waiting are shared evenly among the free slots, so two replicas never sit one idle and one busy
+while work waits, and one replica's clients come back while the other still runs.
 
 Guarantees:
 - only segments of the same `group` (e.g. equal decoding options) share a batch, so batching never
@@ -14,8 +17,8 @@ Guarantees:
 - a failing batch is split in halves and retried until the failure is pinned to single segments
   (isolates a poison input; also how a CUDA out-of-memory batch is retried smaller);
 - futures already done (cancelled by a timed-out or disconnected client) are dropped, never resolved;
-- `interactive` always goes before `bulk`, one batch at a time, so a backlog delays an editor by at most
-  the batch that is already running;
+- `interactive` always goes before `bulk`, so a backlog delays an editor by at most the batch (with
+  parallel batches: the shortest of the batches) that is already running;
 - `close()` stops admission, finishes queued work, then stops the worker.
 - an optional `observer` (`BatchObserver`) gets each segment's queue wait and each batch's size, padded
   tokens and time (metrics); a failing observer is logged and never stalls the queue.
@@ -109,8 +112,11 @@ class DynamicBatcher(Generic[T, R]):
         max_batch_hypotheses: int | None = None,
         group_weight: WeightFn = _unweighted,
         max_collect_ms: float | None = None,
+        parallel_batches: int = 1,
     ) -> None:
         check_limits(max_batch_size, max_batch_tokens, max_batch_hypotheses)
+        if parallel_batches < 1:
+            raise ValueError(f"parallel_batches must be >= 1, got {parallel_batches}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         if max_queue_items < 1:
@@ -131,6 +137,7 @@ class DynamicBatcher(Generic[T, R]):
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_hypotheses = max_batch_hypotheses
+        self.parallel_batches = parallel_batches
         self._group_weight = group_weight
         self.max_wait_s = max_wait_ms / 1000.0
         # None or less than max_wait: a batch waits max_wait after its oldest segment, however busy the arrivals.
@@ -144,6 +151,7 @@ class DynamicBatcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._closing = False
         self._worker: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # batches in flight, at most parallel_batches
 
     # ----- lifecycle -----
     def start(self) -> None:
@@ -165,6 +173,10 @@ class DynamicBatcher(Generic[T, R]):
         except asyncio.TimeoutError:
             log.warning("%s: drain timed out after %.1fs; failing queued work", self.name, drain_timeout_s)
             self._worker.cancel()
+            stuck = list(self._running)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)  # their segments fail with shutting_down
             self._fail_all_pending(ServiceError("shutting_down", "the server shut down before this work ran"))
 
     # ----- admission -----
@@ -203,11 +215,11 @@ class DynamicBatcher(Generic[T, R]):
     # ----- worker -----
     async def _run_forever(self) -> None:
         while True:
-            lane = self._next_lane()
+            lane = self._next_lane() if self._free_slots() else None
             if lane is None:
-                if self._closing:
+                if self._closing and not self._running and self._next_lane() is None:
                     return
-                self._wakeup.clear()
+                self._wakeup.clear()  # set again by an arrival, a finished batch or close()
                 await self._wakeup.wait()
                 continue
             wait_s = self._remaining_wait(lane)
@@ -216,7 +228,22 @@ class DynamicBatcher(Generic[T, R]):
                 continue
             batch = self._take_batch(lane)
             if batch:
-                await self._execute(batch, lane)
+                self._launch(batch, lane)
+
+    def _free_slots(self) -> int:
+        return self.parallel_batches - len(self._running)
+
+    def _launch(self, batch: list[_Pending], lane: Lane) -> None:
+        """Run a batch as its own task, so the worker can fill another slot meanwhile."""
+        task = asyncio.get_running_loop().create_task(self._execute(batch, lane), name=f"{self.name}-batch")
+        self._running.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # _execute settles every failure itself
+            log.error("%s: batch task failed", self.name, exc_info=task.exception())
+        self._wakeup.set()
 
     def _next_lane(self) -> Lane | None:
         for lane in Lane:  # declaration order is priority order
@@ -240,8 +267,8 @@ class DynamicBatcher(Generic[T, R]):
         group = queue[0].group
         same = [item.cost for item in queue if item.group == group]
         limits = self._limits(queue[0].weight)
-        most = most_segments(max_batch_size=self.max_batch_size, max_batch_hypotheses=self.max_batch_hypotheses,
-                             weight=queue[0].weight)
+        most = most_segments(max_batch_size=limits["max_batch_size"],
+                             max_batch_hypotheses=limits["max_batch_hypotheses"], weight=queue[0].weight)
         full = len(same) >= most or not fits(len(same), max(same[:most]), **limits)
         if full:
             return 0.0
@@ -281,16 +308,24 @@ class DynamicBatcher(Generic[T, R]):
         except asyncio.TimeoutError:
             pass
 
-    def _limits(self, weight: int) -> dict[str, Any]:
-        """The planner's limits for a batch of segments of `weight` hypotheses each."""
-        return dict(max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens,
-                    max_batch_hypotheses=self.max_batch_hypotheses, weight=weight)
+    def _limits(self, weight: int, share: int | None = None) -> dict[str, Any]:
+        """The planner's limits for one batch of segments of `weight` hypotheses each: 1/parallel_batches of
+        each configured limit (the configured ones cap what the engine runs at once), and at most `share`
+        segments."""
+        slot_size = _share_of(self.max_batch_size, self.parallel_batches)
+        return dict(max_batch_size=min(slot_size, share or slot_size),
+                    max_batch_tokens=_share_of(self.max_batch_tokens, self.parallel_batches),
+                    max_batch_hypotheses=(None if self.max_batch_hypotheses is None
+                                          else _share_of(self.max_batch_hypotheses, self.parallel_batches)),
+                    weight=weight)
 
     def _take_batch(self, lane: Lane) -> list[_Pending]:
         queue = self._lanes[lane]
         group = queue[0].group
         candidates = [item for item in queue if item.group == group]
-        chosen_idx = select_batch([item.cost for item in candidates], **self._limits(queue[0].weight))
+        # What waits is shared evenly among the free slots: 8 segments and 2 idle replicas make 4 + 4.
+        share = -(-len(candidates) // max(self._free_slots(), 1))
+        chosen_idx = select_batch([item.cost for item in candidates], **self._limits(queue[0].weight, share))
         chosen = [candidates[i] for i in chosen_idx]
         chosen_ids = {id(item) for item in chosen}
         self._lanes[lane] = deque(item for item in queue if id(item) not in chosen_ids)
@@ -305,7 +340,13 @@ class DynamicBatcher(Generic[T, R]):
         if self.observer is not None:
             for item in batch:
                 self._notify(self.observer.on_queue_wait, lane=lane, seconds=started - item.enqueued_at)
-        await self._process_isolating_failures(batch)
+        try:
+            await self._process_isolating_failures(batch)
+        except asyncio.CancelledError:  # close() timed out on this batch: its clients get an answer
+            for item in batch:
+                _settle(item.future, exception=ServiceError("shutting_down", "the server shut down before this "
+                                                                             "work finished"))
+            raise
         seconds = time.monotonic() - started
         log.debug("%s: batch of %d segments (%d padded tokens) ran %.0f ms; oldest waited %.0f ms; %d left queued",
                   self.name, len(batch), padded_tokens, seconds * 1000,
@@ -354,6 +395,11 @@ class DynamicBatcher(Generic[T, R]):
             for item in self._lanes[lane]:
                 _settle(item.future, exception=exc)
             self._lanes[lane].clear()
+
+
+def _share_of(limit: int, parts: int) -> int:
+    """One of `parts` equal shares of a limit, rounded up (never below 1)."""
+    return max(1, -(-limit // parts))
 
 
 def _settle(future: asyncio.Future, *, result: Any = None, exception: BaseException | None = None) -> None:

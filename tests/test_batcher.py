@@ -485,6 +485,13 @@ class Concurrency:
             raise ValueError("cannot process bad")
         return [p.upper() for p in payloads]
 
+    async def finish(self, calls: int) -> None:
+        """Let every batch end, until `calls` batches have run."""
+        while len(self.calls) < calls or any(not release.is_set() for release in self.releases):
+            for release in self.releases:
+                release.set()
+            await settle()
+
 
 def test_parallel_batches_share_what_waits_evenly_and_run_at_once():
     async def scenario():
@@ -513,10 +520,7 @@ def test_parallel_batches_get_an_equal_share_of_each_limit():
         await settle()
         assert [len(call) for call in engine.calls] == [3, 3]  # 6 hypotheses at once: 3 per batch
         assert engine.most_at_once == 2  # no third batch while two run
-        while len(engine.calls) < 7 or any(not r.is_set() for r in engine.releases):
-            for release in engine.releases:
-                release.set()
-            await settle()
+        await engine.finish(calls=7)
         assert await asyncio.gather(*greedy) == [f"G{i}" for i in range(20)]
         assert max(len(call) for call in engine.calls) == 3 and engine.most_at_once == 2
         await batcher.close()
@@ -552,10 +556,7 @@ def test_a_failing_parallel_batch_fails_only_its_own_segments():
         batcher.start()
         good = batcher.submit_many(["ok"], costs=[1], group="g")
         bad = batcher.submit_many(["bad"], costs=[1], group="g")
-        while any(not r.is_set() for r in engine.releases) or len(engine.calls) < 2:
-            for release in engine.releases:
-                release.set()
-            await settle()
+        await engine.finish(calls=2)
         assert await good[0] == "OK"
         with pytest.raises(ValueError):
             await bad[0]

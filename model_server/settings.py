@@ -157,8 +157,9 @@ class Settings(BaseSettings):
     ct2_intra_threads: int = Field(
         0, ge=0, description="CTranslate2 threads per replica (0 = auto: 1 up to 4 usable cores, 2 up to 16, then 4)")
     ct2_inter_threads: int = Field(
-        0, ge=0, description="CTranslate2 replicas (one copy of the weights): each batch is split evenly over them "
-        "and the parts run in parallel (0 = auto: usable cores / ct2_intra_threads on cpu, 1 on cuda)"
+        0, ge=0, description="CTranslate2 replicas (one copy of the weights): on cpu the service runs one batch "
+        "per replica at once, each with an equal share of the batch limits (0 = auto: usable cores / "
+        "ct2_intra_threads on cpu, 1 on cuda)"
     )
     ct2_max_batch_size: int = Field(
         0, ge=0, description="CTranslate2's own split of each batch (0 = an even split over the ct2_inter_threads "

@@ -588,3 +588,23 @@ def test_parallel_batches_must_be_positive():
     with pytest.raises(ValueError, match="parallel_batches"):
         DynamicBatcher(noop, max_batch_size=1, max_batch_tokens=1, max_wait_ms=0, max_queue_items=1,
                        parallel_batches=0)
+
+
+def test_parallel_batches_that_ended_together_wait_for_their_clients_instead_of_splitting_them():
+    """Two parallel batches of 2 end together; their 4 clients come back spread over 60 ms. The first two
+    back fill one batch (2 more are still expected), the last two the other: 2 + 2, never 1 + 1 + 1 + 1."""
+    async def scenario():
+        recorder = SlowRecorder(0.4)
+        batcher = make(recorder, max_wait_ms=0, max_batch_size=4, parallel_batches=2, rebatch_wait_fraction=0.5,
+                       rebatch_gap_ms=1000)
+        batcher.start()
+        await asyncio.gather(*batcher.submit_many(["a1", "a2", "a3", "a4"], costs=[1] * 4, group="g"))
+        returning = []
+        for name in ["b1", "b2", "b3", "b4"]:
+            returning += batcher.submit_many([name], costs=[1], group="g")
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*returning)
+        assert [len(payloads) for _, payloads in recorder.calls] == [2, 2, 2, 2]
+        await batcher.close()
+
+    run(scenario())

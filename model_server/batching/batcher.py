@@ -133,7 +133,9 @@ class DynamicBatcher(Generic[T, R]):
         self._last_batch_end = 0.0
         self._last_batch_s = 0.0
         self._last_arrival = 0.0
-        self._expected_back = 0  # segments the last batch answered plus those left waiting when it ended
+        # Segments the batches that ended answered, less the segments that arrived since: clients the
+        # batcher still expects back (closed-loop clients send their next request when answered).
+        self._awaited = 0
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_hypotheses = max_batch_hypotheses
@@ -209,6 +211,7 @@ class DynamicBatcher(Generic[T, R]):
         items = [_Pending(p, c, group, weight, loop.create_future()) for p, c in zip(payloads, costs)]
         self._lanes[lane].extend(items)
         self._last_arrival = time.monotonic()
+        self._awaited = max(0, self._awaited - len(items))
         self._wakeup.set()
         return [item.future for item in items]
 
@@ -272,7 +275,7 @@ class DynamicBatcher(Generic[T, R]):
         full = len(same) >= most or not fits(len(same), max(same[:most]), **limits)
         if full:
             return 0.0
-        ready_at = max(self._collect_ready_at(queue[0].enqueued_at), self._rebatch_ready_at(len(queue)))
+        ready_at = max(self._collect_ready_at(queue[0].enqueued_at), self._rebatch_ready_at())
         return max(0.0, ready_at - time.monotonic())
 
     def _collect_ready_at(self, oldest: float) -> float:
@@ -284,18 +287,18 @@ class DynamicBatcher(Generic[T, R]):
         dozen and left the rest for a second, partial one."""
         return min(max(oldest, self._last_arrival) + self.max_wait_s, oldest + self.max_collect_s)
 
-    def _rebatch_ready_at(self, queued: int) -> float:
+    def _rebatch_ready_at(self) -> float:
         """When to stop waiting for the clients of the last batch (0.0: do not wait).
 
         Clients answered by a batch send their next requests right away; a partial batch started before
         they are back splits them into a small batch and a large one that keep alternating (measured on
         a 2-core CPU with 64 clients: batches of 10 and 54, when a slow client took 1.4 s to send
         the 64 next requests, with a 225 ms pause among them, hence the 300 ms default gap).
-        So after a batch, keep collecting while they arrive: until as many segments wait as the batch had
-        plus those left waiting, or no segment arrived for rebatch_gap, or at the latest a fraction of
-        the batch's duration after it (a waiting batch never costs more than that share of throughput).
+        So after a batch, keep collecting while they arrive: until as many segments arrived as the batches
+        that ended answered, or no segment arrived for rebatch_gap, or at the latest a fraction of the
+        batch's duration after it (a waiting batch never costs more than that share of throughput).
         """
-        if self.rebatch_wait_fraction == 0 or queued >= self._expected_back:
+        if self.rebatch_wait_fraction == 0 or self._awaited == 0:
             return 0.0
         cap = self._last_batch_end + min(self.rebatch_wait_fraction * self._last_batch_s, MAX_REBATCH_WAIT_S)
         quiet_until = max(self._last_batch_end, self._last_arrival) + self.rebatch_gap_s
@@ -323,8 +326,12 @@ class DynamicBatcher(Generic[T, R]):
         queue = self._lanes[lane]
         group = queue[0].group
         candidates = [item for item in queue if item.group == group]
-        # What waits is shared evenly among the free slots: 8 segments and 2 idle replicas make 4 + 4.
-        share = -(-len(candidates) // max(self._free_slots(), 1))
+        if time.monotonic() >= self._rebatch_ready_at():
+            self._awaited = 0  # the wait for them is over: late clients are new arrivals, not awaited ones
+        # What waits, and what is still expected back, is shared evenly among the free slots: 8 segments
+        # and 2 idle replicas make 4 + 4; two parallel batches of 16 that ended together, the first 16 of
+        # their 32 clients back, make 16 now and 16 when the rest are back (not 8 + 8, then 16).
+        share = -(-(len(candidates) + self._awaited) // max(self._free_slots(), 1))
         chosen_idx = select_batch([item.cost for item in candidates], **self._limits(queue[0].weight, share))
         chosen = [candidates[i] for i in chosen_idx]
         chosen_ids = {id(item) for item in chosen}
@@ -352,7 +359,7 @@ class DynamicBatcher(Generic[T, R]):
                   self.name, len(batch), padded_tokens, seconds * 1000,
                   (started - min(item.enqueued_at for item in batch)) * 1000, len(self._lanes[lane]))
         self._last_batch_end, self._last_batch_s = started + seconds, seconds
-        self._expected_back = len(batch) + len(self._lanes[lane])
+        self._awaited += len(batch)
         self.stats.busy_s += seconds
         if self.observer is not None:
             self._notify(self.observer.on_batch, lane=lane, size=len(batch), padded_tokens=padded_tokens,

@@ -608,3 +608,34 @@ def test_parallel_batches_that_ended_together_wait_for_their_clients_instead_of_
         await batcher.close()
 
     run(scenario())
+
+
+def test_parallel_slots_start_once_arrivals_fill_them_all_and_share_a_burst_evenly():
+    """Clients trickling in fill both slots' batches before either starts (not a full first batch and a
+    partial second); one request's 26 segments on two idle slots run as 13 + 13, not 16 + 10."""
+    async def scenario():
+        engine = Concurrency()
+        batcher = make(engine, max_batch_size=4, parallel_batches=2)  # max_wait 60 s: only fullness starts one
+        batcher.start()
+        trickle = []
+        for name in ["a1", "a2", "a3"]:
+            trickle += batcher.submit_many([name], costs=[1], group="g")
+            await settle()
+        assert engine.calls == []  # one slot's batch is full, the other's is not: keep collecting
+        trickle += batcher.submit_many(["a4"], costs=[1], group="g")
+        await settle()
+        assert engine.calls == [["a1", "a2"], ["a3", "a4"]]
+        await engine.finish(calls=2)
+        await asyncio.gather(*trickle)
+
+        article = make(engine, max_wait_ms=0, max_batch_size=32, parallel_batches=2)
+        article.start()
+        segments = article.submit_many([f"p{i}" for i in range(26)], costs=[1] * 26, group="g")
+        await settle()
+        assert [len(call) for call in engine.calls[2:]] == [13, 13]
+        await engine.finish(calls=4)
+        await asyncio.gather(*segments)
+        await batcher.close()
+        await article.close()
+
+    run(scenario())

@@ -250,7 +250,9 @@ def test_ct2_ceiling_ratios_and_greedy_view():
                "online": {"service-ctranslate2": server("service", "ctranslate2", 450.0, 400.0, 900.0),
                           "naive-ctranslate2": server("naive", "ctranslate2", 100.0, 380.0, 200.0),
                           "naive-ctranslate2_ready_s": 1.0},
-               "idle": {"service-ctranslate2_http": {"median_ms": 30.0}, "naive-ctranslate2_http": {"median_ms": 40.0}},
+               # Rounds interleaved: the ratio is the median of per-round ratios (0.5, 1.5, 0.5), not 30 / 20.
+               "idle": {"service-ctranslate2_http": {"median_ms": 30.0, "ms": [10.0, 30.0, 50.0]},
+                        "naive-ctranslate2_http": {"median_ms": 20.0, "ms": [20.0, 20.0, 100.0]}},
                "greedy": {"offline": {"ctranslate2": best(1000.0)}, "raw": {},
                           "torch_dtypes": {"chosen": "bfloat16", "sections": {"bfloat16": best(30.0),
                                                                               "float32": best(10.0)}}}}
@@ -259,7 +261,7 @@ def test_ct2_ceiling_ratios_and_greedy_view():
     assert ratios["ct2_service_over_naive_ct2"] == 4.5
     assert ratios["ct2_service_share_of_ceiling"] == 0.9
     assert ratios["ct2_service_over_naive_ct2_latency_1_client"] == pytest.approx(400 / 380, abs=1e-4)
-    assert ratios["ct2_idle_service_over_naive_ct2"] == 0.75
+    assert ratios["ct2_idle_service_over_naive_ct2"] == 0.5
     assert ratios["torch_auto_dtype_over_other"] is None  # no dtype rows in the headline here
     greedy = compute_ratios(decoding_view(results, "greedy"))
     assert greedy["ct2_engine_ceiling_over_naive_ct2"] == 5.0 and greedy["ct2_service_over_naive_ct2"] == 4.5

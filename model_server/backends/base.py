@@ -62,6 +62,11 @@ class ModelInfo(BaseModel):
 
 
 class Seq2SeqBackend(Protocol):
+    """A model the service batches for. Optionally, a backend with independent replicas (CTranslate2 on cpu)
+    also has `parallel_calls` (> 1: that many `generate` calls may run at once from as many threads) and
+    accepts `generate(..., parallel=True)` (this call runs beside others, so it takes one replica); the
+    service's ModelRunner then runs that many batches at once. Without the attribute: one call at a time."""
+
     info: ModelInfo
 
     def count_tokens(self, text: str) -> int:

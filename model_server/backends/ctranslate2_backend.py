@@ -133,8 +133,9 @@ class CTranslate2Seq2SeqBackend:
         self._run_options = {"batch_type": batch_type, "patience": beam_patience, "use_vmap": use_vmap}
         self._max_batch_size = max_batch_size
         self._replicas = inter_threads
-        # The tokenizer is not documented as thread-safe (a fast tokenizer's settings are shared state);
-        # tokenizing is a few ms per batch, the engine call runs outside the lock.
+        # As in the torch backend: a fast tokenizer's padding/truncation state is shared and mutated per call,
+        # and it is called from the request-preparation threads (count_tokens) and from every parallel
+        # generate. Tokenizer calls are short; the engine call runs outside the lock.
         self._tokenizer_lock = threading.Lock()
         self._end_token = self.tokenizer.eos_token
         limit = _model_input_limit(config, self.tokenizer)
@@ -159,7 +160,8 @@ class CTranslate2Seq2SeqBackend:
         )
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, truncation=False)["input_ids"])
+        with self._tokenizer_lock:
+            return len(self.tokenizer(text, truncation=False)["input_ids"])
 
     def default_options(self) -> GenerationOptions:
         return GenerationOptions.from_generation_config(self._generation)

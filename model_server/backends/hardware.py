@@ -154,7 +154,7 @@ def ct2_thread_layout(device: str, cores: int, inter_threads: int = 0, intra_thr
 # (transformers' own default) on every device; tune measures eager too and records it where it is faster.
 # Which is faster depends on the machine and the run: before cross-attention was grouped by sentence
 # (beam_attention.py) eager decoded beam 4 up to 1.4x faster on a 2-core Zen 4 (one query per hypothesis and
-# step); since, headline tunes on that CPU chose sdpa once (412 against 385 tokens/s) and eager twice. Eager
+# step); since, headline tunes on that CPU chose sdpa in 2 of 7 runs, eager in 5 (README, Tuning). Eager
 # also materialises every encoder attention matrix (batch x heads x source tokens squared, in float32): a
 # soak run of the tiny model with inputs up to its 512-token limit grew 241 MB with eager against 111 MB.
 DEFAULT_TORCH_ATTENTION = "sdpa"

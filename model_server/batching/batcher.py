@@ -17,8 +17,8 @@ Guarantees:
 - a failing batch is split in halves and retried until the failure is pinned to single segments
   (isolates a poison input; also how a CUDA out-of-memory batch is retried smaller);
 - futures already done (cancelled by a timed-out or disconnected client) are dropped, never resolved;
-- `interactive` always goes before `bulk`, so a backlog delays an editor by at most the batch (with
-  parallel batches: the shortest of the batches) that is already running;
+- `interactive` always goes before `bulk`, so a backlog delays an editor by at most the batch already
+  running (with parallel batches: until the first of them ends);
 - `close()` stops admission, finishes queued work, then stops the worker.
 - an optional `observer` (`BatchObserver`) gets each segment's queue wait and each batch's size, padded
   tokens and time (metrics); a failing observer is logged and never stalls the queue.
@@ -283,8 +283,11 @@ class DynamicBatcher(Generic[T, R]):
         limits = self._limits(queue[0].weight)
         most = most_segments(max_batch_size=limits["max_batch_size"],
                              max_batch_hypotheses=limits["max_batch_hypotheses"], weight=queue[0].weight)
-        share = -(-len(same) // free)
-        return len(same) >= most * free or not fits(share, max(same[:most * free]), **limits)
+        return len(same) >= most * free or not fits(self._even_share(len(same)), max(same[:most * free]), **limits)
+
+    def _even_share(self, count: int) -> int:
+        """What one free slot takes of `count` waiting segments, shared evenly among the free slots."""
+        return _share_of(count, max(self._free_slots(), 1))
 
     def _collect_ready_at(self, oldest: float) -> float:
         """When a non-full batch stops collecting: `max_wait` after the latest arrival, so clients that are
@@ -338,8 +341,8 @@ class DynamicBatcher(Generic[T, R]):
             self._awaited = 0  # the wait for them is over: late clients are new arrivals, not awaited ones
         # What waits is shared evenly among the free slots (8 segments and 2 idle replicas make 4 + 4; a
         # 26-sentence article 13 + 13), once it fills them all or the waits are over (_remaining_wait).
-        share = -(-len(candidates) // max(self._free_slots(), 1))
-        chosen_idx = select_batch([item.cost for item in candidates], **self._limits(queue[0].weight, share))
+        chosen_idx = select_batch([item.cost for item in candidates],
+                                  **self._limits(queue[0].weight, self._even_share(len(candidates))))
         chosen = [candidates[i] for i in chosen_idx]
         chosen_ids = {id(item) for item in chosen}
         self._lanes[lane] = deque(item for item in queue if id(item) not in chosen_ids)
